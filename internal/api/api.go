@@ -1,0 +1,110 @@
+// Package api holds the types that travel between the keel CLI and the
+// daemon over the control socket, as JSON. Field names are part of SPEC.md's
+// contract: they may be added to, never renamed.
+package api
+
+import (
+	"time"
+
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// Version of the control protocol; the path prefix of every endpoint.
+const Prefix = "/v1"
+
+// Instance is one row of `keel ls --json`.
+type Instance struct {
+	App         string     `json:"app"`
+	Instance    int        `json:"instance"`
+	Pid         int        `json:"pid"`
+	Status      string     `json:"status"`
+	Restarts    int        `json:"restarts"`
+	UptimeMs    int64      `json:"uptime_ms"`
+	MemoryBytes int64      `json:"memory_bytes"`
+	CPUPercent  float64    `json:"cpu_percent"`
+	LastExit    *spec.Exit `json:"last_exit"`
+	// Reason says why an instance is errored or waiting.
+	Reason string `json:"reason,omitempty"`
+	// StatusText is the app's last sd_notify STATUS= line.
+	StatusText string `json:"status_text,omitempty"`
+}
+
+// AppDetail is `keel describe --json`.
+type AppDetail struct {
+	Spec        *spec.App     `json:"spec"`
+	Desired     string        `json:"desired"` // "running" or "stopped"
+	Instances   []Instance    `json:"instances"`
+	Exits       []ExitRecord  `json:"exits"` // newest last, bounded
+	LatestCrash *CrashGroup   `json:"latest_crash,omitempty"`
+	Triggers    []TriggerInfo `json:"triggers,omitempty"`
+	Sockets     []string      `json:"sockets,omitempty"`
+}
+
+// ExitRecord is one exit in an app's history.
+type ExitRecord struct {
+	Instance int       `json:"instance"`
+	Pid      int       `json:"pid"`
+	Exit     spec.Exit `json:"exit"`
+}
+
+// TriggerInfo describes one restart trigger of an app (max_memory, cron,
+// watch, health) and when it last fired.
+type TriggerInfo struct {
+	Kind      string     `json:"kind"`
+	Detail    string     `json:"detail"`
+	LastFired *time.Time `json:"last_fired,omitempty"`
+	Count     int        `json:"count"`
+}
+
+// CrashGroup is one element of `keel crashes --json`.
+type CrashGroup struct {
+	ID        string    `json:"id"`
+	App       string    `json:"app"`
+	Signature string    `json:"signature"`
+	Title     string    `json:"title"`
+	Count     int       `json:"count"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	LastStack string    `json:"last_stack"`
+}
+
+// CrashDetail is `keel crash <id> --json`: the group and the exits it covers.
+type CrashDetail struct {
+	CrashGroup
+	Kind  string       `json:"kind"`
+	Exits []ExitRecord `json:"exits"`
+}
+
+// StartRequest defines and starts apps.
+type StartRequest struct {
+	Apps []*spec.App `json:"apps"`
+}
+
+// TargetRequest names a target: "all", "app" or "app:N".
+type TargetRequest struct {
+	Target string `json:"target"`
+}
+
+// ScaleRequest changes an app's instance count.
+type ScaleRequest struct {
+	App       string `json:"app"`
+	Instances int    `json:"instances"`
+}
+
+// Result is the answer to a command: what it touched.
+type Result struct {
+	Instances []Instance `json:"instances,omitempty"`
+	Message   string     `json:"message,omitempty"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Version is the daemon's identity.
+type Version struct {
+	Version string `json:"version"`
+	Pid     int    `json:"pid"`
+	Home    string `json:"home"`
+}

@@ -1,0 +1,36 @@
+package control
+
+import (
+	"context"
+
+	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// Backend is what the control server calls: the daemon implements it on top
+// of the supervisor. Every method may be called concurrently. Errors are
+// shown to the user as they are, so they must read as one line that says
+// what failed and why.
+type Backend interface {
+	Start(ctx context.Context, apps []*spec.App) (api.Result, error)
+	Stop(ctx context.Context, t spec.Target) (api.Result, error)
+	Restart(ctx context.Context, t spec.Target) (api.Result, error)
+	Reload(ctx context.Context, t spec.Target) (api.Result, error)
+	Scale(ctx context.Context, app string, n int) (api.Result, error)
+	Delete(ctx context.Context, t spec.Target) (api.Result, error)
+	List(ctx context.Context) ([]api.Instance, error)
+	Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, error)
+	Crashes(ctx context.Context, app string) ([]api.CrashGroup, error)
+	Crash(ctx context.Context, id string) (api.CrashDetail, error)
+	Save(ctx context.Context) (api.Result, error)
+	Resurrect(ctx context.Context) (api.Result, error)
+	// Kill stops every app, answers, then makes the daemon exit.
+	Kill(ctx context.Context) (api.Result, error)
+	Version() api.Version
+}
+
+// NotFoundError marks an error about a target that does not exist; the
+// server answers it with 404.
+type NotFoundError struct{ What string }
+
+func (e *NotFoundError) Error() string { return e.What + " not found" }
