@@ -1,0 +1,706 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// app is one app definition and its instances. Owned by the Run goroutine,
+// like everything below.
+type app struct {
+	spec     *spec.App
+	stopped  bool        // desired: the user stopped the whole app
+	insts    []*instance // ordered by number
+	exits    []ExitRecord
+	deleting bool
+}
+
+// instance is one numbered slot of an app. Its intent flags (wantStopped,
+// restartPending, removed) decide what happens when its process exits.
+type instance struct {
+	app        *app
+	num        int
+	status     Status
+	reason     string
+	statusText string
+	restarts   int
+	started    bool // has ever been started (the first start is not a restart)
+	lastExit   *spec.Exit
+	unstable   int // unstable runs in a row
+
+	cur  *run // the process serving (or starting)
+	next *run // a reload's new process, until it is ready
+
+	backoff        Timer
+	wantStopped    bool
+	restartPending bool
+	removed        bool
+	// spawnWaiters hear the outcome of the next spawn of cur.
+	spawnWaiters []func(error)
+}
+
+// run is one process of an instance, from spawn to exit.
+type run struct {
+	inst       *instance
+	p          Process // nil while spawning
+	started    time.Time
+	ready      bool
+	readyTimer Timer
+	stopReason string // set when keel asked it to stop
+	stopAsked  bool   // Stop was requested (maybe before spawn finished)
+	stopSent   bool
+	failed     string // why the run counts as a failed start
+	exited     bool
+	// onReady is a reload's continuation for next: nil error once ready.
+	onReady func(error)
+	// waiters hear the exit.
+	waiters []func(spec.Exit)
+}
+
+func newApp(sp *spec.App) *app { return &app{spec: sp} }
+
+func (a *app) addInstance() *instance {
+	in := &instance{app: a, num: len(a.insts)}
+	a.insts = append(a.insts, in)
+	return in
+}
+
+// select_ returns the instances a target names within this app.
+func (a *app) select_(t spec.Target) ([]*instance, error) {
+	if t.Instance < 0 {
+		return append([]*instance(nil), a.insts...), nil
+	}
+	for _, in := range a.insts {
+		if in.num == t.Instance && !in.removed {
+			return []*instance{in}, nil
+		}
+	}
+	return nil, &NotFoundError{What: fmt.Sprintf("instance %s:%d", a.spec.Name, t.Instance)}
+}
+
+// sharesSockets reports whether the app's instances share listening
+// sockets that keel holds, which is what makes a rolling reload lossless.
+func (a *app) sharesSockets() bool {
+	return len(a.spec.Listen) > 0 || (a.spec.IsNode() && (a.spec.Cluster || a.spec.Instances > 1))
+}
+
+func (a *app) infos() []InstanceInfo {
+	out := make([]InstanceInfo, 0, len(a.insts))
+	for _, in := range a.insts {
+		out = append(out, in.info())
+	}
+	return out
+}
+
+func (in *instance) info() InstanceInfo {
+	i := InstanceInfo{
+		App:        in.app.spec.Name,
+		Instance:   in.num,
+		Status:     in.status,
+		Restarts:   in.restarts,
+		Reason:     in.reason,
+		StatusText: in.statusText,
+	}
+	if in.lastExit != nil {
+		e := *in.lastExit
+		i.LastExit = &e
+	}
+	if r := in.cur; r != nil && r.p != nil {
+		i.Pid = r.p.Pid()
+		i.Started = r.started
+	}
+	return i
+}
+
+func (s *Supervisor) setStatus(in *instance, to Status, reason string) {
+	if !CanChange(in.status, to) {
+		s.log.Error("status change not allowed", "app", in.app.spec.Name, "instance", in.num,
+			"from", in.status.String(), "to", to.String())
+	}
+	in.status = to
+	in.reason = reason
+	if to == Stopped || to == Errored {
+		in.statusText = ""
+		var err error
+		if to == Errored {
+			err = fmt.Errorf("%s:%d errored: %s", in.app.spec.Name, in.num, reason)
+		}
+		s.flushSpawnWaiters(in, err)
+	}
+}
+
+func (s *Supervisor) flushSpawnWaiters(in *instance, err error) {
+	ws := in.spawnWaiters
+	in.spawnWaiters = nil
+	for _, w := range ws {
+		w(err)
+	}
+}
+
+func (s *Supervisor) cancelBackoff(in *instance) {
+	if in.backoff != nil {
+		in.backoff.Stop()
+		in.backoff = nil
+	}
+}
+
+// startApp defines (or redefines) an app and starts what is not running.
+func (s *Supervisor) startApp(sp *spec.App, o *op) {
+	a, exists := s.apps[sp.Name]
+	if exists {
+		if a.deleting {
+			o.fail(fmt.Errorf("app %q is being deleted; try again when it is gone", sp.Name))
+			return
+		}
+		idle := 0
+		for _, in := range a.insts {
+			if in.cur == nil {
+				idle++
+			}
+		}
+		if idle == 0 && len(a.insts) == sp.Instances {
+			o.fail(fmt.Errorf("app %q is already running; use keel restart or keel reload to apply changes", sp.Name))
+			return
+		}
+		a.spec = sp
+		a.stopped = false
+		for _, in := range a.insts {
+			if in.cur == nil && !in.removed {
+				s.startIdle(in, o)
+			}
+		}
+		s.scaleApp(a, sp.Instances, o)
+		return
+	}
+	a = newApp(sp)
+	s.apps[sp.Name] = a
+	for i := 0; i < sp.Instances; i++ {
+		s.startIdle(a.addInstance(), o)
+	}
+	s.save(a)
+}
+
+// startIdle starts an instance that has no process, cancelling any backoff.
+func (s *Supervisor) startIdle(in *instance, o *op) {
+	in.wantStopped = false
+	in.restartPending = false
+	in.unstable = 0
+	s.cancelBackoff(in)
+	in.spawnWaiters = append(in.spawnWaiters, o.add())
+	s.spawnCur(in)
+}
+
+// spawnCur starts a process as the instance's current one.
+func (s *Supervisor) spawnCur(in *instance) {
+	r := s.newRun(in)
+	in.cur = r
+	s.setStatus(in, Starting, "")
+	s.startRun(r)
+}
+
+func (s *Supervisor) newRun(in *instance) *run {
+	if in.started {
+		in.restarts++
+	}
+	in.started = true
+	return &run{inst: in}
+}
+
+// startRun asks the Spawner for the process in a goroutine of its own (a
+// spawn may take milliseconds) and resumes in spawned.
+func (s *Supervisor) startRun(r *run) {
+	in := r.inst
+	req := SpawnRequest{App: in.app.spec.Clone(), Instance: in.num, Restarts: in.restarts}
+	go func() {
+		p, err := s.cfg.Spawner.Spawn(context.Background(), req)
+		if !s.post(func() { s.spawned(r, p, err) }) && p != nil {
+			// The supervisor is gone; the process runs on under its keeper
+			// and the next daemon adopts it.
+			go drain(p)
+		}
+	}()
+}
+
+func drain(p Process) {
+	for range p.Events() {
+	}
+}
+
+func (s *Supervisor) spawned(r *run, p Process, err error) {
+	in := r.inst
+	if err != nil {
+		err = fmt.Errorf("starting %s:%d: %w", in.app.spec.Name, in.num, err)
+		s.log.Error("spawn failed", "app", in.app.spec.Name, "instance", in.num, "err", err)
+		r.exited = true
+		switch r {
+		case in.next:
+			in.next = nil
+			s.finishReady(r, err)
+		case in.cur:
+			in.cur = nil
+			if in.removed || in.wantStopped {
+				s.setStatus(in, Stopped, "")
+			} else {
+				s.setStatus(in, Errored, "start failed: "+err.Error())
+			}
+		}
+		s.save(in.app)
+		return
+	}
+	if r == in.cur {
+		s.flushSpawnWaiters(in, nil)
+	}
+	s.attach(r, p)
+	s.save(in.app)
+}
+
+// attach binds a started (or adopted) process to its run: its events flow
+// into the owner loop, and its readiness is awaited.
+func (s *Supervisor) attach(r *run, p Process) {
+	in := r.inst
+	r.p = p
+	r.started = p.Started()
+	go func() {
+		for ev := range p.Events() {
+			if !s.post(func() { s.onEvent(r, ev) }) {
+				drain(p)
+				return
+			}
+		}
+	}()
+	if r.stopAsked {
+		s.sendStop(r)
+		return
+	}
+	if in.app.spec.Ready == spec.ReadyNone {
+		s.markReady(r)
+		return
+	}
+	d := in.app.spec.ReadyTimeout.D()
+	r.readyTimer = s.clock.AfterFunc(d, func() {
+		s.post(func() { s.readyTimedOut(r, d) })
+	})
+}
+
+func (s *Supervisor) onEvent(r *run, ev Event) {
+	in := r.inst
+	switch ev.Kind {
+	case EventReady:
+		s.markReady(r)
+	case EventStatus:
+		if r == in.cur {
+			in.statusText = ev.Text
+		}
+	case EventExit:
+		s.exited(r, ev.Exit)
+	}
+}
+
+func (s *Supervisor) markReady(r *run) {
+	if r.ready || r.exited {
+		return
+	}
+	r.ready = true
+	if r.readyTimer != nil {
+		r.readyTimer.Stop()
+		r.readyTimer = nil
+	}
+	in := r.inst
+	switch r {
+	case in.cur:
+		if in.status == Starting {
+			s.setStatus(in, Online, "")
+		}
+	case in.next:
+		s.finishReady(r, nil)
+	}
+}
+
+func (s *Supervisor) finishReady(r *run, err error) {
+	if f := r.onReady; f != nil {
+		r.onReady = nil
+		f(err)
+	}
+}
+
+func (s *Supervisor) readyTimedOut(r *run, d time.Duration) {
+	if r.ready || r.exited {
+		return
+	}
+	in := r.inst
+	r.failed = fmt.Sprintf("not ready within ready_timeout %s", d)
+	s.log.Warn("instance not ready in time", "app", in.app.spec.Name, "instance", in.num, "timeout", d)
+	if r == in.next {
+		in.next = nil
+		s.finishReady(r, fmt.Errorf("%s", r.failed))
+	}
+	s.stopRun(r, "ready_timeout")
+}
+
+// stopRun asks a run's process to stop gracefully; the keeper escalates to
+// SIGKILL after kill_timeout. Safe to call more than once.
+func (s *Supervisor) stopRun(r *run, reason string) {
+	if r.exited {
+		return
+	}
+	if !r.stopAsked {
+		r.stopAsked = true
+		r.stopReason = reason
+	}
+	if r.p != nil {
+		s.sendStop(r)
+	}
+}
+
+func (s *Supervisor) sendStop(r *run) {
+	if r.stopSent {
+		return
+	}
+	r.stopSent = true
+	if r.readyTimer != nil {
+		r.readyTimer.Stop()
+		r.readyTimer = nil
+	}
+	sp := r.inst.app.spec
+	if err := r.p.Stop(sp.Signal(), sp.KillTimeout.D()); err != nil {
+		// The process side is gone; its exit (keeper lost) follows.
+		s.log.Warn("stop request failed", "app", sp.Name, "instance", r.inst.num, "err", err)
+	}
+}
+
+// exited handles a process's exit: records it, then decides from the
+// instance's intent what comes next.
+func (s *Supervisor) exited(r *run, ex spec.Exit) {
+	if r.exited {
+		return
+	}
+	r.exited = true
+	if r.readyTimer != nil {
+		r.readyTimer.Stop()
+		r.readyTimer = nil
+	}
+	in, a := r.inst, r.inst.app
+	if r.stopReason != "" && ex.Reason == "" {
+		ex.Reason = r.stopReason
+	}
+	pid := r.p.Pid()
+	e := ex
+	in.lastExit = &e
+	a.exits = append(a.exits, ExitRecord{Instance: in.num, Pid: pid, Exit: ex})
+	if len(a.exits) > maxExits {
+		a.exits = append([]ExitRecord(nil), a.exits[len(a.exits)-maxExits:]...)
+	}
+	restarting := false
+	switch r {
+	case in.next:
+		in.next = nil
+		s.finishReady(r, fmt.Errorf("new process exited with %s before it was ready", ex))
+	case in.cur:
+		in.cur = nil
+		restarting = s.afterExit(in, r, ex)
+	}
+	for _, w := range r.waiters {
+		w(ex)
+	}
+	r.waiters = nil
+	r.p.Release()
+	if s.exits != nil {
+		s.exits.push(ExitInfo{
+			App: a.spec.Name, Instance: in.num, Pid: pid, Started: r.started,
+			Exit: ex, Spec: a.spec.Clone(), Restarting: restarting,
+		})
+	}
+	if !a.deleting {
+		s.save(a)
+	}
+}
+
+// afterExit applies the instance's intent, then the restart policy, to the
+// exit of its current process. It reports whether a restart follows.
+func (s *Supervisor) afterExit(in *instance, r *run, ex spec.Exit) bool {
+	sp := in.app.spec
+	switch {
+	case in.removed || in.wantStopped || in.app.stopped:
+		s.setStatus(in, Stopped, "")
+		return false
+	case in.restartPending:
+		in.restartPending = false
+		in.unstable = 0
+		s.spawnCur(in)
+		return true
+	case ex.Code != nil && sp.StopsOn(*ex.Code):
+		s.setStatus(in, Stopped, fmt.Sprintf("exited with %s, one of stop_exit_codes", ex))
+		return false
+	case sp.Restart == spec.RestartNever:
+		s.setStatus(in, Stopped, fmt.Sprintf("exited with %s; restart is never", ex))
+		return false
+	case sp.Restart == spec.RestartOnFailure && ex.Clean():
+		s.setStatus(in, Stopped, "exited cleanly; restart is on-failure")
+		return false
+	}
+	uptime := s.clock.Now().Sub(r.started)
+	if uptime < sp.MinUptime.D() || r.failed != "" {
+		in.unstable++
+	} else {
+		in.unstable = 0
+	}
+	if in.unstable > sp.MaxRestarts {
+		why := fmt.Sprintf("exited with %s", ex)
+		if r.failed != "" {
+			why = r.failed
+		}
+		s.setStatus(in, Errored, fmt.Sprintf("gave up after %d unstable runs in a row (each under min_uptime %s; last %s); fix it, then keel restart %s",
+			in.unstable, sp.MinUptime, why, sp.Name))
+		return false
+	}
+	if in.unstable == 0 {
+		s.spawnCur(in)
+		return true
+	}
+	delay := Backoff(sp.RestartDelay.D(), sp.BackoffMax.D(), in.unstable)
+	why := fmt.Sprintf("exited with %s", ex)
+	if r.failed != "" {
+		why = r.failed
+	}
+	s.setStatus(in, Waiting, fmt.Sprintf("%s after %s; restarting in %s (unstable run %d of at most %d)",
+		why, uptime.Round(time.Millisecond), delay, in.unstable, sp.MaxRestarts))
+	var t Timer
+	t = s.clock.AfterFunc(delay, func() {
+		s.post(func() {
+			if in.backoff != t || in.status != Waiting {
+				return
+			}
+			in.backoff = nil
+			s.spawnCur(in)
+		})
+	})
+	in.backoff = t
+	return true
+}
+
+// Backoff is the delay before the n-th unstable restart in a row (n ≥ 1):
+// base doubled n-1 times, at most max.
+func Backoff(base, max time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// stopInstance stops an instance and keeps it stopped.
+func (s *Supervisor) stopInstance(in *instance, reason string, o *op) {
+	in.wantStopped = true
+	in.restartPending = false
+	s.cancelBackoff(in)
+	if n := in.next; n != nil {
+		in.next = nil
+		s.finishReady(n, fmt.Errorf("%s:%d was stopped during the reload", in.app.spec.Name, in.num))
+		s.stopRun(n, reason)
+	}
+	r := in.cur
+	if r == nil {
+		if in.status != Stopped {
+			s.setStatus(in, Stopped, "")
+		}
+		s.save(in.app)
+		return
+	}
+	done := o.add()
+	r.waiters = append(r.waiters, func(spec.Exit) { done(nil) })
+	if in.status != Stopping {
+		s.setStatus(in, Stopping, "")
+	}
+	s.stopRun(r, reason)
+}
+
+// restartInstance stops the instance's process (if any) and starts a new one.
+func (s *Supervisor) restartInstance(in *instance, reason string, o *op) {
+	if in.removed {
+		return
+	}
+	in.app.stopped = false
+	in.wantStopped = false
+	s.cancelBackoff(in)
+	r := in.cur
+	if r == nil {
+		s.startIdle(in, o)
+		s.save(in.app)
+		return
+	}
+	in.restartPending = true
+	in.spawnWaiters = append(in.spawnWaiters, o.add())
+	if in.status != Stopping {
+		s.setStatus(in, Stopping, "")
+	}
+	s.stopRun(r, reason)
+}
+
+// rollingReload replaces instances one after another; see Reload.
+func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
+	done := o.add()
+	var step func(i int)
+	step = func(i int) {
+		if i == len(insts) {
+			done(nil)
+			return
+		}
+		s.reloadOne(insts[i], reason, o, func(err error) {
+			if err != nil {
+				done(err)
+				return
+			}
+			step(i + 1)
+		})
+	}
+	step(0)
+}
+
+// reloadOne starts a new process for in, waits for it to be ready, makes it
+// current and stops the old one. then hears the outcome of the swap; the
+// old process's exit is a piece of o of its own.
+func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(error)) {
+	name := fmt.Sprintf("%s:%d", in.app.spec.Name, in.num)
+	if in.removed {
+		then(nil)
+		return
+	}
+	if in.next != nil {
+		then(fmt.Errorf("reloading %s: a reload is already in progress", name))
+		return
+	}
+	if in.cur == nil || in.cur.stopAsked {
+		// Nothing serves: a plain start is as good as a reload.
+		in.app.stopped = false
+		if in.cur == nil {
+			s.startIdle(in, o)
+		}
+		then(nil)
+		return
+	}
+	r := s.newRun(in)
+	in.next = r
+	r.onReady = func(err error) {
+		if err != nil {
+			then(fmt.Errorf("reloading %s: %w; the old process keeps serving", name, err))
+			s.save(in.app)
+			return
+		}
+		old := in.cur
+		in.next = nil
+		in.cur = r
+		in.unstable = 0
+		if in.status != Online {
+			s.setStatus(in, Online, "")
+		}
+		if old != nil {
+			oldDone := o.add()
+			old.waiters = append(old.waiters, func(spec.Exit) { oldDone(nil) })
+			s.stopRun(old, reason)
+		}
+		s.save(in.app)
+		then(nil)
+	}
+	s.startRun(r)
+}
+
+// scaleApp grows or shrinks an app to n instances.
+func (s *Supervisor) scaleApp(a *app, n int, o *op) {
+	a.spec.Instances = n
+	live := 0
+	for _, in := range a.insts {
+		if !in.removed {
+			live++
+		}
+	}
+	for live < n {
+		in := a.addInstance()
+		live++
+		if a.stopped {
+			s.setStatus(in, Stopped, "")
+			continue
+		}
+		s.startIdle(in, o)
+	}
+	for _, in := range a.insts {
+		if in.num >= n && !in.removed {
+			s.removeInstance(a, in, "scale", o)
+		}
+	}
+	s.save(a)
+}
+
+// removeInstance stops an instance and drops it from its app.
+func (s *Supervisor) removeInstance(a *app, in *instance, reason string, o *op) {
+	in.removed = true
+	drop := func() {
+		for i, x := range a.insts {
+			if x == in {
+				a.insts = append(a.insts[:i], a.insts[i+1:]...)
+				break
+			}
+		}
+		s.save(a)
+	}
+	if in.cur == nil && in.next == nil {
+		s.cancelBackoff(in)
+		s.setStatus(in, Stopped, "")
+		drop()
+		return
+	}
+	done := o.add()
+	s.stopInstance(in, reason, nil)
+	if in.cur != nil {
+		in.cur.waiters = append(in.cur.waiters, func(spec.Exit) { drop(); done(nil) })
+	} else {
+		drop()
+		done(nil)
+	}
+}
+
+// deleteApp stops every instance of an app, then forgets it.
+func (s *Supervisor) deleteApp(a *app, o *op) {
+	a.deleting = true
+	a.stopped = true
+	done := o.add()
+	sub := s.newOp(func(err error) {
+		delete(s.apps, a.spec.Name)
+		if s.persist != nil {
+			s.persist.put(a.spec.Name, nil)
+		}
+		done(err)
+	})
+	for _, in := range append([]*instance(nil), a.insts...) {
+		s.removeInstance(a, in, "delete", sub)
+	}
+	sub.arm()
+}
+
+// save hands the app's current record to the persister.
+func (s *Supervisor) save(a *app) {
+	if s.persist == nil || a.deleting {
+		return
+	}
+	rec := &AppRecord{Spec: a.spec.Clone(), Stopped: a.stopped, Exits: append([]ExitRecord(nil), a.exits...)}
+	for _, in := range a.insts {
+		if in.removed {
+			continue
+		}
+		ir := InstanceRecord{Instance: in.num, Restarts: in.restarts, Stopped: in.wantStopped || in.status == Stopped}
+		if in.status == Errored {
+			ir.Errored = in.reason
+		}
+		if in.lastExit != nil {
+			e := *in.lastExit
+			ir.LastExit = &e
+		}
+		rec.Instances = append(rec.Instances, ir)
+	}
+	s.persist.put(a.spec.Name, rec)
+}
