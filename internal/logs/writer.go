@@ -1,0 +1,344 @@
+package logs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options tune a Writer.
+type Options struct {
+	// MaxSize rotates the file before a write would take it past this many
+	// bytes. ≤ 0 never rotates.
+	MaxSize int64
+	// Keep is how many rotated files (path.1 … path.Keep) are kept. 0 keeps
+	// none: a full file is deleted when the next one starts.
+	Keep int
+	// Now stamps records; nil means time.Now.
+	Now func() time.Time
+}
+
+// Writer appends one stream's records to a log file and rotates it. See the
+// package documentation for the format and the locking protocol.
+//
+// Capture and Close may be called from any goroutine. Several Captures may
+// run at once (each writes its lines as whole records and tags its long
+// lines with its own id), though a keeper runs one per Writer.
+type Writer struct {
+	path string
+	opts Options
+
+	mu        sync.Mutex // guards the fields below; held for a whole batch
+	f         *os.File   // nil once closed
+	fd        int        // f's descriptor
+	dev, ino  uint64     // identity of f, compared with the path's before each write
+	checkTail bool       // f may end in a torn record: look before the next write
+}
+
+// OpenWriter opens (creating it and its directory if needed) the log file
+// at path for appending. It fails only if the directory or the file cannot
+// be created or opened.
+func OpenWriter(path string, opts Options) (*Writer, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Keep < 0 {
+		opts.Keep = 0
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating log directory: %w", err)
+	}
+	w := &Writer{path: path, opts: opts}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.openLocked(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// openLocked opens whatever file w.path names now. w.mu must be held.
+func (w *Writer) openLocked() error {
+	// O_RDWR, not O_WRONLY: checkTail reads the file's last byte.
+	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening log file: %w", err)
+	}
+	fd := int(f.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return fmt.Errorf("opening log file %s: %w", w.path, err)
+	}
+	w.f, w.fd, w.dev, w.ino = f, fd, st.Dev, st.Ino
+	w.checkTail = true
+	return nil
+}
+
+// reopenLocked closes the current file and opens the path again. w.mu must
+// be held and the flock released.
+func (w *Writer) reopenLocked() error {
+	w.f.Close()
+	w.f = nil
+	return w.openLocked()
+}
+
+// Close closes the file. Later Captures drain their reader but write
+// nothing and return an error. Closing twice is harmless.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f == nil {
+		return nil
+	}
+	err := w.f.Close()
+	w.f = nil
+	if err != nil {
+		return fmt.Errorf("closing log file: %w", err)
+	}
+	return nil
+}
+
+// Capture reads r until EOF (or a read error) and appends every line to
+// the file as records stamped with Options.Now, splitting lines longer than
+// MaxPayload. Bytes are written as soon as they are read, except the
+// unterminated end of the current line, which waits for its "\n" or for
+// EOF (it is then recorded as a line without newline). When Capture
+// returns, everything read has been written to the file (not fsynced).
+//
+// Capture keeps reading even when writing fails (a full disk), so the app
+// never blocks on its pipe; it then returns, at EOF, an error that counts
+// the lost records and wraps the first write error. It returns the read
+// error, if r fails with anything but io.EOF, after writing what was read.
+func (w *Writer) Capture(r io.Reader) error {
+	c := capturer{w: w, id: fmt.Sprintf("%08x", rand.Uint32())}
+	buf := make([]byte, 2*MaxPayload)
+	held := 0 // buf[:held] is the unterminated end of the current line
+	var tsBuf [timeLen]byte
+	for {
+		n, rerr := r.Read(buf[held:])
+		ts := appendTime(tsBuf[:0], w.opts.Now())
+		data := buf[:held+n]
+		start := 0
+		for from := held; ; {
+			i := bytes.IndexByte(data[from:], '\n')
+			if i < 0 {
+				break
+			}
+			c.line(ts, data[start:from+i], kindLine)
+			start = from + i + 1
+			from = start
+		}
+		rest := data[start:]
+		for len(rest) > MaxPayload {
+			c.piece(ts, rest[:MaxPayload])
+			rest = rest[MaxPayload:]
+		}
+		held = copy(buf, rest)
+		if rerr != nil {
+			if held > 0 || c.lineOff > 0 {
+				c.line(ts, buf[:held], kindEOF)
+			}
+			c.flush()
+			if errors.Is(rerr, io.EOF) {
+				return c.err()
+			}
+			return errors.Join(fmt.Errorf("reading app output: %w", rerr), c.err())
+		}
+		c.flush()
+	}
+}
+
+// capturer is the state of one Capture call.
+type capturer struct {
+	w        *Writer
+	id       string // tags the pieces of this call's long lines
+	lineOff  int64  // bytes of the current line already recorded as pieces
+	b        batch
+	lost     int // records that could not be written
+	firstErr error
+}
+
+// line records the (rest of the) current line, ended by kind.
+func (c *capturer) line(ts, p []byte, kind byte) {
+	if c.lineOff == 0 && len(p) <= MaxPayload {
+		c.b.add(ts, kind, "", 0, p)
+		return
+	}
+	for len(p) > MaxPayload {
+		c.piece(ts, p[:MaxPayload])
+		p = p[MaxPayload:]
+	}
+	c.b.add(ts, kind, c.id, c.lineOff, p)
+	c.lineOff = 0
+}
+
+// piece records a non-final piece of a long line.
+func (c *capturer) piece(ts, p []byte) {
+	c.b.add(ts, kindPartial, c.id, c.lineOff, p)
+	c.lineOff += int64(len(p))
+}
+
+func (c *capturer) flush() {
+	if len(c.b.ends) == 0 {
+		return
+	}
+	written, err := c.w.write(&c.b)
+	if err != nil {
+		c.lost += len(c.b.ends) - written
+		if c.firstErr == nil {
+			c.firstErr = err
+		}
+	}
+	c.b.buf, c.b.ends = c.b.buf[:0], c.b.ends[:0]
+}
+
+func (c *capturer) err() error {
+	if c.firstErr == nil {
+		return nil
+	}
+	return fmt.Errorf("%d log records could not be written to %s: %w", c.lost, c.w.path, c.firstErr)
+}
+
+// batch is whole records ready to append.
+type batch struct {
+	buf  []byte
+	ends []int // end offset in buf of each record
+}
+
+func (b *batch) add(ts []byte, kind byte, id string, off int64, payload []byte) {
+	b.buf = appendRecord(b.buf, ts, kind, id, off, payload)
+	b.ends = append(b.ends, len(b.buf))
+}
+
+// write appends every record of b, rotating as needed. It returns how many
+// records were written; on an error the rest of b is not written.
+func (w *Writer) write(b *batch) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	next := 0
+	for next < len(b.ends) {
+		if w.f == nil {
+			return next, fmt.Errorf("writing log: %w", os.ErrClosed)
+		}
+		base := 0
+		if next > 0 {
+			base = b.ends[next-1]
+		}
+		k, err := w.appendLocked(b.buf[base:], b.ends[next:], base)
+		next += k
+		if err != nil {
+			return next, err
+		}
+	}
+	return len(b.ends), nil
+}
+
+// appendLocked writes, under the file's flock, as many whole records of
+// buf (record i ends at ends[i]-base) as fit below MaxSize. It returns how
+// many it wrote; 0 and no error means the file was rotated or replaced and
+// the caller should go again. w.mu must be held.
+func (w *Writer) appendLocked(buf []byte, ends []int, base int) (int, error) {
+	fd := w.fd
+	if err := flock(fd, unix.LOCK_EX); err != nil {
+		return 0, fmt.Errorf("locking log file: %w", err)
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			flock(fd, unix.LOCK_UN)
+			locked = false
+		}
+	}
+	defer unlock()
+
+	var st unix.Stat_t
+	if err := unix.Stat(w.path, &st); err != nil || st.Dev != w.dev || st.Ino != w.ino {
+		// Another writer rotated the file, or someone moved it: follow the path.
+		unlock()
+		return 0, w.reopenLocked()
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, fmt.Errorf("writing log: %w", err)
+	}
+	size := st.Size
+	var sep []byte
+	if w.checkTail && size > 0 {
+		// A writer died or failed mid-record: start ours on a line of its own.
+		var last [1]byte
+		if _, err := unix.Pread(fd, last[:], size-1); err == nil && last[0] != '\n' {
+			sep = []byte{'\n'}
+		}
+	}
+	k := len(ends)
+	if limit := w.opts.MaxSize; limit > 0 && size+int64(len(sep)+ends[k-1]-base) > limit {
+		k = sort.Search(len(ends), func(i int) bool {
+			return size+int64(len(sep)+ends[i]-base) > limit
+		})
+		if k == 0 {
+			if size > 0 {
+				if err := rotate(w.path, w.opts.Keep); err != nil {
+					return 0, fmt.Errorf("rotating log: %w", err)
+				}
+				unlock()
+				return 0, w.reopenLocked()
+			}
+			k = 1 // a record larger than MaxSize goes alone into an empty file
+		}
+	}
+	data := buf[:ends[k-1]-base]
+	if sep != nil {
+		data = append(sep, data...)
+	}
+	if _, err := w.f.Write(data); err != nil {
+		w.checkTail = true
+		return 0, fmt.Errorf("writing log: %w", err)
+	}
+	w.checkTail = false
+	return k, nil
+}
+
+// rotate shifts path.N-1 → path.N … path → path.1 (or, with keep 0,
+// deletes path) and deletes rotated files beyond keep. The caller holds
+// the flock of the file at path.
+func rotate(path string, keep int) error {
+	if keep <= 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	} else {
+		for i := keep - 1; i >= 1; i-- {
+			err := os.Rename(rotatedPath(path, i), rotatedPath(path, i+1))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		if err := os.Rename(path, rotatedPath(path, 1)); err != nil {
+			return err
+		}
+	}
+	for n := keep + 1; ; n++ { // left over from a larger Keep
+		if os.Remove(rotatedPath(path, n)) != nil {
+			return nil
+		}
+	}
+}
+
+func flock(fd, how int) error {
+	for {
+		err := unix.Flock(fd, how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
