@@ -1,0 +1,40 @@
+package sockets_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+
+	"github.com/keel-run/keel/internal/sockets"
+)
+
+func ExampleParse() {
+	for _, s := range []string{":3000", "tcp://127.0.0.1:3000", "[::1]:3000", "unix:///run/app.sock"} {
+		a, err := sockets.Parse(s)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Printf("%-22s %-20s %s\n", s, a, a.Name())
+	}
+	// Output:
+	// :3000                  :3000                tcp-3000
+	// tcp://127.0.0.1:3000   127.0.0.1:3000       tcp-127.0.0.1-3000
+	// [::1]:3000             [::1]:3000           tcp-__1-3000
+	// unix:///run/app.sock   unix:///run/app.sock unix-/run/app.sock
+}
+
+func ExampleListen() {
+	a, _ := sockets.Parse("127.0.0.1:0")
+	l, err := sockets.Listen(a, sockets.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	// The child gets the socket as fd 3. (LISTEN_PID must be the child's
+	// own pid; keel's proc package sets it in a pre-exec step.)
+	cmd := exec.Command("true")
+	cmd.ExtraFiles = []*os.File{l.File()}
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES="+sockets.FDNames(l.Addr()))
+	fmt.Println(cmd.Env[len(cmd.Env)-1])
+	// Output: LISTEN_FDNAMES=tcp-127.0.0.1-0
+}
