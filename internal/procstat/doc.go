@@ -19,6 +19,8 @@
 // between samples.
 //
 // Everything here reads small /proc files with plain system calls into one
-// reused buffer: sampling eight trees costs tens of microseconds. Nothing
-// blocks on anything but /proc.
+// reused buffer. Finding children costs one read per thread, so a sample of
+// eight trees of multi-threaded processes (Go or Node, ~8 threads each)
+// takes about 0.3 ms (BenchmarkSample8); once a second that is noise.
+// Nothing blocks on anything but /proc.
 package procstat
