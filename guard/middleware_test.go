@@ -214,21 +214,21 @@ func TestPanicAnswerIsProblemJSONWhenAccepted(t *testing.T) {
 
 func TestPrefersJSON(t *testing.T) {
 	cases := map[string]bool{
-		"":                                  false,
-		"*/*":                               false,
-		"application/json":                  true,
-		"application/problem+json":          true,
-		"application/vnd.api+json":          true,
-		"text/plain":                        false,
-		"application/json, */*":             true,
-		"text/plain, application/json":      false,
+		"":                                   false,
+		"*/*":                                false,
+		"application/json":                   true,
+		"application/problem+json":           true,
+		"application/vnd.api+json":           true,
+		"text/plain":                         false,
+		"application/json, */*":              true,
+		"text/plain, application/json":       false,
 		"text/plain;q=0.5, application/json": true,
-		"application/json;q=0, */*":         false,
+		"application/json;q=0, */*":          false,
 		"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8": false,
-		"application/*":                     true,
-		"text/*, application/json;q=0.9":    false,
-		"APPLICATION/JSON; q=1.0":           true,
-		"application/json;q=bogus":          false,
+		"application/*":                  true,
+		"text/*, application/json;q=0.9": false,
+		"APPLICATION/JSON; q=1.0":        true,
+		"application/json;q=bogus":       false,
 	}
 	for accept, want := range cases {
 		if got := prefersJSON([]string{accept}); got != want {
