@@ -124,8 +124,11 @@ func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
 				apps = p
 			case p.key == "deploy" && d.dialect == pm2Dialect:
 				// pm2's deploy section: not keel's business.
+			case strings.HasPrefix(p.key, "x-"):
+				// Free for the user, e.g. YAML anchors of shared options
+				// (as docker compose allows).
 			default:
-				msg := "unknown top-level key: want apps"
+				msg := "unknown top-level key: want apps (or x-<anything> for your own use)"
 				if d.dialect == pm2Dialect {
 					msg += " (and pm2's deploy)"
 				}

@@ -13,6 +13,16 @@
 // keel key when a pm2 one is used. JSON files may carry // and /* */
 // comments and trailing commas, as pm2's do.
 //
+// Top-level keys starting with "x-" are left alone, as docker compose does,
+// so that a YAML file can hold anchors of shared options:
+//
+//	x-defaults: &defaults
+//	  kill_timeout: 10s
+//	apps:
+//	  - name: api
+//	    script: server.js
+//	    <<: *defaults
+//
 // # Errors
 //
 // A file is refused whole: Load returns either every app or an *Error. The

@@ -49,7 +49,7 @@ type jsResult struct {
 // returns its exports as a node tree without lines. Errors say what to do:
 // node missing, the file throwing (with its line when the stack names it),
 // node taking too long.
-func evalJS(path string) (*node, error) {
+func evalJS(path string, timeout time.Duration) (*node, error) {
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
 		return nil, errors.New("reading a JavaScript config needs node, and node is not in PATH: install Node.js, or write the config as keel.yaml")
@@ -61,7 +61,7 @@ func evalJS(path string) (*node, error) {
 	defer os.Remove(out.Name())
 	defer out.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), jsTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nodeBin, "-e", jsLoader)
 	cmd.Env = append(os.Environ(), "KEEL_CONFIG_FILE="+path)
@@ -73,7 +73,7 @@ func evalJS(path string) (*node, error) {
 	cmd.WaitDelay = time.Second
 	runErr := cmd.Run()
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("node did not finish evaluating it within %s", jsTimeout)
+		return nil, fmt.Errorf("node did not finish evaluating it within %s", timeout)
 	}
 	data, err := os.ReadFile(out.Name())
 	if err != nil {

@@ -79,7 +79,7 @@ func Load(path string) ([]*spec.App, error) {
 	}
 	var root *node
 	if f == formatJS {
-		root, err = evalJS(abs)
+		root, err = evalJS(abs, jsTimeout)
 		if err != nil {
 			var pe *posError
 			if errors.As(err, &pe) {
@@ -232,13 +232,19 @@ func resolve(a *spec.App, base string) (string, error) {
 	if interp == "" && !strings.Contains(script, "/") {
 		// A file in cwd, or else a command in PATH (npm, redis-server).
 		p := filepath.Join(cwd, script)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+		st, err := os.Stat(p)
+		switch {
+		case err == nil && st.IsDir():
+			return "script", fmt.Errorf("%q is a directory, not a file", script)
+		case err == nil:
 			if st.Mode()&0o111 == 0 {
 				return "script", fmt.Errorf("%q is not executable: chmod +x it, or set interpreter", script)
 			}
 			a.Script = p
-		} else if _, err := exec.LookPath(script); err != nil {
-			return "script", fmt.Errorf("%q: no such file in %s, and no command of that name in PATH", script, cwd)
+		default:
+			if _, err := exec.LookPath(script); err != nil {
+				return "script", fmt.Errorf("%q: no such file in %s, and no command of that name in PATH", script, cwd)
+			}
 		}
 	} else {
 		p := script

@@ -95,7 +95,7 @@ func parseYAML(data []byte) (*node, error) {
 		if errors.Is(err, io.EOF) {
 			return &node{kind: nullNode, line: 1}, nil
 		}
-		return nil, yamlError(err)
+		return nil, yamlSyntaxError(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -105,6 +105,31 @@ func parseYAML(data []byte) (*node, error) {
 	}
 	c := &yamlConv{}
 	return c.convert(&doc)
+}
+
+// yamlSyntaxError places a syntax error on the line where the problem is.
+// The YAML library reports the line where the enclosing block started
+// (often line 1), so this finds the shortest run of leading lines that
+// fails with the same message: the problem is on its last line.
+func yamlSyntaxError(data []byte, err error) error {
+	pe := yamlError(err).(*posError)
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > 5000 {
+		return pe
+	}
+	want := pe.err.Error()
+	var prefix []byte
+	for i, l := range lines {
+		prefix = append(prefix, l...)
+		var n yaml.Node
+		if e := yaml.Unmarshal(prefix, &n); e != nil {
+			if yamlError(e).(*posError).err.Error() == want {
+				pe.line = i + 1
+				break
+			}
+		}
+	}
+	return pe
 }
 
 func yamlError(err error) error {
@@ -461,7 +486,16 @@ func tomlValue(v any, line int) *node {
 	case bool:
 		return &node{kind: scalarNode, line: line, text: strconv.FormatBool(t), tag: tagBool}
 	case time.Time:
-		return &node{kind: scalarNode, line: line, text: t.String(), tag: tagOther}
+		layout := time.RFC3339Nano
+		switch t.Location().String() {
+		case "date-local":
+			layout = time.DateOnly
+		case "time-local":
+			layout = time.TimeOnly
+		case "datetime-local":
+			layout = "2006-01-02T15:04:05.999999999"
+		}
+		return &node{kind: scalarNode, line: line, text: t.Format(layout), tag: tagOther}
 	case []any:
 		n := &node{kind: listNode, line: line}
 		for _, it := range t {

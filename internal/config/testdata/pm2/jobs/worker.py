@@ -1,0 +1,4 @@
+import time
+while True:
+    print("working", flush=True)
+    time.sleep(5)
