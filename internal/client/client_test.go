@@ -412,3 +412,51 @@ func TestEnsureDaemonHonoursContext(t *testing.T) {
 		t.Errorf("EnsureDaemon past its context's deadline: %v", err)
 	}
 }
+
+// TestEnsureDaemonOutlivesADyingDaemon: the lock is held by a daemon on its
+// way out (here, the test) when the client starts one; that one loses and
+// exits 0, and the client must start another once the lock is free.
+func TestEnsureDaemonOutlivesADyingDaemon(t *testing.T) {
+	t.Setenv(controltest.DaemonEnv, "ok")
+	h := home(t)
+	if err := os.Mkdir(h, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(h, "daemon.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	c := New(h)
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.EnsureDaemon(context.Background(), exe) }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, lost, _ := controltest.Starts(h); lost > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no daemon tried and lost the lock")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
+	}
+	unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("EnsureDaemon: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("EnsureDaemon did not return")
+	}
+	if won, _, _ := controltest.Starts(h); len(won) != 1 {
+		t.Fatalf("winners: %q, want 1", won)
+	}
+	killDaemon(t, c)
+}

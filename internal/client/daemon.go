@@ -38,7 +38,9 @@ const pollEvery = 5 * time.Millisecond
 //
 // Several callers may race: each may start a daemon, the daemon's lock in
 // KEEL_HOME lets one win, the others exit 0, and every caller waits for the
-// winner's socket. EnsureDaemon never waits on the daemon beyond that: it
+// winner's socket. If the daemon it started exits 0 and still nothing
+// answers a little later (the lock holder was a daemon on its way out),
+// EnsureDaemon starts another, until the deadline. EnsureDaemon never waits on the daemon beyond that: it
 // reaps a daemon that exited while it was watching and leaves a running one
 // alone.
 func (c *Client) EnsureDaemon(ctx context.Context, exe string) error {
@@ -64,6 +66,8 @@ func (c *Client) ensureDaemon(ctx context.Context, exe string, timeout time.Dura
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	running := true
+	var respawnAt time.Time
+	respawnDelay := 20 * time.Millisecond
 	for {
 		err := c.Ping(ctx)
 		if err == nil {
@@ -81,11 +85,20 @@ func (c *Client) ensureDaemon(ctx context.Context, exe string, timeout time.Dura
 			case wpid == pid:
 				running = false
 				if !ws.Exited() || ws.ExitStatus() != 0 {
-					// A daemon that lost the race for the lock exits 0 and
-					// some other one will answer; anything else is a failure.
 					return fmt.Errorf("the daemon (%s daemon, pid %d) %s before answering%s", exe, pid, describeWait(ws), logTail(logPath, logStart))
 				}
+				// It lost the race for the lock: another daemon holds it
+				// and will answer soon, or it is on its way out (keel kill
+				// just now) and a new one must be started after it.
+				respawnAt = time.Now().Add(respawnDelay)
+				respawnDelay = min(2*respawnDelay, 500*time.Millisecond)
 			}
+		} else if !respawnAt.IsZero() && time.Now().After(respawnAt) {
+			respawnAt = time.Time{}
+			if pid, _, err = c.spawnDaemon(exe, logPath); err != nil {
+				return err
+			}
+			running = true
 		}
 		select {
 		case <-ctx.Done():
