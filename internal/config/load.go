@@ -144,6 +144,9 @@ func (ad *appDecoder) nameLine() int {
 // finish normalizes, validates and resolves one decoded app.
 func (ad *appDecoder) finish(dir string) error {
 	a := ad.app
+	if a.Script == "" {
+		return ad.at("script", errScriptRequired)
+	}
 	a.Normalize()
 	if err := a.Validate(); err != nil {
 		var fe *spec.FieldError
@@ -157,6 +160,10 @@ func (ad *appDecoder) finish(dir string) error {
 	}
 	return nil
 }
+
+// errScriptRequired is checked before Validate, which would first complain
+// that the name (taken from the script) is empty.
+var errScriptRequired = errors.New("is required")
 
 // Check normalizes and validates an app built from flags (Normalize,
 // Validate), then resolves its paths: cwd against the process's working
@@ -173,6 +180,9 @@ func Check(app *spec.App) error {
 	wd, err := os.Getwd()
 	if err != nil {
 		return fmt.Errorf("finding the working directory: %w", err)
+	}
+	if app.Script == "" {
+		return &Error{Key: "script", Err: errScriptRequired}
 	}
 	app.Normalize()
 	if err := app.Validate(); err != nil {

@@ -248,6 +248,8 @@ func TestLoadErrorsYAML(t *testing.T) {
 			`keel.yaml:3: apps[0].name: "my app" is not a valid app name (letters, digits, '.', '_', '-'; not "all")`},
 		{"no script", "apps:\n  - name: a\n    instances: 2\n",
 			`keel.yaml:2: apps[0].script: is required`},
+		{"no script, no name", "apps:\n  - instances: 2\n",
+			`keel.yaml:2: apps[0].script: is required`},
 		{"duplicate names", "apps:\n  - name: api\n    script: server.js\n  - name: web\n    script: server.js\n  - name: api\n    script: worker.py\n",
 			`keel.yaml:6: apps[2].name: "api" is already the name of apps[0] (line 2); give each app its own name`},
 		{"duplicate default names", "apps:\n  - script: server.js\n  - script: ./server.js\n",
