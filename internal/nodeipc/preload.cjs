@@ -1,0 +1,296 @@
+'use strict';
+// keel's preload for Node apps, loaded with `node --require <this file>`.
+// It lets an unmodified server's listen(port) accept on a socket keel owns,
+// reports readiness, closes servers gracefully on the stop signal, and keeps
+// every log line. The protocol is described in internal/nodeipc/doc.go.
+//
+// Rules this file keeps:
+// - Without keel's channel (KEEL_NODE_IPC=1 and an IPC channel) it does
+//   nothing at all.
+// - It never swallows the app's errors: no 'uncaughtException' or
+//   'unhandledRejection' handlers; a failed listen emits 'error' on the
+//   server as Node would.
+// - It never keeps the event loop alive on its own, except while waiting for
+//   keel's answer to a listen request.
+// - Its messages use commands starting with "NODE_", which Node delivers as
+//   'internalMessage', so the app's process.on('message') never sees them.
+(function keelPreload() {
+  const env = process.env;
+  if (env.KEEL_NODE_IPC !== '1') return;
+  const stopSignalName = env.KEEL_STOP_SIGNAL || 'SIGTERM';
+  // Processes the app starts (cluster workers, forked helpers) inherit
+  // process.env: they must not take their channel to the app for keel's.
+  delete env.KEEL_NODE_IPC;
+  delete env.KEEL_STOP_SIGNAL;
+  if (typeof process.send !== 'function' || !process.channel) return;
+
+  const net = require('net');
+  const { signals } = require('os').constants;
+  const stopSignal = signals[stopSignalName] ? stopSignalName : 'SIGTERM';
+
+  // How long an idle keep-alive connection may stay open once the servers
+  // are closing: a client that sends its next request within this time
+  // gets its answer with "Connection: close" instead of a closed socket.
+  const idleGraceMs = 1000;
+
+  // 1. Nothing the app writes is lost at process.exit(): libuv's stdout
+  //    and stderr are non-blocking pipes whose queued writes exit discards.
+  for (const stream of [process.stdout, process.stderr]) {
+    const h = stream && stream._handle;
+    if (h && typeof h.setBlocking === 'function') h.setBlocking(true);
+  }
+
+  const noop = () => {};
+  function send(msg) {
+    if (!process.connected) return;
+    try {
+      // The callback turns a failed write into no event at all: keel
+      // being gone must not crash the app.
+      process.send(msg, undefined, { swallowErrors: true }, noop);
+    } catch {
+      // Serialisation cannot fail for our messages; nothing else throws.
+    }
+  }
+
+  // 2. listen(port) asks keel for the socket.
+  const origListen = net.Server.prototype.listen;
+  const origClose = net.Server.prototype.close;
+  const kVia = Symbol('keel.via');
+  const kConns = Symbol('keel.connections');
+  const servers = new Set(); // listening servers, through this function
+  const pending = new Map(); // request id → settle(reply, handle)
+  let nextId = 1;
+  let keepAlive = null;
+  let stopping = false;
+
+  function toNumber(x) {
+    x = Number(x);
+    return x >= 0 ? x : false;
+  }
+  function isPort(p) {
+    if (typeof p === 'number') return Number.isInteger(p) && p >= 0 && p <= 0xffff;
+    if (typeof p === 'string' && p.trim() !== '') return isPort(Number(p));
+    return false;
+  }
+  function normalizeArgs(args) {
+    if (typeof net._normalizeArgs === 'function') return net._normalizeArgs(args);
+    if (args.length === 0) return [{}, null];
+    let options = {};
+    const a0 = args[0];
+    if (typeof a0 === 'object' && a0 !== null) options = a0;
+    else if (typeof a0 === 'string' && toNumber(a0) === false) options.path = a0;
+    else {
+      options.port = a0;
+      if (args.length > 1 && typeof args[1] === 'string') options.host = args[1];
+    }
+    const cb = args[args.length - 1];
+    return [options, typeof cb === 'function' ? cb : null];
+  }
+
+  function onDisconnect() {
+    // keel went away while we waited: bind the port ourselves.
+    for (const [id, settle] of pending) {
+      pending.delete(id);
+      settle(null, null);
+    }
+    released();
+  }
+  function waiting() {
+    if (keepAlive) return;
+    // Both keep the loop alive while an answer is due: the 'disconnect'
+    // listener refs the channel (Node counts those listeners), the timer
+    // covers an app that unref()ed the channel explicitly.
+    keepAlive = setInterval(noop, 1 << 30);
+    process.on('disconnect', onDisconnect);
+  }
+  function released() {
+    if (pending.size > 0 || !keepAlive) return;
+    clearInterval(keepAlive);
+    keepAlive = null;
+    process.removeListener('disconnect', onDisconnect);
+  }
+
+  process.on('internalMessage', (msg, handle) => {
+    if (!msg || msg.cmd !== 'NODE_KEEL_LISTEN_REPLY') return;
+    const settle = pending.get(msg.id);
+    if (!settle) {
+      if (handle) handle.close();
+      return;
+    }
+    pending.delete(msg.id);
+    released();
+    settle(msg, handle);
+  });
+
+  function track(server, via) {
+    server[kVia] = via;
+    if (server[kConns]) return;
+    const conns = (server[kConns] = new Set());
+    // A TLS server's HTTP layer works on the decrypted sockets.
+    const event = typeof server.addContext === 'function' ? 'secureConnection' : 'connection';
+    server.on(event, (sock) => {
+      conns.add(sock);
+      sock.once('close', () => conns.delete(sock));
+      if (stopping) drainSocket(server, sock);
+    });
+    server.on('listening', () => {
+      const v = server[kVia];
+      if (!v) return; // listened on again without us (after close)
+      servers.add(server);
+      installStop();
+      const a = server.address();
+      const m = { cmd: 'NODE_KEEL_LISTENING', id: v.id, keel: v.keel };
+      if (typeof a === 'string') m.path = a;
+      else if (a) Object.assign(m, { address: a.address, family: a.family, port: a.port });
+      send(m);
+    });
+    server.on('close', () => {
+      server[kVia] = null;
+      servers.delete(server);
+      if (stopping) maybeExit();
+      else if (servers.size === 0) uninstallStop();
+    });
+  }
+
+  function keelListen(...args) {
+    if (this._handle || stopping || !process.connected) {
+      return origListen.apply(this, args);
+    }
+    const [options, cb] = normalizeArgs(args);
+    const o = options._handle || options.handle || options;
+    const portOmitted =
+      args.length === 0 ||
+      typeof args[0] === 'function' ||
+      ('port' in o && (o.port === undefined || o.port === null));
+    // Handles, descriptors and paths are the app's own business.
+    if (o !== options || (typeof o.fd === 'number' && o.fd >= 0) ||
+        (!portOmitted && typeof o.port !== 'number' && typeof o.port !== 'string')) {
+      track(this, { id: 0, keel: false });
+      return origListen.apply(this, args);
+    }
+    if (!portOmitted && !isPort(o.port)) {
+      return origListen.apply(this, args); // throws Node's own error
+    }
+    const port = portOmitted ? 0 : Number(o.port);
+    const host = o.host ? String(o.host) : '';
+    const backlog = o.backlog || toNumber(args.length > 1 && args[1]) ||
+      toNumber(args.length > 2 && args[2]) || 0;
+    const exclusive = !!o.exclusive;
+    const ipv6Only = !!o.ipv6Only;
+    const signal = o.signal;
+
+    if (cb !== null) this.once('listening', cb);
+    if (signal !== undefined) {
+      if (typeof signal !== 'object' || signal === null || !('aborted' in signal)) {
+        return origListen.apply(this, args); // throws Node's own error
+      }
+      const onAbort = () => this.close();
+      if (signal.aborted) process.nextTick(onAbort);
+      else signal.addEventListener('abort', onAbort, { once: true });
+    }
+    // Node's own marker of the current listen call: close() and a newer
+    // listen() change it, and a late answer is then dropped.
+    this._listeningId = (this._listeningId || 0) + 1;
+    const listeningId = this._listeningId;
+    const id = nextId++;
+    const server = this;
+    pending.set(id, (reply, handle) => {
+      if (server._listeningId !== listeningId || server._handle || stopping) {
+        if (handle) handle.close();
+        return;
+      }
+      if (handle) {
+        track(server, { id, keel: true });
+        origListen.call(server, handle, backlog || (reply && reply.backlog) || 511);
+      } else if (reply && reply.error) {
+        const err = new Error(`listen ${reply.code || 'EKEEL'}: ${reply.error} ${host || '::'}:${port}`);
+        err.code = reply.code || 'EKEEL';
+        err.syscall = 'listen';
+        err.address = host || '::';
+        err.port = port;
+        server.emit('error', err);
+      } else {
+        track(server, { id, keel: false });
+        origListen.call(server, { port, host: host || undefined, backlog, exclusive, ipv6Only });
+      }
+    });
+    waiting();
+    send({ cmd: 'NODE_KEEL_LISTEN', id, port, host, backlog, exclusive, ipv6Only });
+    return this;
+  }
+  Object.defineProperty(keelListen, 'name', { value: 'listen' });
+  net.Server.prototype.listen = keelListen;
+
+  // 3. The stop signal closes the servers gracefully, unless the app
+  //    handles that signal itself.
+  let stopInstalled = false;
+  function installStop() {
+    if (stopInstalled) return;
+    stopInstalled = true;
+    // First in line, so it sees every listener the app installed.
+    process.prependListener(stopSignal, onStop);
+  }
+  function uninstallStop() {
+    if (!stopInstalled) return;
+    stopInstalled = false;
+    process.removeListener(stopSignal, onStop);
+  }
+  function onStop() {
+    if (process.listenerCount(stopSignal) > 1) return; // the app's call
+    if (stopping) return;
+    if (servers.size === 0) {
+      // Nothing to close: die of the signal, as without keel.
+      uninstallStop();
+      process.kill(process.pid, stopSignal);
+      return;
+    }
+    stopping = true;
+    send({ cmd: 'NODE_KEEL_STOPPING', signal: stopSignal });
+    for (const [id, settle] of pending) {
+      pending.delete(id);
+      settle(null, null);
+    }
+    released();
+    for (const server of [...servers]) drain(server);
+  }
+  function isHTTP(server) {
+    return typeof server.closeIdleConnections === 'function';
+  }
+  function drain(server) {
+    if (isHTTP(server)) {
+      // Every response from now on says "Connection: close".
+      server.prependListener('request', (req, res) => {
+        res.shouldKeepAlive = false;
+      });
+    }
+    // net's close, not http's: http's would also close every idle
+    // keep-alive connection at once, failing requests already on the wire.
+    origClose.call(server);
+    for (const sock of server[kConns]) drainSocket(server, sock);
+  }
+  function busy(res) {
+    return !!res && !(res.writableEnded || res.finished);
+  }
+  function drainSocket(server, sock) {
+    if (!isHTTP(server)) return; // other protocols end on their own
+    const res = sock._httpMessage;
+    if (busy(res)) {
+      if (!res.headersSent) {
+        res.shouldKeepAlive = false;
+        return;
+      }
+      res.once('finish', () => closeWhenIdle(sock));
+      return;
+    }
+    closeWhenIdle(sock);
+  }
+  function closeWhenIdle(sock) {
+    const t = setTimeout(() => {
+      if (!busy(sock._httpMessage)) sock.destroy();
+    }, idleGraceMs);
+    t.unref();
+  }
+  function maybeExit() {
+    if (servers.size === 0) process.exit();
+  }
+})();
