@@ -269,9 +269,6 @@ func applyNode(a *spec.App, o *option, n *node) error {
 					return fmt.Errorf("%s: want a string, number or boolean, got %s", p.key, p.val.describe())
 				}
 			}
-			if a.Env == nil {
-				a.Env = map[string]string{}
-			}
 			return nil
 		case listNode:
 			for _, it := range n.items {

@@ -147,18 +147,29 @@ func (ad *appDecoder) finish(dir string) error {
 	if a.Script == "" {
 		return ad.at("script", errScriptRequired)
 	}
+	named := a.Name != ""
 	a.Normalize()
-	if err := a.Validate(); err != nil {
+	if field, err := resolve(a, dir); err != nil {
+		return ad.at(field, err)
+	}
+	if err := validate(a, named); err != nil {
 		var fe *spec.FieldError
 		if errors.As(err, &fe) {
 			return ad.at(fe.Field, fe.Err)
 		}
 		return ad.at("name", err)
 	}
-	if field, err := resolve(a, dir); err != nil {
-		return ad.at(field, err)
-	}
 	return nil
+}
+
+// validate is a.Validate, saying so when a bad name came from the script.
+func validate(a *spec.App, named bool) error {
+	err := a.Validate()
+	var fe *spec.FieldError
+	if !named && errors.As(err, &fe) && fe.Field == "name" {
+		return &spec.FieldError{Field: "name", Err: fmt.Errorf("%w; it comes from the script's name, so set name", fe.Err)}
+	}
+	return err
 }
 
 // errScriptRequired is checked before Validate, which would first complain
@@ -166,7 +177,7 @@ func (ad *appDecoder) finish(dir string) error {
 var errScriptRequired = errors.New("is required")
 
 // Check normalizes and validates an app built from flags (Normalize,
-// Validate), then resolves its paths: cwd against the process's working
+// Validate) and resolves its paths: cwd against the process's working
 // directory (and defaulting to it), script, a pathy interpreter and watch
 // paths against cwd, all made absolute. A script that is a path must be a
 // file (and executable when no interpreter runs it); a bare command name
@@ -184,16 +195,17 @@ func Check(app *spec.App) error {
 	if app.Script == "" {
 		return &Error{Key: "script", Err: errScriptRequired}
 	}
+	named := app.Name != ""
 	app.Normalize()
-	if err := app.Validate(); err != nil {
+	if field, err := resolve(app, wd); err != nil {
+		return &Error{Key: flagOf(field), Err: err}
+	}
+	if err := validate(app, named); err != nil {
 		var fe *spec.FieldError
 		if errors.As(err, &fe) {
 			return &Error{Key: flagOf(fe.Field), Err: fe.Err}
 		}
 		return err
-	}
-	if field, err := resolve(app, wd); err != nil {
-		return &Error{Key: flagOf(field), Err: err}
 	}
 	return nil
 }
@@ -253,7 +265,11 @@ func resolve(a *spec.App, base string) (string, error) {
 			a.Script = p
 		default:
 			if _, err := exec.LookPath(script); err != nil {
-				return "script", fmt.Errorf("%q: no such file in %s, and no command of that name in PATH", script, cwd)
+				hint := ""
+				if strings.ContainsAny(script, " \t") {
+					hint = " (put its arguments in args)"
+				}
+				return "script", fmt.Errorf("%q: no such file in %s, and no command of that name in PATH%s", script, cwd, hint)
 			}
 		}
 	} else {

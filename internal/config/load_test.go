@@ -86,9 +86,11 @@ func TestLoadKeelFormats(t *testing.T) {
 	}
 }
 
+// needNode skips a test when no real node is in PATH (TestMain's stand-in
+// does not count).
 func needNode(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
+	if p, err := exec.LookPath("node"); err != nil || exec.Command(p, "-e", "").Run() != nil {
 		t.Skip("SKIP: node is not in PATH, so JavaScript ecosystem files cannot be evaluated here")
 	}
 }
@@ -178,6 +180,7 @@ func loadErr(t *testing.T, name, content string) string {
 	t.Helper()
 	dir := write(t, map[string]string{
 		name: content, "server.js": "", "worker.py": "", "bin/tool": "#!/bin/sh\n", "notexec": "", "sub/x.js": "",
+		"my server.js": "",
 	})
 	apps, err := Load(filepath.Join(dir, name))
 	require.Error(t, err, "loaded %v", apps)
@@ -246,6 +249,8 @@ func TestLoadErrorsYAML(t *testing.T) {
 			`keel.yaml:4: apps[0].backoff_max: 1s is less than restart_delay 2s`},
 		{"bad name", "apps:\n  - script: server.js\n    name: my app\n",
 			`keel.yaml:3: apps[0].name: "my app" is not a valid app name (letters, digits, '.', '_', '-'; not "all")`},
+		{"name from script", "apps:\n  - script: ./my server.js\n",
+			`keel.yaml:2: apps[0].name: "my server" is not a valid app name (letters, digits, '.', '_', '-'; not "all"); it comes from the script's name, so set name`},
 		{"no script", "apps:\n  - name: a\n    instances: 2\n",
 			`keel.yaml:2: apps[0].script: is required`},
 		{"no script, no name", "apps:\n  - instances: 2\n",
@@ -264,6 +269,8 @@ func TestLoadErrorsYAML(t *testing.T) {
 			`keel.yaml:2: apps[0].script: "./notexec" is not executable: chmod +x it, or set interpreter`},
 		{"bare command not found", "apps:\n  - script: no-such-command-keel\n",
 			`keel.yaml:2: apps[0].script: "no-such-command-keel": no such file in DIR, and no command of that name in PATH`},
+		{"command with arguments", "apps:\n  - script: npm-keel start\n",
+			`keel.yaml:2: apps[0].script: "npm-keel start": no such file in DIR, and no command of that name in PATH (put its arguments in args)`},
 		{"script relative to cwd", "apps:\n  - script: server.js\n    cwd: sub\n",
 			`keel.yaml:2: apps[0].script: "server.js": no such file in DIR/sub`},
 		{"missing cwd", "apps:\n  - script: server.js\n    cwd: nowhere\n",

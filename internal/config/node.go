@@ -82,7 +82,7 @@ func (e *posError) Error() string { return e.err.Error() }
 
 // maxNodes bounds the tree a file may expand to, so YAML aliases cannot
 // blow it up ("billion laughs").
-const maxNodes = 1 << 20
+const maxNodes = 1 << 17
 
 // --- YAML ---
 
