@@ -48,6 +48,7 @@ func (r *runner) rootCommand() *cobra.Command {
 		return usagef(cmd, "%s", err)
 	})
 	root.CompletionOptions.HiddenDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
 	root.SetVersionTemplate("keel {{.Version}}\n")
 	root.AddGroup(
 		&cobra.Group{ID: "apps", Title: "Apps:"},

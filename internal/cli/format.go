@@ -15,6 +15,7 @@ import (
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/config"
 	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/spec"
 )
 
 // writeJSON prints v as indented JSON and a newline.
@@ -42,8 +43,39 @@ func (r *runner) printResult(res api.Result, asJSON bool) error {
 	return nil
 }
 
-func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+// table is a tabwriter whose lines lose the spaces an empty last cell is
+// padded with.
+type table struct {
+	w   io.Writer
+	buf bytes.Buffer
+	tw  *tabwriter.Writer
+}
+
+func newTable(w io.Writer) *table {
+	t := &table{w: w}
+	t.tw = tabwriter.NewWriter(&t.buf, 0, 0, 2, ' ', 0)
+	return t
+}
+
+func (t *table) Write(p []byte) (int, error) { return t.tw.Write(p) }
+
+// Flush writes the table out.
+func (t *table) Flush() error {
+	if err := t.tw.Flush(); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	for _, line := range bytes.SplitAfter(t.buf.Bytes(), []byte("\n")) {
+		if body, ok := bytes.CutSuffix(line, []byte("\n")); ok {
+			out.Write(bytes.TrimRight(body, " "))
+			out.WriteByte('\n')
+		} else {
+			out.Write(line)
+		}
+	}
+	t.buf.Reset()
+	_, err := t.w.Write(out.Bytes())
+	return err
 }
 
 // writeInstances prints the `keel ls` table. A last INFO column, shown when
@@ -227,18 +259,22 @@ func specFields(app any) [][2]string {
 	}
 	var out [][2]string
 	seen := map[string]bool{}
-	add := func(key string) {
+	add := func(key string, kind config.Kind) {
 		raw, ok := m[key]
 		if !ok || seen[key] {
 			return
 		}
 		seen[key] = true
-		if v := renderValue(raw); v != "" {
+		v := renderValue(raw)
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && kind == config.Size {
+			v = spec.Size(n).String()
+		}
+		if v != "" {
 			out = append(out, [2]string{key, v})
 		}
 	}
 	for _, o := range config.Options() {
-		add(o.Key)
+		add(o.Key, o.Kind)
 	}
 	rest := make([]string, 0, len(m))
 	for k := range m {
@@ -248,7 +284,7 @@ func specFields(app any) [][2]string {
 	}
 	sort.Strings(rest)
 	for _, k := range rest {
-		add(k)
+		add(k, 0)
 	}
 	return out
 }

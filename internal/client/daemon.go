@@ -40,9 +40,10 @@ const pollEvery = 5 * time.Millisecond
 // KEEL_HOME lets one win, the others exit 0, and every caller waits for the
 // winner's socket. If the daemon it started exits 0 and still nothing
 // answers a little later (the lock holder was a daemon on its way out),
-// EnsureDaemon starts another, until the deadline. EnsureDaemon never waits on the daemon beyond that: it
-// reaps a daemon that exited while it was watching and leaves a running one
-// alone.
+// EnsureDaemon starts another, until the deadline. When a daemon answers,
+// the one EnsureDaemon started is either that daemon or has exited and been
+// reaped, so no stray daemon is left to take the lock later (after a keel
+// kill). EnsureDaemon never waits on a running daemon beyond that.
 func (c *Client) EnsureDaemon(ctx context.Context, exe string) error {
 	return c.ensureDaemon(ctx, exe, DefaultStartTimeout)
 }
@@ -71,6 +72,9 @@ func (c *Client) ensureDaemon(ctx context.Context, exe string, timeout time.Dura
 	for {
 		err := c.Ping(ctx)
 		if err == nil {
+			if running {
+				return c.settle(ctx, pid, deadline.C)
+			}
 			return nil
 		}
 		if !errors.Is(err, ErrNoDaemon) {
@@ -105,6 +109,35 @@ func (c *Client) ensureDaemon(ctx context.Context, exe string, timeout time.Dura
 			return fmt.Errorf("waiting for the daemon: %w", ctx.Err())
 		case <-deadline.C:
 			return fmt.Errorf("the daemon (%s daemon, pid %d) did not answer on %s within %s%s", exe, pid, c.sock, timeout, logTail(logPath, logStart))
+		case <-tick.C:
+		}
+	}
+}
+
+// settle returns once the daemon this client started (pid) is either the
+// one that answers or gone, so that no stray daemon can take the lock later
+// (after a `keel kill`, say). A daemon that answers is not ours only when
+// several clients raced; ours then loses the lock and exits 0 at once. One
+// that neither answers nor exits before the deadline is killed.
+func (c *Client) settle(ctx context.Context, pid int, deadline <-chan time.Time) error {
+	if v, err := c.Version(ctx); err == nil && v.Pid == pid {
+		return nil
+	}
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if wpid == pid || (err != nil && err != unix.EINTR) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the daemon: %w", ctx.Err())
+		case <-deadline:
+			unix.Kill(pid, unix.SIGKILL)
+			unix.Wait4(pid, &ws, 0, nil)
+			return nil
 		case <-tick.C:
 		}
 	}
