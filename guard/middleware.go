@@ -72,14 +72,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q.ctx.Context = r.Context()
 	q.ctx.req = q
 	q.rw.req = q
+	// WithContext is inlined and its copy does not escape, so the handler's
+	// request lives in q: one allocation per request in all.
+	q.req = *r.WithContext(&q.ctx)
 	defer q.finish()
-	h.next.ServeHTTP(&q.rw, r.WithContext(&q.ctx))
+	h.next.ServeHTTP(&q.rw, &q.req)
 }
 
 // request is the state of one request behind Middleware. The handler's
 // goroutine owns everything but the fields under mu, which the scope's
 // goroutines and the response writer share.
 type request struct {
+	req http.Request // handed to the handler: r with ctx
 	h   *handler
 	w   http.ResponseWriter // the server's writer
 	r   *http.Request       // the request as the middleware received it
