@@ -128,11 +128,11 @@ func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
 				// Free for the user, e.g. YAML anchors of shared options
 				// (as docker compose allows).
 			default:
-				msg := "unknown top-level key: want apps (or x-<anything> for your own use)"
+				want := "apps"
 				if d.dialect == pm2Dialect {
-					msg += " (and pm2's deploy)"
+					want = "apps or deploy"
 				}
-				return nil, d.errorf(p.line, p.key, "%s", msg)
+				return nil, d.errorf(p.line, p.key, "unknown top-level key: want %s (keys starting x- are free for your own use)", want)
 			}
 		}
 	case listNode:
@@ -221,7 +221,7 @@ func (ad *appDecoder) unknown(p pair) error {
 			return ad.fail(p, fmt.Errorf("is pm2's key; in a keel file write %s (or name the file ecosystem.config.* to read pm2 keys)", hint))
 		}
 		if isIgnoredPM2Key(p.key) || pm2Keys[p.key] != nil {
-			return ad.fail(p, errors.New("is pm2's key, not keel's (keel keeps logs in KEEL_HOME); remove it, or name the file ecosystem.config.* to read pm2 keys"))
+			return ad.fail(p, errors.New("is pm2's key, which keel files do not take; remove it, or name the file ecosystem.config.* to read pm2 keys"))
 		}
 	}
 	known := keys()
@@ -230,6 +230,7 @@ func (ad *appDecoder) unknown(p pair) error {
 			known = append(known, k)
 		}
 		known = append(known, "port")
+		slices.Sort(known)
 	}
 	msg := "unknown key"
 	if s := suggest(p.key, known); s != "" {
@@ -404,7 +405,7 @@ var pm2Keys = map[string]pm2Handler{
 		"keel stops an instance with kill_signal; handle that signal (or set kill_signal) instead"),
 	"instance_var": mustBe("NODE_APP_INSTANCE",
 		"keel sets NODE_APP_INSTANCE and KEEL_INSTANCE to the instance number; read one of those"),
-	"filter_env": mustBe("false", "keel passes the environment through; list what the app needs in env"),
+	"filter_env": mustBe("false", "keel does not filter the environment by name; unset what the app must not see before starting keel"),
 	"uid":        refuse("keel runs apps as the user running keel; run keel as that user instead"),
 	"gid":        refuse("keel runs apps as the user running keel; run keel as that user instead"),
 	"user":       refuse("keel runs apps as the user running keel; run keel as that user instead"),

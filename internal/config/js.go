@@ -66,7 +66,6 @@ func evalJS(path string, timeout time.Duration) (*node, error) {
 	cmd := exec.CommandContext(ctx, nodeBin, "-e", jsLoader)
 	cmd.Env = append(os.Environ(), "KEEL_CONFIG_FILE="+path)
 	cmd.ExtraFiles = []*os.File{out}
-	cmd.Stdin = nil
 	cmd.Stdout = io.Discard
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 64 << 10}

@@ -214,7 +214,9 @@ func TestLoadErrorsYAML(t *testing.T) {
 		{"pm2 key in a keel file", "apps:\n  - script: server.js\n    max_memory_restart: 1G\n",
 			`keel.yaml:3: apps[0].max_memory_restart: is pm2's key; in a keel file write max_memory (or name the file ecosystem.config.* to read pm2 keys)`},
 		{"pm2 log key in a keel file", "apps:\n  - script: server.js\n    out_file: x.log\n",
-			`keel.yaml:3: apps[0].out_file: is pm2's key, not keel's (keel keeps logs in KEEL_HOME); remove it, or name the file ecosystem.config.* to read pm2 keys`},
+			`keel.yaml:3: apps[0].out_file: is pm2's key, which keel files do not take; remove it, or name the file ecosystem.config.* to read pm2 keys`},
+		{"pm2 uid in a keel file", "apps:\n  - script: server.js\n    uid: 1000\n",
+			`keel.yaml:3: apps[0].uid: is pm2's key, which keel files do not take; remove it, or name the file ecosystem.config.* to read pm2 keys`},
 		{"bad duration", "apps:\n  - script: server.js\n    kill_timeout: soon\n",
 			`keel.yaml:3: apps[0].kill_timeout: duration "soon": want e.g. 500ms, 3s, 1m or milliseconds`},
 		{"negative duration", "apps:\n  - script: server.js\n    kill_timeout: -5\n",
@@ -278,7 +280,7 @@ func TestLoadErrorsYAML(t *testing.T) {
 		{"missing interpreter", "apps:\n  - script: worker.py\n    interpreter: python9-keel\n",
 			`keel.yaml:3: apps[0].interpreter: "python9-keel": no such command in PATH`},
 		{"missing apps", "name: api\n",
-			`keel.yaml:1: name: unknown top-level key: want apps (or x-<anything> for your own use)`},
+			`keel.yaml:1: name: unknown top-level key: want apps (keys starting x- are free for your own use)`},
 		{"empty file", "",
 			`keel.yaml:1: apps: missing: want a top-level apps list, e.g. apps: [{name: api, script: server.js}]`},
 		{"empty apps", "apps: []\n", `keel.yaml:1: apps: is empty: list at least one app`},
@@ -320,7 +322,7 @@ func TestLoadErrorsJSON(t *testing.T) {
 			`keel.json:2: key "script" appears twice (first on line 1)`},
 		{"trailing data", "{\"apps\": [{\"script\": \"server.js\"}]}\n{}",
 			`keel.json:2: more after the end of the top-level value`},
-		{"no apps", `{"name": "x"}`, `keel.json:1: name: unknown top-level key: want apps (or x-<anything> for your own use)`},
+		{"no apps", `{"name": "x"}`, `keel.json:1: name: unknown top-level key: want apps (keys starting x- are free for your own use)`},
 		{"top-level list", `[{"script": "server.js"}]`,
 			`keel.json:1: apps: missing: want a top-level apps list, e.g. apps: [{name: api, script: server.js}]`},
 		{"bad size", "{\"apps\": [{\"script\": \"server.js\",\n\n \"log_max_size\": true}]}",
@@ -359,7 +361,7 @@ instances = "lots"
 			`keel.toml:3: apps[0].min_uptime: want a duration (500ms, 3s, 1m or milliseconds), got "1979-05-27"`},
 		{"duplicate names", "[[apps]]\nname = \"x\"\nscript = \"server.js\"\n[[apps]]\nname = \"x\"\nscript = \"worker.py\"\n",
 			`keel.toml:5: apps[1].name: "x" is already the name of apps[0] (line 2); give each app its own name`},
-		{"missing apps", "name = \"x\"\n", `keel.toml:1: name: unknown top-level key: want apps (or x-<anything> for your own use)`},
+		{"missing apps", "name = \"x\"\n", `keel.toml:1: name: unknown top-level key: want apps (keys starting x- are free for your own use)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -395,7 +397,7 @@ func TestLoadErrorsPM2JSON(t *testing.T) {
 		{"bad instances", "{\"apps\": [{\"script\": \"server.js\",\n \"instances\": \"many\"}]}",
 			`ecosystem.config.json:2: apps[0].instances: "many" is not a number or "max"`},
 		{"unknown top-level", "{\"apps\": [{\"script\": \"server.js\"}],\n \"extra\": 1}",
-			`ecosystem.config.json:2: extra: unknown top-level key: want apps (or x-<anything> for your own use) (and pm2's deploy)`},
+			`ecosystem.config.json:2: extra: unknown top-level key: want apps or deploy (keys starting x- are free for your own use)`},
 		{"missing script file", "{\"apps\": [\n{\"name\": \"x\",\n \"script\": \"./srv.js\"}]}",
 			`ecosystem.config.json:3: apps[0].script: "./srv.js": no such file in DIR`},
 	}
@@ -416,6 +418,44 @@ func TestLoadPM2Instances(t *testing.T) {
 		apps, err := Load(filepath.Join(dir, "ecosystem.json"))
 		require.NoError(t, err, in)
 		require.Equal(t, want, apps[0].Instances, in)
+	}
+}
+
+// TestLoadPM2Aliases checks each pm2 name lands on keel's option.
+func TestLoadPM2Aliases(t *testing.T) {
+	cases := []struct {
+		key, value string
+		check      func(a *spec.App) bool
+	}{
+		{"exec_interpreter", `"sh"`, func(a *spec.App) bool { return a.Interpreter == "sh" }},
+		{"node_args", `["--a", "--b"]`, func(a *spec.App) bool { return len(a.InterpreterArgs) == 2 }},
+		{"listen_timeout", `1500`, func(a *spec.App) bool { return a.ReadyTimeout.D() == 1500*time.Millisecond }},
+		{"max_memory_restart", `"512K"`, func(a *spec.App) bool { return a.MaxMemory == 512<<10 }},
+		{"exp_backoff_restart_delay", `300`, func(a *spec.App) bool { return a.RestartDelay.D() == 300*time.Millisecond }},
+		{"cron", `"0 * * * *"`, func(a *spec.App) bool { return a.CronRestart == "0 * * * *" }},
+		{"ignore_watch", `"tmp"`, func(a *spec.App) bool { return a.WatchIgnore[0] == "tmp" }},
+		{"exec_mode", `"cluster"`, func(a *spec.App) bool { return a.Cluster }},
+		{"wait_ready", `true`, func(a *spec.App) bool { return a.Ready == spec.ReadyMessage }},
+		{"autorestart", `false`, func(a *spec.App) bool { return a.Restart == spec.RestartNever }},
+		{"port", `8080`, func(a *spec.App) bool { return a.Env["PORT"] == "8080" }},
+		{"watch", `["src"]`, func(a *spec.App) bool { return strings.HasSuffix(a.Watch[0], "/src") }},
+		{"instance_var", `"NODE_APP_INSTANCE"`, func(a *spec.App) bool { return true }},
+		{"filter_env", `false`, func(a *spec.App) bool { return true }},
+		{"kill_signal", `"SIGINT"`, func(a *spec.App) bool { return a.KillSignal == "SIGINT" }},
+		{"health_url", `"http://127.0.0.1:1/h"`, func(a *spec.App) bool { return a.HealthURL != "" }},
+	}
+	for _, c := range cases {
+		dir := write(t, map[string]string{"server.js": "",
+			"ecosystem.json": `{"apps": [{"script": "server.js", "` + c.key + `": ` + c.value + `}]}`})
+		apps, err := Load(filepath.Join(dir, "ecosystem.json"))
+		require.NoError(t, err, c.key)
+		require.True(t, c.check(apps[0]), "%s: %+v", c.key, apps[0])
+	}
+	for _, k := range IgnoredPM2Keys() {
+		dir := write(t, map[string]string{"server.js": "",
+			"ecosystem.json": `{"apps": [{"script": "server.js", "` + k + `": "x", "env_staging": {"A": 1}}]}`})
+		_, err := Load(filepath.Join(dir, "ecosystem.json"))
+		require.NoError(t, err, k)
 	}
 }
 
