@@ -286,7 +286,11 @@ func resolve(a *spec.App, base string) (string, error) {
 			}
 			return "script", fmt.Errorf("%q: no such file%s", script, where)
 		case err != nil:
-			return "script", fmt.Errorf("%q: %w", script, errors.Unwrap(err))
+			cause := errors.Unwrap(err)
+			if cause == nil {
+				cause = err
+			}
+			return "script", fmt.Errorf("%q: %w", script, cause)
 		case st.IsDir():
 			return "script", fmt.Errorf("%q is a directory, not a file", script)
 		case interp == "" && st.Mode()&0o111 == 0:

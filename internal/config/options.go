@@ -218,6 +218,13 @@ var options = []option{
 
 // Options returns every app option, in the order help should list them.
 // The slice is the caller's to keep.
+//
+// Every value reaches Set as text, whatever its Kind, so a CLI should
+// register each option as a string flag and hand what it gets to Set: Int
+// options may take words (instances takes "max"), Bool options want a
+// no-value default of "true" (--cluster), List and Env options repeat
+// (--listen :3000 --listen :3001; --env A=1 --env B=2), and watch with no
+// value should give "true" (watch the app's cwd), as pm2's --watch does.
 func Options() []Option {
 	out := make([]Option, len(options))
 	for i, o := range options {
