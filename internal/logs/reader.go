@@ -100,6 +100,8 @@ func openFilesOnce(path string) ([]*openFile, []string, error) {
 	return files, opened, nil
 }
 
+// stillNamed reports whether each of names still names the file opened
+// from it.
 func stillNamed(files []*openFile, names []string) bool {
 	for i, o := range files {
 		var st unix.Stat_t

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -327,11 +328,20 @@ func rotate(path string, keep int) error {
 			return err
 		}
 	}
-	for n := keep + 1; ; n++ { // left over from a larger Keep
-		if os.Remove(rotatedPath(path, n)) != nil {
-			return nil
+	// Files beyond keep are left over from a larger Keep.
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	prefix := filepath.Base(path) + "."
+	for _, e := range entries {
+		if rest, ok := strings.CutPrefix(e.Name(), prefix); ok {
+			if n, ok := parseDecimal(rest); ok && n > keep {
+				os.Remove(filepath.Join(filepath.Dir(path), e.Name()))
+			}
 		}
 	}
+	return nil
 }
 
 func flock(fd, how int) error {
