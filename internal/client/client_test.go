@@ -460,3 +460,21 @@ func TestEnsureDaemonOutlivesADyingDaemon(t *testing.T) {
 	}
 	killDaemon(t, c)
 }
+
+func TestRequestHonoursContext(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	b := &controltest.Backend{Hold: func(ctx context.Context) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}}
+	c := served(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := c.Stop(ctx, spec.All)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+}

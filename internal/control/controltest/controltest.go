@@ -45,6 +45,9 @@ type Backend struct {
 	Detail api.CrashDetail
 	// OnKill runs inside Kill, before it answers.
 	OnKill func()
+	// Hold, when set, runs inside Stop before it answers, with the
+	// request's context: a test can keep a request in flight.
+	Hold func(ctx context.Context)
 	// Ver is Version's answer.
 	Ver api.Version
 }
@@ -104,9 +107,13 @@ func (b *Backend) target(method string, t spec.Target) (api.Result, error) {
 	return b.result(strings.ToLower(method) + " " + t.String()), nil
 }
 
-// Stop records the target.
-func (b *Backend) Stop(_ context.Context, t spec.Target) (api.Result, error) {
-	return b.target("Stop", t)
+// Stop records the target, then runs Hold.
+func (b *Backend) Stop(ctx context.Context, t spec.Target) (api.Result, error) {
+	res, err := b.target("Stop", t)
+	if b.Hold != nil {
+		b.Hold(ctx)
+	}
+	return res, err
 }
 
 // Restart records the target.
