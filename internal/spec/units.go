@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,9 @@ func ParseDuration(s string) (Duration, error) {
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < 0 {
 			return 0, fmt.Errorf("duration %q is negative", s)
+		}
+		if n > int64(math.MaxInt64/int64(time.Millisecond)) {
+			return 0, fmt.Errorf("duration %q is too large", s)
 		}
 		return Duration(time.Duration(n) * time.Millisecond), nil
 	}
@@ -93,8 +97,11 @@ func ParseSize(s string) (Size, error) {
 		t = t[:len(t)-1]
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) {
 		return 0, fmt.Errorf("size %q: want e.g. 300M, 1G or a number of bytes", s)
+	}
+	if f*float64(mult) >= math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return Size(f * float64(mult)), nil
 }
