@@ -43,8 +43,8 @@
 // foreign or damaged line) is read back as one whole line with the time of
 // the record before it, so nothing in a file is ever hidden.
 //
-// Example (the app printed "hello", then "bad \xff" and exited without a
-// final newline):
+// Example: the app printed "hello\n" and "bad \xff\n" in one write, then
+// "done" and exited without a final newline (\xff stands for the raw byte):
 //
 //	2026-11-25T10:00:00.123456789Z | hello
 //	2026-11-25T10:00:00.123456789Z | bad \xff
