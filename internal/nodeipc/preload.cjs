@@ -17,12 +17,12 @@
 (function keelPreload() {
   const env = process.env;
   if (env.KEEL_NODE_IPC !== '1') return;
+  if (typeof process.send !== 'function' || !process.channel) return;
   const stopSignalName = env.KEEL_STOP_SIGNAL || 'SIGTERM';
   // Processes the app starts (cluster workers, forked helpers) inherit
   // process.env: they must not take their channel to the app for keel's.
   delete env.KEEL_NODE_IPC;
   delete env.KEEL_STOP_SIGNAL;
-  if (typeof process.send !== 'function' || !process.channel) return;
 
   const net = require('net');
   const { signals } = require('os').constants;
