@@ -454,6 +454,7 @@ const server = http.createServer((req, res) => {
   res.end('fast');
 });
 server.listen(Number(process.env.PORT));
+server.on('close', () => console.log('app saw close'));
 process.on('exit', (code) => console.log('exit ' + code));
 `
 
@@ -508,7 +509,7 @@ func TestNodeGracefulStop(t *testing.T) {
 			if code, s := app.wait(t); code != 0 || s != 0 {
 				t.Fatalf("exit %d %v, want 0", code, s)
 			}
-			app.stdout.waitFor(t, "exit 0")
+			app.stdout.waitFor(t, "app saw close\nexit 0")
 			// The socket is keel's: it is still open and queues connections.
 			c, err := net.DialTimeout("tcp", addr, waitLimit)
 			if err != nil {

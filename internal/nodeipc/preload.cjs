@@ -291,6 +291,7 @@
     t.unref();
   }
   function maybeExit() {
-    if (servers.size === 0) process.exit();
+    // After the app's own 'close' listeners and callbacks have run.
+    if (servers.size === 0) setImmediate(() => process.exit());
   }
 })();
