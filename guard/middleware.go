@@ -68,7 +68,7 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	q := &request{h: h, w: w, r: r}
+	q := &request{h: h, w: w}
 	q.ctx.Context = r.Context()
 	q.ctx.req = q
 	q.rw.req = q
@@ -79,26 +79,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.next.ServeHTTP(&q.rw, &q.req)
 }
 
-// request is the state of one request behind Middleware. The handler's
-// goroutine owns everything but the fields under mu, which the scope's
-// goroutines and the response writer share.
+// request is the state of one request behind Middleware. The fields above
+// mu are set before the handler runs and only read afterwards; those under
+// mu are shared by the handler's goroutine, the scope's goroutines and the
+// response writer.
 type request struct {
-	req http.Request // handed to the handler: r with ctx
+	req http.Request // handed to the handler: the server's request with ctx
 	h   *handler
 	w   http.ResponseWriter // the server's writer
-	r   *http.Request       // the request as the middleware received it
-	ctx requestContext      // handed to the handler
+	ctx requestContext      // handed to the handler; its Context is the server's
 	rw  responseWriter      // handed to the handler
 
 	mu       sync.Mutex
-	written  bool          // the response was started (status, body, flush, hijack)
-	hijacked bool          // the connection was hijacked
-	sealed   bool          // the handler returned; nothing may be written
-	aborted  bool          // http.ErrAbortHandler from the scope while the handler ran
-	failure  *PanicError   // the first panic before the handler returned
-	extra    []*PanicError // later panics before the handler returned, logged by finish
-	sc       *Scope        // created by scope() on first use
-	id       string        // the request id, resolved on first use
+	written  bool        // the response was started (status, body, flush, hijack)
+	hijacked bool        // the connection was hijacked
+	sealed   bool        // the handler returned; nothing may be written
+	aborted  bool        // http.ErrAbortHandler from the scope while the handler ran
+	failure  *PanicError // the request's first panic
+	sc       *Scope      // created by scope() on first use
+	id       string      // the request id, resolved on first use
 }
 
 // requestContext is the context a handler sees: the request's context plus
@@ -149,27 +148,19 @@ func (q *request) scopePanicked(pe *PanicError) {
 		q.mu.Unlock()
 		return
 	}
-	if !q.sealed {
-		// The handler runs: finish answers the request and logs.
-		if q.failure == nil {
-			q.failure = pe
-		} else {
-			q.extra = append(q.extra, pe)
-		}
-		q.mu.Unlock()
-		return
-	}
-	already := q.failure != nil
+	already, sealed := q.failure != nil, q.sealed
 	if !already {
 		q.failure = pe
 	}
 	q.mu.Unlock()
-	// The handler has returned: the response is complete and only logging
-	// is left.
-	if already {
+	switch {
+	case already:
 		q.report(pe, "the request had already failed")
-	} else {
+	case sealed:
+		// The response is complete; only logging is left.
 		q.report(pe, "after the response: the handler had returned")
+	default:
+		// The handler runs: finish answers the request and logs.
 	}
 }
 
@@ -192,7 +183,7 @@ func (q *request) finish() {
 			handlerPanic = pe
 		}
 	}
-	failure, extra := q.failure, q.extra
+	failure := q.failure
 	written, hijacked := q.written, q.hijacked
 	sc := q.sc
 	q.mu.Unlock()
@@ -216,12 +207,9 @@ func (q *request) finish() {
 	case abort:
 		q.report(failure, "connection aborted")
 	default:
-		writeProblem(q.w, q.r, http.StatusInternalServerError,
+		writeProblem(q.w, &q.req, http.StatusInternalServerError,
 			"the server failed while handling this request", q.requestID())
 		q.report(failure, "answered 500")
-	}
-	for _, pe := range extra {
-		q.report(pe, "the request had already failed")
 	}
 	if handlerPanic != nil {
 		q.report(handlerPanic, "the request had already failed")
@@ -237,10 +225,10 @@ func (q *request) report(pe *PanicError, outcome string) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	ctx := q.r.Context()
+	ctx := q.ctx.Context
 	logger.LogAttrs(ctx, slog.LevelError, "guard: panic serving request",
-		slog.String("method", q.r.Method),
-		slog.String("path", q.r.URL.Path),
+		slog.String("method", q.req.Method),
+		slog.String("path", q.req.URL.Path),
 		slog.String("request_id", q.requestID()),
 		slog.String("error", pe.Error()),
 		slog.String("outcome", outcome),
@@ -257,7 +245,9 @@ func (q *request) requestID() string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.id == "" {
-		q.id = q.r.Header.Get("X-Request-Id")
+		// Handlers do not modify the request (net/http's rule), so its
+		// header may be read from any goroutine.
+		q.id = q.req.Header.Get("X-Request-Id")
 		if !validRequestID(q.id) {
 			q.id = newRequestID()
 		}
