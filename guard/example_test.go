@@ -129,7 +129,7 @@ func ExampleDecodeJSON() {
 			Name string `json:"name"`
 		}
 		if !guard.DecodeJSON(w, r, &in, 64<<10) {
-			return // answered 400 (or 415)
+			return // answered 400
 		}
 		fmt.Fprintf(w, "hello, %s\n", in.Name)
 	})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 )
@@ -18,7 +17,7 @@ const DefaultJSONLimit = 1 << 20
 // the client and says what to fix; it never contains the body itself beyond
 // a field name.
 type InputError struct {
-	Status int    // http.StatusBadRequest, or http.StatusUnsupportedMediaType
+	Status int    // http.StatusBadRequest
 	Detail string // e.g. `unknown field "nmae"`
 	Err    error  // the decoder's or reader's error, if any
 }
@@ -29,28 +28,20 @@ func (e *InputError) Unwrap() error { return e.Err }
 // ReadJSON decodes the body of r into v strictly: the body must hold exactly
 // one JSON value of at most limit bytes (DefaultJSONLimit if limit <= 0),
 // with no field that v does not have, and nothing after it but white space.
-// A Content-Type other than JSON (application/json or application/*+json) is
-// refused; a missing one is accepted.
 //
-// ReadJSON returns nil on success, and an *InputError otherwise:
-//   - 415 for a non-JSON Content-Type;
-//   - 400 for a body larger than limit (the connection is then closed after
-//     the response, as http.MaxBytesReader arranges), an empty body, malformed
-//     JSON, a value of the wrong type, an unknown field, or data after the
-//     value.
+// ReadJSON returns nil on success, and otherwise an *InputError with status
+// 400 for a body larger than limit (the connection is then closed after the
+// response, as http.MaxBytesReader arranges), an empty body, malformed JSON,
+// a value of the wrong type, an unknown field, or data after the value.
+//
+// ReadJSON does not look at Content-Type, since common clients send JSON
+// with another one (curl -d sends application/x-www-form-urlencoded); an API
+// that must refuse cross-site form posts should check it before.
 //
 // The only other error is the one encoding/json gives when v is not a
 // non-nil pointer, which is a bug in the caller. ReadJSON does not write to
 // w; w is needed for the size limit.
 func ReadJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || !(mt == "application/json" ||
-			strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
-			return &InputError{Status: http.StatusUnsupportedMediaType,
-				Detail: fmt.Sprintf("Content-Type must be application/json, not %q", ct)}
-		}
-	}
 	if limit <= 0 {
 		limit = DefaultJSONLimit
 	}
@@ -107,7 +98,7 @@ func inputError(err error, limit int64) error {
 }
 
 // DecodeJSON is ReadJSON that answers the client itself: on failure it
-// writes the InputError's status and detail with WriteError and returns
+// writes the InputError's status (400) and detail with WriteError and returns
 // false, and the handler should return. On success it writes nothing and
 // returns true. A bug in the caller (v not a non-nil pointer) panics, so that
 // it is logged with its stack (and answered 500 behind Middleware).

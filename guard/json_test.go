@@ -21,34 +21,29 @@ type signup struct {
 func TestDecodeJSONRefusesBadInputWith400(t *testing.T) {
 	const limit = 64
 	cases := []struct {
-		name, body, contentType string
-		status                  int
-		detail                  string
+		name, body string
+		status     int
+		detail     string
 	}{
-		{"oversize", `{"name":"` + strings.Repeat("a", 100) + `"}`, "", 400,
+		{"oversize", `{"name":"` + strings.Repeat("a", 100) + `"}`, 400,
 			"request body is larger than the limit of 64 bytes"},
-		{"oversize whitespace after value", `{"name":"a"}` + strings.Repeat(" ", 100), "", 400,
+		{"oversize whitespace after value", `{"name":"a"}` + strings.Repeat(" ", 100), 400,
 			"request body is larger than the limit of 64 bytes"},
-		{"empty", ``, "", 400, "request body is empty; send a JSON value"},
-		{"truncated", `{"name":`, "", 400, "malformed JSON: the body ends in the middle of a value"},
-		{"malformed", `{"name" "x"}`, "", 400,
+		{"empty", ``, 400, "request body is empty; send a JSON value"},
+		{"truncated", `{"name":`, 400, "malformed JSON: the body ends in the middle of a value"},
+		{"malformed", `{"name" "x"}`, 400,
 			"malformed JSON at byte 9: invalid character '\"' after object key"},
-		{"unknown field", `{"nmae":"x"}`, "", 400, `unknown field "nmae"`},
-		{"unknown nested field", `{"tags":{"colour":"red"}}`, "", 400, `unknown field "colour"`},
-		{"wrong type", `{"age":"ten"}`, "", 400, `field "age": expected int, got JSON string`},
-		{"trailing value", `{"name":"a"} {"name":"b"}`, "", 400,
+		{"unknown field", `{"nmae":"x"}`, 400, `unknown field "nmae"`},
+		{"unknown nested field", `{"tags":{"colour":"red"}}`, 400, `unknown field "colour"`},
+		{"wrong type", `{"age":"ten"}`, 400, `field "age": expected int, got JSON string`},
+		{"trailing value", `{"name":"a"} {"name":"b"}`, 400,
 			"request body has data after the JSON value; send exactly one value"},
-		{"trailing garbage", `{"name":"a"}x`, "", 400,
+		{"trailing garbage", `{"name":"a"}x`, 400,
 			"request body has data after the JSON value; send exactly one value"},
-		{"not JSON content type", `{"name":"a"}`, "text/plain", 415,
-			`Content-Type must be application/json, not "text/plain"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", "/signup", strings.NewReader(tc.body))
-			if tc.contentType != "" {
-				r.Header.Set("Content-Type", tc.contentType)
-			}
 			w := httptest.NewRecorder()
 			var in signup
 			if DecodeJSON(w, r, &in, limit) {
@@ -57,21 +52,13 @@ func TestDecodeJSONRefusesBadInputWith400(t *testing.T) {
 			if w.Code != tc.status {
 				t.Errorf("status = %d, want %d", w.Code, tc.status)
 			}
-			want := tc.detail
-			if tc.status == 400 {
-				want = "400 Bad Request: " + want + "\n"
-			} else {
-				want = "415 Unsupported Media Type: " + want + "\n"
-			}
+			want := "400 Bad Request: " + tc.detail + "\n"
 			if got := w.Body.String(); got != want {
 				t.Errorf("body = %q, want %q", got, want)
 			}
 
 			// ReadJSON says the same as an *InputError.
 			r = httptest.NewRequest("POST", "/signup", strings.NewReader(tc.body))
-			if tc.contentType != "" {
-				r.Header.Set("Content-Type", tc.contentType)
-			}
 			err := ReadJSON(httptest.NewRecorder(), r, &in, limit)
 			var ie *InputError
 			if !errors.As(err, &ie) || ie.Status != tc.status || ie.Detail != tc.detail || err.Error() != tc.detail {
@@ -82,7 +69,7 @@ func TestDecodeJSONRefusesBadInputWith400(t *testing.T) {
 }
 
 func TestDecodeJSONAccepts(t *testing.T) {
-	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/merge-patch+json"} {
+	for _, ct := range []string{"", "application/json", "application/x-www-form-urlencoded"} {
 		body := `  {"name":"ada","age":36,"tags":{"color":"blue"}}` + "\n"
 		r := httptest.NewRequest("POST", "/", strings.NewReader(body))
 		if ct != "" {

@@ -54,6 +54,16 @@ func newPanicError(v any) *PanicError {
 // returns a *PanicError carrying the panic value and stack instead. Run
 // returns normally in every case but one: if f calls runtime.Goexit, the
 // calling goroutine exits, as it would without Run.
+//
+// A panic with http.ErrAbortHandler (httputil.ReverseProxy raises one when a
+// response cannot be completed) comes back as an error like any other. In a
+// handler, pass it on so that net/http aborts the response silently:
+//
+//	if errors.Is(err, http.ErrAbortHandler) {
+//		panic(http.ErrAbortHandler)
+//	}
+//
+// Middleware does this itself for panics it recovers.
 func Run(f func() error) (err error) {
 	defer Recover(&err)
 	return f()
