@@ -3,21 +3,12 @@ package serve
 import (
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 )
-
-func timeAfter() <-chan time.Time { return time.After(waitFor) }
-
-func netListenUnix(path string) (*net.UnixListener, error) {
-	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-}
-
-func sortStrings(s []string) { slices.Sort(s) }
 
 func readDatagram(t *testing.T, conn *net.UnixConn) string {
 	t.Helper()

@@ -2,16 +2,21 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keel-run/keel/guard"
 )
@@ -156,7 +161,7 @@ func TestListenersMatchGoSystemd(t *testing.T) {
 	_, f1 := listenTCP(t)
 	_, f2 := listenTCP(t)
 	unix := t.TempDir() + "/s.sock"
-	ul, err := netListenUnix(unix)
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: unix, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +192,7 @@ func TestListenersMatchGoSystemd(t *testing.T) {
 		t.Errorf("Listeners printed:\n%s", outs[0])
 	}
 	sortedOurs := append([]string(nil), ours[:3]...)
-	sortStrings(sortedOurs)
+	slices.Sort(sortedOurs)
 	if want := strings.Join(sortedOurs, "\n") + "\n" + ours[3]; want != outs[1] {
 		t.Errorf("Listeners and go-systemd disagree:\nours:\n%s\ngo-systemd:\n%s", want, outs[1])
 	}
@@ -250,7 +255,7 @@ func waitServe(t *testing.T, done <-chan error) error {
 	select {
 	case err := <-done:
 		return err
-	case <-timeAfter():
+	case <-time.After(waitFor):
 		t.Fatal("Serve did not return")
 		return nil
 	}
@@ -340,5 +345,33 @@ func TestPanicPolicyString(t *testing.T) {
 		if got := fmt.Sprint(p); got != want {
 			t.Errorf("%d: %q, want %q", int(p), got, want)
 		}
+	}
+}
+
+// With srv.TLSConfig set, Serve serves TLS.
+func TestServeTLS(t *testing.T) {
+	ts := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate and client
+	certs, client := ts.TLS.Certificates, ts.Client()
+	ts.Close()
+	t.Cleanup(client.CloseIdleConnections)
+
+	name, notify := notifySocket(t, false)
+	t.Setenv("NOTIFY_SOCKET", name)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.TLS != nil) }),
+		TLSConfig: &tls.Config{Certificates: certs},
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, srv, Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	}()
+	addr, _ := strings.CutPrefix(waitState(t, notify, "READY=1")["STATUS"], "serving on ")
+	if status, body := getBody(t, client, "https://"+addr+"/"); status != 200 || body != "true" {
+		t.Errorf("GET over TLS = %d %q", status, body)
+	}
+	cancel()
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v", err)
 	}
 }
