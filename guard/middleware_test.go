@@ -13,6 +13,8 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -577,4 +579,57 @@ func TestNestedMiddlewareHandlesEachPanicOnce(t *testing.T) {
 	srv.Close()
 	inner.none(t)
 	outer.none(t)
+}
+
+// A goroutine of the scope panics while the handler writes, with no order
+// imposed: whichever comes first, the client sees one response — a clean 500
+// with none of the handler's data, or the handler's response cut off (sent
+// in part, or not at all if it was still buffered) — never both, and exactly
+// one record is logged.
+func TestScopePanicRacingHandlerWrites(t *testing.T) {
+	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := ScopeFrom(r.Context())
+		start := make(chan struct{})
+		s.Go(func(context.Context) error {
+			<-start
+			panic("racing")
+		})
+		close(start)
+		yields, _ := strconv.Atoi(r.URL.Query().Get("yield"))
+		for range yields { // vary who wins
+			runtime.Gosched()
+		}
+		for range 100 {
+			if _, err := io.WriteString(w, "data;"); err != nil {
+				break
+			}
+		}
+		<-s.Context().Done()
+	}))
+	var answered, aborted int
+	for i := range 100 {
+		raw := rawGet(t, srv.Listener.Addr().String(), "/race?yield="+strconv.Itoa(i%8))
+		rec := logs.next(t)
+		switch {
+		case strings.HasPrefix(raw, "HTTP/1.1 500 "):
+			answered++
+			if strings.Contains(raw, "data;") || rec["outcome"] != "answered 500" {
+				t.Fatalf("a 500 with handler data, or logged as %q: %q", rec["outcome"], raw)
+			}
+		case raw == "" || strings.HasPrefix(raw, "HTTP/1.1 200 "):
+			// The handler's data was still in the server's buffer (nothing on
+			// the wire) or partly sent: either way the connection is cut.
+			aborted++
+			if strings.Contains(raw, "500") || strings.HasSuffix(raw, "0\r\n\r\n") ||
+				strings.Count(raw, "HTTP/1.1 ") > 1 ||
+				rec["outcome"] != "response already started; connection aborted" {
+				t.Fatalf("a 200 not cut off, or logged as %q: %q", rec["outcome"], raw)
+			}
+		default:
+			t.Fatalf("unexpected response %q", raw)
+		}
+	}
+	t.Logf("500 answered: %d, partial response aborted: %d", answered, aborted)
+	srv.Close()
+	logs.none(t)
 }
