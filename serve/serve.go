@@ -120,9 +120,11 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 	}
 	base := srv.BaseContext
 	srv.BaseContext = func(ln net.Listener) context.Context {
-		c := context.WithoutCancel(ctx)
+		var c context.Context
 		if base != nil {
 			c = base(ln)
+		} else {
+			c = context.WithoutCancel(ctx)
 		}
 		if panics == nil {
 			return c
