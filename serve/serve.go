@@ -79,8 +79,9 @@ type Options struct {
 //     on Options.Addr (else srv.Addr) when the process was given none;
 //  2. wraps srv.Handler (http.DefaultServeMux if nil) in guard.Middleware,
 //     and srv.BaseContext so that the middleware reports panics to Serve;
-//     requests' contexts derive from ctx's values but not its cancellation,
-//     so in-flight requests are not canceled by the stop;
+//     requests' contexts derive from ctx's values but not its cancellation
+//     (or from srv.BaseContext's result, if it is set), so in-flight requests
+//     are not canceled by the stop;
 //  3. serves on every listener (TLS with srv.TLSConfig if it is set) and
 //     sends READY=1 with a STATUS= line naming the addresses (see Notify);
 //  4. when ctx is done, the panic policy says so, or serving fails: sends
