@@ -1,0 +1,130 @@
+// Package ready probes whether an app is ready to serve, for the tcp://
+// and http:// readiness modes: a tcp target is ready when a connection to
+// it succeeds, an http target when a GET answers with a 2xx status
+// (redirects are not followed, so a 3xx is not ready).
+//
+// Wait polls a target at a short interval until it is ready or the
+// context is done. Probes use no proxy and keep no connections open.
+package ready
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultInterval is the pause between probes when Wait is given none.
+const DefaultInterval = 50 * time.Millisecond
+
+// attemptTimeout bounds one probe.
+const attemptTimeout = 2 * time.Second
+
+// Probe is one parsed readiness target. It is safe for concurrent use.
+type Probe struct {
+	target string
+	addr   string       // tcp: host:port
+	url    string       // http: the URL to GET
+	client *http.Client // http only
+}
+
+// Parse reads "tcp://host:port" or "http://host:port/path". An empty host
+// means this machine.
+func Parse(target string) (*Probe, error) {
+	if rest, ok := strings.CutPrefix(target, "tcp://"); ok {
+		if _, _, err := net.SplitHostPort(rest); err != nil {
+			return nil, fmt.Errorf("ready target %q: want tcp://host:port: %w", target, err)
+		}
+		return &Probe{target: target, addr: rest}, nil
+	}
+	if strings.HasPrefix(target, "http://") {
+		u, err := url.Parse(target)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("ready target %q: want http://host:port/path", target)
+		}
+		tr := &http.Transport{
+			Proxy:             nil,
+			DisableKeepAlives: true,
+		}
+		return &Probe{target: target, url: u.String(), client: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		}}, nil
+	}
+	return nil, fmt.Errorf("ready target %q: want tcp://host:port or http://host:port/path", target)
+}
+
+// String is the target as given to Parse.
+func (p *Probe) String() string { return p.target }
+
+// Check probes once. It returns nil when the target is ready, and the
+// reason it is not otherwise.
+func (p *Probe) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	if p.client == nil {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", p.addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "keel-ready-probe")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: %s", p.url, resp.Status)
+	}
+	return nil
+}
+
+// Wait probes at once and then every interval (DefaultInterval if 0)
+// until a probe succeeds, and returns nil; or until ctx is done, and
+// returns an error wrapping ctx.Err() and the last probe's error.
+func (p *Probe) Wait(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	var last error
+	for {
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = errors.New("not probed")
+			}
+			return fmt.Errorf("%s not ready: %w (last probe: %w)", p.target, ctx.Err(), last)
+		case <-t.C:
+		}
+		if last = p.Check(ctx); last == nil {
+			return nil
+		}
+		t.Reset(interval)
+	}
+}
+
+// Wait parses target and waits for it; see Probe.Wait.
+func Wait(ctx context.Context, target string, interval time.Duration) error {
+	p, err := Parse(target)
+	if err != nil {
+		return err
+	}
+	return p.Wait(ctx, interval)
+}
