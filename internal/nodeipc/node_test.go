@@ -86,7 +86,8 @@ type nodeOpts struct {
 	listen    ListenFunc // nil: no Handler.Listen (every port is "self")
 	noChannel bool       // run without keel's channel
 	dir       string
-	stdout    *os.File // instead of a collector that reads promptly
+	stdout    *os.File   // instead of a collector that reads promptly
+	extra     []*os.File // more inherited descriptors, from fd 4 on
 }
 
 type nodeApp struct {
@@ -139,7 +140,7 @@ func startNode(t *testing.T, o nodeOpts) *nodeApp {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.cmd.ExtraFiles = []*os.File{child}
+		a.cmd.ExtraFiles = append([]*os.File{child}, o.extra...)
 		a.cmd.Env = append(a.cmd.Env, ChildEnv(3, "")...)
 		// An explicit KEEL_STOP_SIGNAL in o.env comes later and wins.
 		a.cmd.Env = append(a.cmd.Env, o.env...)
@@ -729,6 +730,60 @@ try { mk('bad').listen(70000); } catch (e) { console.log('bad ' + e.code); }
 	resp.Body.Close()
 	if string(b) != "s4" {
 		t.Fatalf("unix socket served %q", b)
+	}
+}
+
+func TestNodeFDListenPassesThrough(t *testing.T) {
+	l := listenTCP(t)
+	reqs := make(chan ListenRequest, 1)
+	app := startNode(t, nodeOpts{
+		script: `
+const server = require('http').createServer((req, res) => res.end('fd'));
+server.listen({ fd: 4 }, () => console.log('on fd 4'));
+`,
+		extra:  []*os.File{l.File()},
+		listen: serveOn(-1, nil, reqs),
+	})
+	ev := app.event(t, EventListening)
+	if ev.Listening.Keel || ev.Listening.ID != 0 || ev.Listening.Port != l.LocalAddr().(*net.TCPAddr).Port {
+		t.Fatalf("listening %+v", ev.Listening)
+	}
+	app.stdout.waitFor(t, "on fd 4")
+	if _, body, _ := httpGet(t, l.LocalAddr().String(), "/"); body != "fd" {
+		t.Fatalf("body %q", body)
+	}
+	select {
+	case r := <-reqs:
+		t.Fatalf("keel was asked %+v for an fd listen", r)
+	default:
+	}
+}
+
+func TestNodeBindsItselfWhenKeelGoesAway(t *testing.T) {
+	asked := make(chan struct{})
+	app := startNode(t, nodeOpts{
+		script: `
+const server = require('http').createServer((req, res) => res.end('alone'));
+server.listen(0, '127.0.0.1', () => console.log('port ' + server.address().port + ';'));
+`,
+		listen: func(ctx context.Context, req ListenRequest) (*os.File, error) {
+			close(asked)
+			<-ctx.Done() // never answers
+			return nil, ctx.Err()
+		},
+	})
+	<-asked
+	app.cancel()
+	<-app.served
+	app.served <- nil // for the cleanup
+	app.conn.Close()
+	out := app.stdout.waitFor(t, ";")
+	var port int
+	if _, err := fmt.Sscanf(out, "port %d;", &port); err != nil || port == 0 {
+		t.Fatalf("output %q", out)
+	}
+	if _, body, _ := httpGet(t, fmt.Sprintf("127.0.0.1:%d", port), "/"); body != "alone" {
+		t.Fatalf("body %q", body)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,8 @@ func TestMain(m *testing.M) {
 		goleak.VerifyTestMain(m)
 	case "accept":
 		os.Exit(childAccept())
+	case "activation":
+		os.Exit(childActivation())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Getenv(childEnv))
 		os.Exit(2)
@@ -64,6 +67,33 @@ func childAccept() int {
 	}
 	fmt.Fprintf(c, "hello from %d names=%s\n", os.Getpid(), os.Getenv("LISTEN_FDNAMES"))
 	c.Close()
+	return 0
+}
+
+// childActivation takes its sockets the way a Go app using go-systemd
+// does, which checks LISTEN_PID against its own pid, and greets one
+// connection on each with the socket's LISTEN_FDNAMES name.
+func childActivation() int {
+	byName, err := activation.ListenersWithNames()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "activation:", err)
+		return 3
+	}
+	if len(byName) == 0 {
+		fmt.Fprintln(os.Stderr, "activation found no sockets; LISTEN_PID", os.Getenv("LISTEN_PID"), "pid", os.Getpid())
+		return 4
+	}
+	for name, ls := range byName {
+		for _, l := range ls {
+			c, err := l.Accept()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "accept:", err)
+				return 5
+			}
+			fmt.Fprintf(c, "%s\n", name)
+			c.Close()
+		}
+	}
 	return 0
 }
 
@@ -471,5 +501,62 @@ func TestFileAddr(t *testing.T) {
 	defer u.Close()
 	if a, err := FileAddr(u.File()); err != nil || a.String() != path {
 		t.Fatalf("FileAddr(unix) = %v, %v", a, err)
+	}
+}
+
+// TestGoSystemdActivationAcceptsTheSockets passes a TCP and a unix socket
+// to a child that takes them with go-systemd's activation package. The
+// child is started through sh, whose exec keeps the pid, so LISTEN_PID can
+// be the child's own pid (keel's proc package has a pre-exec step for this).
+func TestGoSystemdActivationAcceptsTheSockets(t *testing.T) {
+	tcp, err := Listen(mustParse(t, "127.0.0.1:0"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	path := filepath.Join(t.TempDir(), "app.sock")
+	ux, err := Listen(mustParse(t, "unix://"+path), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ux.Close()
+
+	ctx := deadline(t)
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), childEnv+"=activation", "GORACE=atexit_sleep_ms=0",
+		"LISTEN_FDS=2", "LISTEN_FDNAMES="+FDNames(tcp.Addr(), ux.Addr()))
+	cmd.ExtraFiles = []*os.File{tcp.File(), ux.File()}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("child: %v; stderr: %s", err, stderr.String())
+		}
+	}()
+	// Dial both before reading: the child accepts in map order.
+	var conns []net.Conn
+	var names []string
+	for _, c := range []struct{ network, addr, name string }{
+		{"tcp", tcp.LocalAddr().String(), tcp.Name()},
+		{"unix", path, ux.Name()},
+	} {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, c.network, c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		conns = append(conns, conn)
+		names = append(names, c.name)
+	}
+	for i, conn := range conns {
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || line != names[i]+"\n" {
+			t.Fatalf("socket %d: child said %q, %v; want its name %q", i, line, err, names[i])
+		}
 	}
 }
