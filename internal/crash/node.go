@@ -247,8 +247,13 @@ func parseNodeFrom(lines []string, h, e, limit int) (block, bool) {
 		return block{}, false // a bare line is not a crash
 	}
 	rep.Message = strings.TrimRight(strings.Join(msg, "\n"), " \n")
+	if nodeRejection(lines, h, rep) {
+		rep.Kind = KindNodeRejection
+	}
 	first, _, _ := strings.Cut(rep.Message, "\n")
 	switch {
+	case rep.ErrorType == "" && rep.Kind == KindNodeRejection:
+		rep.Title = "Unhandled rejection: " + first
 	case rep.ErrorType == "":
 		rep.Title = "Uncaught " + first
 	case first == "":
@@ -261,9 +266,6 @@ func parseNodeFrom(lines []string, h, e, limit int) (block, bool) {
 		if k := strings.Index(first, "The promise rejected with the reason "); k >= 0 {
 			rep.Title = rep.ErrorType + ": t" + first[k+1:]
 		}
-	}
-	if nodeRejection(lines, h, rep) {
-		rep.Kind = KindNodeRejection
 	}
 	start := e
 	if h >= 0 {

@@ -84,6 +84,7 @@ func parsePython(lines []string, t int) (block, bool) {
 		return block{}, false
 	}
 	rep.ErrorType = name
+	excLine := k
 	msgLines := []string{msg}
 	for k++; k < len(body) && body[k] != "" && len(msgLines) < maxMsgLines; k++ {
 		if strings.TrimRight(body[k], " ") == pyTraceback {
@@ -101,10 +102,12 @@ func parsePython(lines []string, t int) (block, bool) {
 	}
 	reverse(frames) // innermost first, like the others
 	rep.Frames = frames
+	b := block{start: pyChainStart(lines, t), end: end, rep: rep}
 	if strings.TrimRight(lines[t], " ") != pyGroup {
-		end = t + 1 + k
+		b.end = t + 1 + k
+		b.last = t + 1 + excLine + 1
 	}
-	return block{start: pyChainStart(lines, t), end: end, rep: rep}, true
+	return b, true
 }
 
 // pyFrames reads the frames of a traceback body and returns them with

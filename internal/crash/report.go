@@ -164,7 +164,7 @@ func findTrace(lines []string) (Report, bool) {
 	if best.rep.Kind != KindPython {
 		limit = staleFatal
 	}
-	if best.start < 0 || stale(lines, best.end, limit) {
+	if best.start < 0 || stale(lines, best.anchor(), limit) {
 		return Report{}, false
 	}
 	best.rep.Text = strings.Join(lines[best.start:best.end], "\n")
@@ -175,6 +175,17 @@ func findTrace(lines []string) (Report, bool) {
 type block struct {
 	start, end int
 	rep        Report
+	// last, if not 0, is the index after the line that must be recent for
+	// the trace to count, when that is not the end: a Python exception's
+	// first line, since what follows may be its message or later output.
+	last int
+}
+
+func (b block) anchor() int {
+	if b.last > 0 {
+		return b.last
+	}
+	return b.end
 }
 
 // stale reports whether more than limit non-empty lines follow end.
