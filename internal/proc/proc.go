@@ -79,6 +79,7 @@ func (e Exit) String() string {
 type Process struct {
 	pid       int
 	started   time.Time
+	ident     Identity
 	cmd       *exec.Cmd
 	killGroup bool
 	done      chan struct{}
@@ -185,6 +186,9 @@ func Start(o Options) (*Process, error) {
 		killGroup: o.KillGroupOnExit,
 		done:      make(chan struct{}),
 	}
+	// Nobody has waited for the child yet, so /proc still has it (as a
+	// zombie at worst) and this cannot fail for want of a process.
+	p.ident, _ = Identify(p.pid)
 	go p.wait()
 
 	if status != nil {
@@ -250,6 +254,10 @@ func exitOf(st *os.ProcessState, err error, at time.Time) Exit {
 
 // Pid is the process id, which is also its process group id.
 func (p *Process) Pid() int { return p.pid }
+
+// Identity is the process's pid and start time, read before it could
+// have been reaped; use it to find the process again without a parent.
+func (p *Process) Identity() Identity { return p.ident }
 
 // Started is when Start started the process.
 func (p *Process) Started() time.Time { return p.started }

@@ -426,6 +426,9 @@ func TestIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p.Identity() != id {
+		t.Fatalf("Identity %+v, Identify %+v", p.Identity(), id)
+	}
 	if !id.Running() {
 		t.Fatal("a sleeping child is not running?")
 	}
