@@ -38,3 +38,17 @@ func ExampleListen() {
 	fmt.Println(cmd.Env[len(cmd.Env)-1])
 	// Output: LISTEN_FDNAMES=tcp-127.0.0.1-0
 }
+
+func ExampleTCPAddr() {
+	// A Node app in cluster mode calls listen(3000) with no host and no
+	// `listen` names the port: keel binds it once, as Node would (every
+	// interface, dual-stack unless ipv6Only), and shares it with every
+	// instance. (Port 0 here, so the example needs no free port 3000.)
+	l, err := sockets.Listen(sockets.TCPAddr("", 0), sockets.Options{IPv6Only: false})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	fmt.Println(l.Addr(), l.Name())
+	// Output: :0 tcp-0
+}
