@@ -28,6 +28,7 @@ var helpers = map[string]func(){
 	"go-goroutine-panic": helperGoroutinePanic,
 	"go-nil-map":         helperNilMap,
 	"block":              helperBlock,
+	"hang":               helperHang,
 }
 
 func TestMain(m *testing.M) {
