@@ -205,7 +205,8 @@ func TestNotifierTimeout(t *testing.T) {
 		dead <- err
 	}()
 	done := make(chan Delivery, 1)
-	n := NewNotifier(NotifierOptions{Timeout: time.Second, // time enough for the helper to start and open the fifo Done: func(d Delivery) { done <- d }})
+	// A second: time enough for the helper to start and open the fifo.
+	n := NewNotifier(NotifierOptions{Timeout: time.Second, Done: func(d Delivery) { done <- d }})
 	if !n.Notify(cmd, group("api", "x"), true, exitRec(1)) {
 		t.Fatal("not started")
 	}
