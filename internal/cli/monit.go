@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// monit is drawn with plain ANSI escapes rather than a TUI library: the
+// view is one table and a log pane, and the libraries' package
+// initialisation would be paid by every keel command, which must start in a
+// few milliseconds (`keel ls --json` ≤ 5 ms).
+
+// Escape sequences used by monit.
+const (
+	escAltScreen  = "\x1b[?1049h"
+	escMainScreen = "\x1b[?1049l"
+	escHideCursor = "\x1b[?25l"
+	escShowCursor = "\x1b[?25h"
+	escHome       = "\x1b[H"
+	escClearLine  = "\x1b[K"
+	escClearBelow = "\x1b[J"
+	escBold       = "\x1b[1m"
+	escReset      = "\x1b[0m"
+)
+
+func (r *runner) monitCommand() *cobra.Command {
+	var interval time.Duration
+	cmd := command("monit", "live view of CPU, memory, restarts and logs", exactArgs(), func(cmd *cobra.Command, args []string) error {
+		if interval < 100*time.Millisecond {
+			return usagef(cmd, "monit: --interval %s: want at least 100ms", interval)
+		}
+		ctx := cmd.Context()
+		c, err := r.daemon(ctx)
+		if err != nil {
+			return fail("monit", err)
+		}
+		home, err := r.home()
+		if err != nil {
+			return fail("monit", err)
+		}
+		out, ansi := terminal(r.stdio.Out)
+		frame := func(width, height int) (string, error) {
+			l, err := c.List(ctx)
+			if err != nil {
+				return "", err
+			}
+			logLines := 10
+			if height > 0 {
+				logLines = max(height-len(l)-5, 0)
+			}
+			return renderMonit(l, tailLogs(ctx, home, logLines), width, height, time.Now(), ansi), nil
+		}
+		if !ansi {
+			// Not a terminal: one frame, no escapes, then exit.
+			s, err := frame(0, 0)
+			if err != nil {
+				return fail("monit", err)
+			}
+			_, err = io.WriteString(r.stdio.Out, s)
+			return fail("monit", err)
+		}
+		return fail("monit", r.monitLoop(ctx, out, interval, frame))
+	})
+	cmd.Long = "A live view of every instance (status, CPU, memory, restarts, uptime) and the\n" +
+		"latest log lines, redrawn every --interval. Quit with q or Ctrl-C.\n" +
+		"When stdout is not a terminal, prints one frame and exits."
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between redraws")
+	return cmd
+}
+
+// terminal returns w as a file when it is a terminal.
+func terminal(w io.Writer) (*os.File, bool) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil, false
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return nil, false
+	}
+	return f, true
+}
+
+// monitLoop draws frames on the terminal out until ctx is done or q is
+// pressed on a terminal stdin.
+func (r *runner) monitLoop(ctx context.Context, out *os.File, interval time.Duration, frame func(w, h int) (string, error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if in, ok := r.stdio.In.(*os.File); ok {
+		if restore, err := cbreak(int(in.Fd())); err == nil {
+			defer restore()
+			keysDone := make(chan struct{})
+			go func() { defer close(keysDone); watchKeys(ctx, int(in.Fd()), cancel) }()
+			defer func() { cancel(); <-keysDone }()
+		}
+	}
+	io.WriteString(out, escAltScreen+escHideCursor)
+	defer io.WriteString(out, escShowCursor+escMainScreen)
+
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		width, height := 120, 40
+		if ws, err := unix.IoctlGetWinsize(int(out.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 && ws.Row > 0 {
+			width, height = int(ws.Col), int(ws.Row)
+		}
+		s, err := frame(width, height)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var b strings.Builder
+		b.WriteString(escHome)
+		for i, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+			if i > 0 {
+				b.WriteString("\r\n")
+			}
+			b.WriteString(line)
+			b.WriteString(escClearLine)
+		}
+		b.WriteString(escClearBelow)
+		if _, err := io.WriteString(out, b.String()); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// cbreak turns off echo and line buffering on the terminal fd and returns
+// the function that restores it.
+func cbreak(fd int) (restore func(), err error) {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	t := *old
+	t.Lflag &^= unix.ECHO | unix.ICANON
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &t); err != nil {
+		return nil, err
+	}
+	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}
+
+// watchKeys calls quit when q or Q is pressed, until ctx is done. It polls
+// the fd with a short timeout so that it never blocks past ctx.
+func watchKeys(ctx context.Context, fd int, quit func()) {
+	buf := make([]byte, 16)
+	for ctx.Err() == nil {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if n == 0 || fds[0].Revents&unix.POLLIN == 0 {
+			if fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
+				return
+			}
+			continue
+		}
+		k, err := unix.Read(fd, buf)
+		if err != nil || k == 0 {
+			return
+		}
+		if bytes.ContainsAny(buf[:k], "qQ") {
+			quit()
+			return
+		}
+	}
+}
+
+// tailLogs returns the last n log lines of every app, as keel logs prints
+// them, made safe for the screen. Errors leave the pane empty.
+func tailLogs(ctx context.Context, home string, n int) []string {
+	if n <= 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := logs.Print(ctx, &buf, logs.PrintOptions{Home: home, Target: spec.All, Lines: n}); err != nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) == 1 && lines[0] == "" {
+		return nil
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// renderMonit draws one frame: a title, the instance table with a CPU bar,
+// and as many log lines as fit in height (0: all given). Every line is at
+// most width columns.
+func renderMonit(l []api.Instance, logLines []string, width, height int, now time.Time, ansi bool) string {
+	bold, reset := escBold, escReset
+	if !ansi {
+		bold, reset = "", ""
+	}
+	var b strings.Builder
+	online := 0
+	for _, in := range l {
+		if in.Status == "online" {
+			online++
+		}
+	}
+	lines := []string{
+		fmt.Sprintf("%skeel monit%s  %d instances, %d online  %s  (q to quit)", bold, reset, len(l), online, now.Format("15:04:05")),
+		"",
+	}
+	var tb bytes.Buffer
+	tw := newTable(&tb)
+	fmt.Fprintln(tw, "NAME\tID\tPID\tSTATUS\tCPU\t\tMEM\tRESTARTS\tUPTIME\tINFO")
+	for _, in := range l {
+		pid, cpu, bar, mem, up := "-", "-", "", "-", "-"
+		if in.Pid > 0 {
+			pid = strconv.Itoa(in.Pid)
+			cpu = fmt.Sprintf("%.1f%%", in.CPUPercent)
+			bar = cpuBar(in.CPUPercent, 10)
+			mem = humanBytes(in.MemoryBytes)
+			if in.UptimeMs > 0 {
+				up = humanDuration(time.Duration(in.UptimeMs) * time.Millisecond)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", in.App, in.Instance, pid, in.Status, cpu, bar, mem, in.Restarts, up, instanceInfo(in, now))
+	}
+	tw.Flush()
+	lines = append(lines, strings.Split(strings.TrimSuffix(tb.String(), "\n"), "\n")...)
+	if len(l) == 0 {
+		lines = append(lines, "no apps yet: start one with 'keel start <script|binary|config>'")
+	}
+	if len(logLines) > 0 {
+		lines = append(lines, "", bold+"logs"+reset)
+		room := len(logLines)
+		if height > 0 {
+			room = max(height-len(lines), 0)
+		}
+		if room < len(logLines) {
+			logLines = logLines[len(logLines)-room:]
+		}
+		for _, ll := range logLines {
+			lines = append(lines, screenSafe(ll))
+		}
+	}
+	for _, line := range lines {
+		b.WriteString(clip(line, width))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// cpuBar is a bar of n cells for a CPU percentage (100% fills it).
+func cpuBar(pct float64, n int) string {
+	full := int(pct / 100 * float64(n))
+	full = min(max(full, 0), n)
+	return "[" + strings.Repeat("|", full) + strings.Repeat(" ", n-full) + "]"
+}
+
+// screenSafe replaces control characters (escape sequences an app wrote
+// included) and invalid UTF-8 so a log line cannot repaint the screen.
+func screenSafe(s string) string {
+	var b strings.Builder
+	for _, r := range s { // invalid bytes come out as U+FFFD
+		switch {
+		case r == '\t':
+			b.WriteString("    ")
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			b.WriteRune('·')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// clip cuts s to width runes (no limit when width ≤ 0), not counting the
+// SGR escape sequences in it; a cut inside bold text ends with a reset.
+func clip(s string, width int) string {
+	if width <= 0 {
+		return s
+	}
+	var b strings.Builder
+	n, bold := 0, false
+	for i := 0; i < len(s); {
+		if s[i] == 0x1b {
+			j := strings.IndexByte(s[i:], 'm')
+			if j < 0 {
+				break
+			}
+			seq := s[i : i+j+1]
+			bold = seq == escBold
+			b.WriteString(seq)
+			i += j + 1
+			continue
+		}
+		if n == width {
+			break
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		b.WriteRune(r)
+		n++
+		i += size
+	}
+	if bold {
+		b.WriteString(escReset)
+	}
+	return b.String()
+}
