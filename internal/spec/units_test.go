@@ -93,3 +93,16 @@ func asField(err error, fe **FieldError) bool {
 	*fe = f
 	return ok
 }
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"web", "a", "web-1", "api.v2", "A_b", "9lives"} {
+		if !ValidName(ok) {
+			t.Errorf("ValidName(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "all", "-web", ".x", "_x", "a b", "a/b", "a:1", "é", string(make([]byte, 65))} {
+		if ValidName(bad) {
+			t.Errorf("ValidName(%q) = true", bad)
+		}
+	}
+}
