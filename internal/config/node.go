@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -86,7 +87,8 @@ const maxNodes = 1 << 17
 
 // --- YAML ---
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+// Compiled on first use: package-level regexps slow every keel command.
+var yamlLineRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: line (\d+): (.*)$`) })
 
 func parseYAML(data []byte) (*node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -134,7 +136,7 @@ func yamlSyntaxError(data []byte, err error) error {
 
 func yamlError(err error) error {
 	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+	if m := yamlLineRE().FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		return &posError{line: line, err: errors.New(m[2])}
 	}
@@ -530,12 +532,14 @@ type tomlLines struct {
 	appStarts []int // 1-based lines of the [[apps]] headers
 }
 
-var tomlAppsHeaderRE = regexp.MustCompile(`^\s*\[\[\s*("apps"|'apps'|apps)\s*\]\]`)
+var tomlAppsHeaderRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^\s*\[\[\s*("apps"|'apps'|apps)\s*\]\]`)
+})
 
 func newTOMLLines(data []byte) *tomlLines {
 	t := &tomlLines{lines: strings.Split(string(data), "\n")}
 	for i, l := range t.lines {
-		if tomlAppsHeaderRE.MatchString(l) {
+		if tomlAppsHeaderRE().MatchString(l) {
 			t.appStarts = append(t.appStarts, i+1)
 		}
 	}
