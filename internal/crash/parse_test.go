@@ -45,6 +45,7 @@ var corpus = []struct {
 	{"node-async-reject.txt", KindNodeRejection, "RangeError", "RangeError: bad id 13", "load", 1, ""},
 	{"node-cause.txt", KindNodeException, "Error", "Error: headers", "Object.<anonymous>", 3, ""},
 	{"node-ctor-throw.txt", KindNodeException, "Error", "Error: in ctor", "new Foo", 1, ""},
+	{"node-eaddrinuse.txt", KindNodeException, "Error", "Error: listen EADDRINUSE: address already in use :::40769", "Server.<anonymous>", 3, ""},
 	{"node-error-props.txt", KindNodeException, "Error", "Error: with props", "Object.<anonymous>", 1, ""},
 	{"node-esm-tla-reject.txt", KindNodeRejection, "", "Unhandled rejection: 42", "", 0, ""},
 	{"node-esm-reject.txt", KindNodeRejection, "Error", "Error: esm reject", "<anonymous>", 1, ""},

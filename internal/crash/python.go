@@ -117,6 +117,9 @@ func pyFrames(body []string) ([]Frame, int) {
 	for k, l := range body {
 		switch {
 		case strings.HasPrefix(l, "  File \""):
+			if len(frames) == 2*MaxFrames { // only the innermost MaxFrames are kept
+				frames = append(frames[:0], frames[MaxFrames:]...)
+			}
 			frames = append(frames, pyFrame(l))
 		case strings.HasPrefix(l, "    "), strings.HasPrefix(l, "  ["), strings.HasPrefix(l, "  ..."):
 			// source lines, ^^^ markers, "[Previous line repeated 56 more times]"

@@ -105,16 +105,19 @@ func (r Report) TopFrame() (Frame, bool) {
 }
 
 // Parse finds the crash in the tails of an instance's stderr and stdout
-// and describes it. It looks for a trace in stderr first, then in stdout;
-// the newest trace in a stream wins. A trace followed by more than a few
-// lines of other output does not count: ten for Go and Node, whose traces
-// end the process (so more output means a later run), thirty for Python,
-// whose tracebacks may also be logged by a program that goes on. The
-// caller should pass only what the exited run wrote when it can. With no trace, a signal
-// in exit gives KindSignal and anything else KindExit, titled by the last
-// non-empty line of stderr. A SIGKILL, or an exit keel asked for (a
-// non-empty exit.Reason), is never attributed to text: the process could
-// not have written about it.
+// and describes it.
+//
+// It looks for a trace in stderr first, then in stdout, and the newest
+// trace in a stream wins. A trace followed by more than a few lines of
+// other output does not count: ten for Go and Node, whose traces end the
+// process (so more output means a later run), thirty for Python, whose
+// tracebacks may also be logged by a program that goes on. So the caller
+// should pass only what the exited run wrote, when it can tell.
+//
+// With no trace, a signal in exit gives KindSignal and anything else
+// KindExit, titled by the last non-empty line of stderr. A SIGKILL, or an
+// exit keel asked for (a non-empty exit.Reason), is never attributed to
+// text: the process could not have written about it.
 //
 // Parse never panics, whatever the input; it reads at most the last
 // MaxInput bytes of each stream, in time linear in that.

@@ -231,3 +231,16 @@ requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=9
 		})
 	}
 }
+
+func TestPythonDeepStack(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Traceback (most recent call last):\n")
+	for i := range 300 {
+		fmt.Fprintf(&b, "  File \"/srv/app.py\", line %d, in f%d\n    f%d()\n", i+1, i, i+1)
+	}
+	b.WriteString("RuntimeError: deep\n")
+	r := Parse([]byte(b.String()), nil, exitCode(1))
+	if len(r.Frames) != MaxFrames || r.Frames[0].Function != "f299" || r.Frames[MaxFrames-1].Function != "f250" {
+		t.Fatalf("%d frames, innermost %+v, outermost kept %+v", len(r.Frames), r.Frames[0], r.Frames[len(r.Frames)-1])
+	}
+}
