@@ -204,7 +204,25 @@ func pyFrame(l string) Frame {
 // frozen or generated code.
 func pyInApp(file string) bool {
 	return !(strings.HasPrefix(file, "<") || strings.Contains(file, "/site-packages/") ||
-		strings.Contains(file, "/dist-packages/") || strings.Contains(file, "/lib/python"))
+		strings.Contains(file, "/dist-packages/") || pyStdlib(file))
+}
+
+// pyStdlib: under a ".../lib/python3.11/" directory.
+func pyStdlib(file string) bool {
+	_, rest, ok := strings.Cut(file, "/lib/python")
+	if !ok {
+		return false
+	}
+	ver, _, ok := strings.Cut(rest, "/")
+	if !ok || ver == "" {
+		return false
+	}
+	for _, c := range ver {
+		if (c < '0' || c > '9') && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // pythonName matches an exception's (possibly qualified) class name.

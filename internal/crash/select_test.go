@@ -244,3 +244,21 @@ func TestPythonDeepStack(t *testing.T) {
 		t.Fatalf("%d frames, innermost %+v, outermost kept %+v", len(r.Frames), r.Frames[0], r.Frames[len(r.Frames)-1])
 	}
 }
+
+func TestPythonInApp(t *testing.T) {
+	cases := map[string]bool{
+		"/srv/app/main.py":                                            true,
+		"/home/u/lib/pythonapp/main.py":                               true,
+		"/usr/lib/python3.11/json/decoder.py":                         false,
+		"/root/.pyenv/versions/3.11.7/lib/python3.11/socket.py":       false,
+		"/srv/app/.venv/lib/python3.11/site-packages/requests/api.py": false,
+		"/usr/lib/python3/dist-packages/requests/api.py":              false,
+		"<frozen importlib._bootstrap>":                               false,
+		"<string>":                                                    false,
+	}
+	for file, want := range cases {
+		if got := pyInApp(file); got != want {
+			t.Errorf("pyInApp(%q) = %v", file, got)
+		}
+	}
+}
