@@ -87,6 +87,21 @@ func (id Identity) KillGroup(sig syscall.Signal) error {
 	return nil
 }
 
+// Signal sends sig to the process alone, unless its pid now belongs to
+// another process or it is gone (then it returns nil).
+func (id Identity) Signal(sig syscall.Signal) error {
+	if id.Pid <= 1 {
+		return fmt.Errorf("refusing to signal pid %d", id.Pid)
+	}
+	if st, err := readStat(id.Pid); err != nil || st.start != id.Start {
+		return nil
+	}
+	if err := unix.Kill(id.Pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signalling pid %d: %w", id.Pid, err)
+	}
+	return nil
+}
+
 // WaitGone blocks until the process has exited (a zombie counts as
 // exited) or ctx is done, without polling: it waits on a pidfd. It returns
 // nil at once when the process is already gone or its pid was reused.

@@ -1,0 +1,99 @@
+// Package keeper runs each app process under a keeper of its own — the keel
+// binary re-executed as "keel __keeper" in a session of its own — and is
+// the daemon's client of those keepers (Spawner, a supervisor.Spawner).
+//
+// A keeper spawns the app (package proc), owns its stdout and stderr pipes
+// and writes them to the log files (package logs), is the one waiter of
+// the app, escalates a stop to SIGKILL of the group on its own, detects
+// readiness, and serves a unix socket through which the daemon commands it
+// and hears its events. The daemon holds nothing the app needs: when the
+// daemon dies, the app keeps serving and logging, and the next daemon
+// adopts it (Spawner.Survivors).
+//
+// # Starting a keeper
+//
+// Spawner.Spawn starts "keel __keeper" with Setsid and
+//
+//	stdin   a pipe carrying the Config as JSON (EOF ends it)
+//	stdout  the handshake pipe
+//	stderr  $KEEL_HOME/run/<id>.log, the keeper's own diagnostic log
+//	fd 3…   the app's listening sockets (Config.ListenNames names them)
+//
+// The keeper reads the Config, creates its socket, spawns the app and
+// writes one handshake line to stdout, then points stdin and stdout at
+// /dev/null, so nothing of the daemon's stays open in it:
+//
+//	{"ok":true,"state":{…}}      the app runs; state is a State
+//	{"error":"…"}                nothing runs; the error says why
+//
+// The keeper ignores SIGPIPE (it catches it, so its children still get the
+// default), and stops its app gracefully on SIGTERM, SIGINT: it sends the
+// app's kill signal, SIGKILLs the group after kill_timeout, and exits once
+// the exit was reported to the daemons connected then.
+//
+// # Files
+//
+//	run/<id>.sock    the keeper's socket (mode 0600 directory; peer uid checked)
+//	run/<id>.json    the State at spawn: ids and start times of keeper and app
+//	run/<id>.notify  the app's NOTIFY_SOCKET (ready: notify)
+//	run/<id>.log     the keeper's diagnostics
+//
+// A keeper removes its files when it is released. A daemon that finds
+// files whose keeper is dead (Survivors) SIGKILLs the app's process group
+// if the recorded app (pid and start time) still runs, then removes them.
+// Socket paths longer than a sockaddr_un allows are reached through
+// /proc/self/fd/<dir>/, and a long NOTIFY_SOCKET falls back to the
+// abstract namespace.
+//
+// # Protocol
+//
+// JSON lines over the stream socket. On every connection the keeper first
+// sends a hello with its whole current state, then events as they happen:
+//
+//	{"type":"hello","state":{"version":1,"id":…,"app":…,"instance":…,"restarts":…,
+//	  "pid":…,"pid_start":…,"started":…,"keeper_pid":…,"keeper_start":…,
+//	  "ready":false,"status":"","stopping":false,"stop_requested":false,"exit":null}}
+//	{"type":"ready"}                       the app is ready (per its ready mode)
+//	{"type":"status","text":"…"}           sd_notify STATUS=
+//	{"type":"stopping"}                    sd_notify STOPPING=1, or Node's preload closing
+//	{"type":"exit","exit":{"code":0,"signal":null,"at":"…"}}
+//	{"type":"reply","seq":N}               a command succeeded
+//	{"type":"reply","seq":N,"error":"…","code":"exited"|"running"|"bad_command"}
+//
+// The daemon sends commands; each gets a reply with its seq:
+//
+//	{"cmd":"signal","seq":N,"signal":"SIGHUP"}          signal the app's process group
+//	{"cmd":"stop","seq":N,"signal":"SIGTERM","timeout_ms":5000}
+//	        signal the group; SIGKILL it if the app has not exited after the
+//	        timeout — the keeper does this itself, connected or not. A
+//	        second stop can only bring the SIGKILL closer.
+//	{"cmd":"release","seq":N}
+//	        the exit is recorded: the keeper removes its files and exits.
+//	        Refused ("running") before the exit.
+//
+// Signalling an app that exited answers code "exited". The hello carries
+// the pid, so there is no separate "started" event: a keeper serves its
+// socket only once its app runs.
+//
+// # Invariants
+//
+//   - The exit is reported only after both log pipes reached EOF (or 2 s
+//     passed since the exit, in case a process outside the group holds
+//     them) and the log files were closed: every line the app wrote before
+//     it exited is in the files before anyone hears of the exit.
+//   - When the app's leader exits, what is left of its process group is
+//     SIGKILLed (proc.Options.KillGroupOnExit): no descendant outlives it.
+//   - The keeper keeps its exit record until a daemon releases it, however
+//     long no daemon is connected.
+//   - A daemon that loses the connection to a keeper without an exit tries
+//     the socket again; if the keeper is gone it SIGKILLs the app's group
+//     (checked against the recorded start time) and reports an exit with
+//     Reason "keeper lost".
+//
+// # Node's IPC channel
+//
+// The `message` and `listen` ready modes and unmodified Node servers need
+// Node's IPC channel. The keeper opens one through Options.NodeIPC (see
+// NodeIPC) when its Config asks for it; this package does not implement
+// the channel. Without the hook such an app is treated as ready at once.
+package keeper

@@ -1,0 +1,466 @@
+package keeper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/sdnotify"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+const (
+	// drainBound is how long after the app's exit the keeper waits for its
+	// log pipes to reach EOF before it closes them.
+	drainBound = 2 * time.Second
+	// peerQueue is how many lines may wait for a slow daemon before the
+	// keeper drops its connection (it reconnects and gets a new hello).
+	peerQueue = 64
+	// peerWriteTimeout bounds one write to a daemon.
+	peerWriteTimeout = 10 * time.Second
+)
+
+// keeper is the running keeper process. The fields after "owned by run"
+// belong to the run goroutine; everything else is set before run starts
+// and not changed after.
+type keeper struct {
+	cfg       *Config
+	app       *spec.App
+	log       *slog.Logger
+	paths     paths
+	ln        *net.UnixListener
+	proc      *proc.Process
+	notify    *sdnotify.Server // nil unless ready: notify
+	node      NodeChannel      // nil unless a Node IPC channel is open
+	listeners []*os.File
+
+	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
+	stopReady context.CancelFunc
+	wg        sync.WaitGroup // every goroutine the keeper started
+
+	joinC  chan *net.UnixConn
+	leaveC chan *peer
+	cmdC   chan peerCommand
+	readyC chan struct{}
+	nodeC  chan NodeEvent
+	exitC  chan spec.Exit
+	quit   chan struct{} // closed when run ends, so nobody blocks on the channels above
+
+	// owned by run
+	state       State
+	peers       map[*peer]struct{}
+	killTimer   *time.Timer
+	killC       <-chan time.Time
+	killAt      time.Time
+	terminating bool // a signal asked the keeper to stop the app and go
+	released    bool
+}
+
+// peer is one daemon connection.
+type peer struct {
+	conn   *net.UnixConn
+	out    chan []byte // lines to write; closed when the peer is dropped
+	closed bool        // owned by run
+}
+
+type peerCommand struct {
+	p   *peer
+	cmd command
+}
+
+// run is the keeper's owner loop. It returns after a release, or after a
+// termination signal once the exit was reported, having stopped every
+// goroutine and removed the keeper's files.
+func (k *keeper) run(sigC <-chan os.Signal) {
+	var notifyC <-chan sdnotify.Message
+	if k.notify != nil {
+		notifyC = k.notify.Messages()
+	}
+	exitC := k.exitC
+	for !k.released && !(k.terminating && k.state.Exit != nil) {
+		select {
+		case c := <-k.joinC:
+			k.join(c)
+		case p := <-k.leaveC:
+			k.drop(p)
+		case pc := <-k.cmdC:
+			k.handle(pc)
+		case <-k.readyC:
+			k.setReady()
+		case ev := <-k.nodeC:
+			k.onNode(ev)
+		case m, ok := <-notifyC:
+			if !ok {
+				notifyC = nil
+				continue
+			}
+			k.onNotify(m)
+		case <-k.killC:
+			k.killC = nil
+			if err := k.proc.Signal(syscall.SIGKILL); err == nil {
+				k.log.Warn("keeper: app did not stop in time; SIGKILLed its process group")
+			}
+		case ex := <-exitC:
+			exitC = nil
+			k.exited(ex)
+		case sig := <-sigC:
+			k.onSignal(sig)
+		}
+	}
+	k.shutdown()
+}
+
+func (k *keeper) onSignal(sig os.Signal) {
+	switch sig {
+	case syscall.SIGTERM, syscall.SIGINT:
+		k.log.Info("keeper: stopping the app on a signal", "signal", sig)
+		k.terminating = true
+		if k.state.Exit == nil {
+			k.stop(k.app.Signal(), k.app.KillTimeout.D())
+		}
+	default:
+		// SIGPIPE and SIGHUP: nothing to do; we only must not die of them.
+	}
+}
+
+// stop signals the app's group and arms the SIGKILL. A later stop can only
+// bring the SIGKILL closer.
+func (k *keeper) stop(sig syscall.Signal, timeout time.Duration) error {
+	k.state.StopRequested = true
+	if err := k.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	at := time.Now().Add(timeout)
+	if k.killTimer == nil || at.Before(k.killAt) {
+		if k.killTimer != nil {
+			k.killTimer.Stop()
+		}
+		k.killAt = at
+		k.killTimer = time.NewTimer(timeout)
+		k.killC = k.killTimer.C
+	}
+	return nil
+}
+
+func (k *keeper) handle(pc peerCommand) {
+	c := pc.cmd
+	r := message{Type: msgReply, Seq: c.Seq}
+	fail := func(code string, err error) {
+		r.Code, r.Error = code, err.Error()
+	}
+	switch c.Cmd {
+	case cmdSignal, cmdStop:
+		sig, err := spec.ParseSignal(c.Signal)
+		switch {
+		case err != nil:
+			fail(codeBadCommand, err)
+		case k.state.Exit != nil:
+			fail(codeExited, os.ErrProcessDone)
+		case c.Cmd == cmdStop:
+			if err := k.stop(sig, time.Duration(c.TimeoutMs)*time.Millisecond); err != nil {
+				fail("", err)
+			}
+		default:
+			if err := k.proc.Signal(sig); errors.Is(err, os.ErrProcessDone) {
+				fail(codeExited, err)
+			} else if err != nil {
+				fail("", err)
+			}
+		}
+	case cmdRelease:
+		if k.state.Exit == nil {
+			fail(codeRunning, errors.New("the app is still running"))
+			break
+		}
+		k.released = true
+	default:
+		fail(codeBadCommand, errors.New("unknown command "+c.Cmd))
+	}
+	k.send(pc.p, r)
+}
+
+func (k *keeper) setReady() {
+	if k.state.Ready || k.state.Exit != nil {
+		return
+	}
+	k.state.Ready = true
+	k.broadcast(message{Type: msgReady})
+}
+
+func (k *keeper) setStopping() {
+	if k.state.Stopping || k.state.Exit != nil {
+		return
+	}
+	k.state.Stopping = true
+	k.broadcast(message{Type: msgStopping})
+}
+
+func (k *keeper) onNotify(m sdnotify.Message) {
+	if k.state.Exit != nil {
+		return
+	}
+	if m.Ready() {
+		k.setReady()
+	}
+	if st, ok := m.Status(); ok && st != k.state.Status {
+		k.state.Status = st
+		k.broadcast(message{Type: msgStatus, Text: st})
+	}
+	if m.Stopping() {
+		k.setStopping()
+	}
+	if pid, ok := m.MainPID(); ok && pid != k.state.Pid {
+		k.log.Warn("keeper: MAINPID is not supported; the spawned process stays the main one", "mainpid", pid)
+	}
+}
+
+func (k *keeper) onNode(ev NodeEvent) {
+	switch ev {
+	case NodeReady:
+		if k.app.Ready == spec.ReadyMessage {
+			k.setReady()
+		}
+	case NodeListening:
+		if k.app.Ready == spec.ReadyListen {
+			k.setReady()
+		}
+	case NodeStopping:
+		k.setStopping()
+	}
+}
+
+// exited records the app's exit (its logs are drained) and tells the
+// daemons.
+func (k *keeper) exited(ex spec.Exit) {
+	k.state.Exit = &ex
+	k.stopReady()
+	if k.killTimer != nil {
+		k.killTimer.Stop()
+		k.killC = nil
+	}
+	if k.notify != nil {
+		k.notify.Close()
+	}
+	k.log.Info("keeper: app exited", "exit", ex.String())
+	k.broadcast(message{Type: msgExit, Exit: &ex})
+}
+
+// drain captures the app's stdout and stderr into the logs and, once the
+// app exited and both pipes reached EOF (or drainBound passed), closes
+// the logs and hands the exit to run.
+func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
+	var captures sync.WaitGroup
+	captured := make(chan struct{})
+	capture := func(w *logs.Writer, r *os.File, stream string) {
+		defer captures.Done()
+		if err := w.Capture(r); err != nil && !errors.Is(err, os.ErrClosed) {
+			k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
+		}
+	}
+	captures.Add(2)
+	go capture(wOut, outR, logs.Stdout)
+	go capture(wErr, errR, logs.Stderr)
+	go func() {
+		captures.Wait()
+		close(captured)
+	}()
+
+	<-k.proc.Done()
+	ex := k.proc.Exit()
+	t := time.NewTimer(drainBound)
+	select {
+	case <-captured:
+	case <-t.C:
+		k.log.Warn("keeper: a process outside the app's group holds its stdout or stderr; closing them", "after", drainBound)
+		outR.Close()
+		errR.Close()
+		<-captured
+	}
+	t.Stop()
+	outR.Close()
+	errR.Close()
+	for _, w := range []*logs.Writer{wOut, wErr} {
+		if err := w.Close(); err != nil {
+			k.log.Error("keeper: closing a log", "err", err)
+		}
+	}
+	k.exitC <- specExit(ex)
+}
+
+func specExit(ex proc.Exit) spec.Exit {
+	switch {
+	case ex.Signal != 0:
+		return spec.ExitSignal(spec.SignalName(ex.Signal), ex.At)
+	case ex.Code >= 0:
+		return spec.ExitCode(ex.Code, ex.At)
+	}
+	return spec.Exit{At: ex.At}
+}
+
+// accept takes daemon connections until the listener is closed.
+func (k *keeper) accept() {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := k.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors, say: retry, as net/http does.
+			k.log.Warn("keeper: accepting", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-k.quit:
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		if !sameUser(c) {
+			k.log.Warn("keeper: refused a connection from another user")
+			c.Close()
+			continue
+		}
+		select {
+		case k.joinC <- c:
+		case <-k.quit:
+			c.Close()
+			return
+		}
+	}
+}
+
+// sameUser reports whether the peer runs as our uid (or as root).
+func sameUser(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	cerr := rc.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	return cerr == nil && err == nil && (cred.Uid == uint32(os.Getuid()) || cred.Uid == 0)
+}
+
+// join starts serving a daemon: hello first.
+func (k *keeper) join(c *net.UnixConn) {
+	p := &peer{conn: c, out: make(chan []byte, peerQueue)}
+	k.peers[p] = struct{}{}
+	k.wg.Add(2)
+	go k.readPeer(p)
+	go k.writePeer(p)
+	st := k.state
+	k.send(p, message{Type: msgHello, State: &st})
+}
+
+func (k *keeper) readPeer(p *peer) {
+	defer k.wg.Done()
+	dec := json.NewDecoder(p.conn)
+	for {
+		var c command
+		if err := dec.Decode(&c); err != nil {
+			break
+		}
+		select {
+		case k.cmdC <- peerCommand{p, c}:
+		case <-k.quit:
+			return
+		}
+	}
+	select {
+	case k.leaveC <- p:
+	case <-k.quit:
+	}
+}
+
+// writePeer writes p's lines until p is dropped, then closes the
+// connection (which ends readPeer too).
+func (k *keeper) writePeer(p *peer) {
+	defer k.wg.Done()
+	defer p.conn.Close()
+	for b := range p.out {
+		p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
+		if _, err := p.conn.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// drop stops serving p; what is queued for it is still written.
+func (k *keeper) drop(p *peer) {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	close(p.out)
+	delete(k.peers, p)
+}
+
+func (k *keeper) send(p *peer, m message) {
+	if p.closed {
+		return
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		k.log.Error("keeper: encoding a message", "err", err)
+		return
+	}
+	select {
+	case p.out <- append(b, '\n'):
+	default:
+		// The daemon does not read; it gets the whole state again when it
+		// reconnects.
+		k.log.Warn("keeper: dropping a daemon connection that does not keep up")
+		k.drop(p)
+	}
+}
+
+func (k *keeper) broadcast(m message) {
+	for p := range k.peers {
+		k.send(p, m)
+	}
+}
+
+// shutdown ends the keeper: no more connections, queued lines written,
+// every goroutine gone, files removed.
+func (k *keeper) shutdown() {
+	close(k.quit)
+	k.ln.Close()
+	for p := range k.peers {
+		k.drop(p)
+	}
+	k.stopReady()
+	if k.notify != nil {
+		k.notify.Close()
+	}
+	if k.killTimer != nil {
+		k.killTimer.Stop()
+	}
+	k.wg.Wait()
+	if k.node != nil {
+		if err := k.node.Close(); err != nil {
+			k.log.Warn("keeper: closing the node channel", "err", err)
+		}
+	}
+	for _, f := range k.listeners {
+		f.Close()
+	}
+	if err := k.paths.remove(); err != nil {
+		k.log.Warn("keeper: removing files", "err", err)
+	}
+	k.log.Info("keeper: done")
+}

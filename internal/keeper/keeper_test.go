@@ -1,0 +1,462 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/spec"
+	"github.com/keel-run/keel/internal/supervisor"
+)
+
+func TestSpawnLogsAndGracefulStop(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawner(nil)
+	a := app("serve")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(s, a, 2)
+
+	if !(proc.Identity{Pid: p.Pid(), Start: p.st.PidStart}).Running() {
+		t.Fatal("the app is not running after Spawn")
+	}
+	if p.Started().IsZero() || p.ID() == "" {
+		t.Fatalf("Started %v, ID %q", p.Started(), p.ID())
+	}
+	if ev := next(t, p); ev.Kind != supervisor.EventReady {
+		t.Fatalf("first event %v, want ready", ev.Kind)
+	}
+	notifySocket := filepath.Join(RunDir(h.home), p.ID()+".notify")
+	if ev := next(t, p); ev.Kind != supervisor.EventStatus || ev.Text != "NOTIFY_SOCKET="+notifySocket {
+		t.Fatalf("event %v %q, want status NOTIFY_SOCKET=%s", ev.Kind, ev.Text, notifySocket)
+	}
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("Signal: %v", err)
+	}
+	if err := p.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	ex := release(t, p)
+	if ex.Signal == nil || *ex.Signal != "SIGTERM" || ex.Reason != "" {
+		t.Fatalf("exit %v, want signal SIGTERM", ex)
+	}
+	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("Signal after the exit: %v, want os.ErrProcessDone", err)
+	}
+	if err := p.Stop(syscall.SIGTERM, 0); err != nil {
+		t.Fatalf("Stop after the exit: %v", err)
+	}
+
+	out := logLines(t, h.home, a.Name, 2, "out")
+	want := "hello out KEEL_APP=t-serve KEEL_INSTANCE=2 NODE_APP_INSTANCE=2 FOO=bar LISTEN_FDS="
+	if len(out) != 1 || out[0] != want {
+		t.Fatalf("stdout log %q, want %q", out, want)
+	}
+	if errLog := logLines(t, h.home, a.Name, 2, "err"); len(errLog) != 1 || errLog[0] != "hello err" {
+		t.Fatalf("stderr log %q", errLog)
+	}
+}
+
+func TestDaemonEnvironmentDoesNotLeak(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	t.Setenv("LISTEN_FDS", "3")
+	h := newHarness(t)
+	a := app("serve")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	waitFor(t, p, supervisor.EventReady)
+	st := waitFor(t, p, supervisor.EventStatus)
+	finish(t, p)
+	if want := "NOTIFY_SOCKET=" + filepath.Join(RunDir(h.home), p.ID()+".notify"); st.Text != want {
+		t.Fatalf("the app saw %s, want %s", st.Text, want)
+	}
+	out := logLines(t, h.home, "t-serve", 0, "out")
+	if len(out) != 1 || !strings.HasSuffix(out[0], " LISTEN_FDS=") {
+		t.Fatalf("the app saw the daemon's sockets: %q", out)
+	}
+}
+
+func TestStopEscalatesToSIGKILLOfTheGroup(t *testing.T) {
+	h := newHarness(t)
+	a := app("stubborn")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	st := waitFor(t, p, supervisor.EventStatus)
+	pid, err := strconv.Atoi(strings.TrimPrefix(st.Text, "grandchild "))
+	if err != nil {
+		t.Fatalf("status %q", st.Text)
+	}
+	grandchild, err := proc.Identify(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.idents = append(h.idents, grandchild)
+	h.mu.Unlock()
+
+	if err := p.Stop(syscall.SIGTERM, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	ex := release(t, p)
+	if ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("exit %v, want SIGKILL after the timeout", ex)
+	}
+	gone(t, grandchild)
+}
+
+func TestReadyNotify(t *testing.T) {
+	h := newHarness(t)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	var got []string
+	for _, want := range []supervisor.EventKind{supervisor.EventStatus, supervisor.EventReady, supervisor.EventStatus} {
+		ev := next(t, p)
+		if ev.Kind != want {
+			t.Fatalf("event %v (%q), want %v", ev.Kind, ev.Text, want)
+		}
+		got = append(got, ev.Text)
+	}
+	if got[0] != "warming up" || got[2] != "serving" {
+		t.Fatalf("statuses %q", got)
+	}
+	if err := p.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, p); ev.Kind != supervisor.EventStopping {
+		t.Fatalf("event %v, want stopping", ev.Kind)
+	}
+	if ex := release(t, p); !ex.Clean() {
+		t.Fatalf("exit %v", ex)
+	}
+}
+
+// boundSocket reserves a port on 127.0.0.1 without listening: a dial is
+// refused until the app, which inherits it as fd 3, calls listen.
+func boundSocket(t *testing.T) (*os.File, int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "bound")
+	t.Cleanup(func() { f.Close() })
+	return f, sa.(*unix.SockaddrInet4).Port
+}
+
+func TestReadyProbes(t *testing.T) {
+	for _, kind := range []string{"tcp", "http"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t)
+			f, port := boundSocket(t)
+			s := h.spawner(func(*spec.App) ([]*os.File, []string, error) {
+				return []*os.File{f}, []string{"web"}, nil
+			})
+			fifo := filepath.Join(t.TempDir(), "go")
+			if err := unix.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a := app("listen-on-go", kind, fifo)
+			a.Ready = "tcp://127.0.0.1:" + strconv.Itoa(port)
+			if kind == "http" {
+				a.Ready = "http://127.0.0.1:" + strconv.Itoa(port) + "/healthz"
+			}
+			p := h.spawn(s, a, 0)
+			// Nothing listens yet, so nothing can be ready.
+			select {
+			case ev := <-p.Events():
+				t.Fatalf("event %v before the app listens", ev.Kind)
+			default:
+			}
+			opened := make(chan error, 1)
+			go func() {
+				// Blocks until the app opened its end: no race with its start.
+				f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+				if err == nil {
+					_, err = f.Write([]byte{1})
+					f.Close()
+				}
+				opened <- err
+			}()
+			select {
+			case err := <-opened:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(eventTimeout):
+				t.Fatal("the app never opened the FIFO")
+			}
+			if ev := next(t, p); ev.Kind != supervisor.EventReady {
+				t.Fatalf("event %v, want ready", ev.Kind)
+			}
+			finish(t, p)
+		})
+	}
+}
+
+func TestReadyThroughTheNodeIPCSeam(t *testing.T) {
+	h := newHarness(t)
+	a := app("node-ready", "ready")
+	a.Ready = spec.ReadyMessage
+	p := h.spawn(h.spawner(nil), a, 0)
+	if ev := next(t, p); ev.Kind != supervisor.EventReady {
+		t.Fatalf("event %v, want ready", ev.Kind)
+	}
+	finish(t, p)
+}
+
+func TestReadyMessageWithoutNodeIPCIsReadyAtOnce(t *testing.T) {
+	t.Setenv("KEEL_TEST_NO_NODE_IPC", "1")
+	h := newHarness(t)
+	a := app("sleep")
+	a.Ready = spec.ReadyMessage
+	p := h.spawn(h.spawner(nil), a, 0)
+	if ev := next(t, p); ev.Kind != supervisor.EventReady {
+		t.Fatalf("event %v, want ready", ev.Kind)
+	}
+	finish(t, p)
+}
+
+func TestSpawnErrorsLeaveNothingRunning(t *testing.T) {
+	missing := app("sleep")
+	missing.Script = "keel-no-such-program"
+	badCwd := app("sleep")
+	badCwd.Cwd = "/nonexistent/keel"
+	notExec := app("sleep")
+	notExec.Script = "/etc/hostname"
+	for name, a := range map[string]*spec.App{"missing binary": missing, "bad cwd": badCwd, "not executable": notExec} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			before := children(t)
+			_, err := h.spawner(nil).Spawn(context.Background(), supervisor.SpawnRequest{App: a})
+			if err == nil {
+				t.Fatal("Spawn succeeded")
+			}
+			t.Logf("error: %v", err)
+			if after := children(t); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatalf("children before %v, after %v", before, after)
+			}
+		})
+	}
+}
+
+// children lists this process's children (live or zombie).
+func children(t *testing.T) []string {
+	t.Helper()
+	var all []string
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, _ := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
+		all = append(all, strings.Fields(string(b))...)
+	}
+	return all
+}
+
+func TestDaemonRestartAdoptsTheRunningProcess(t *testing.T) {
+	h := newHarness(t)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	s1 := h.spawner(nil)
+	p1 := h.spawn(s1, a, 1)
+	waitFor(t, p1, supervisor.EventReady)
+	s1.Close() // the daemon dies: nothing is stopped
+
+	s2 := h.spawner(nil)
+	survivors, err := s2.Survivors(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(survivors) != 1 {
+		t.Fatalf("%d survivors, want 1", len(survivors))
+	}
+	sv := survivors[0]
+	p2 := h.track(sv.Process.(*process))
+	if sv.App != a.Name || sv.Instance != 1 || p2.Pid() != p1.Pid() || p2.ID() != p1.ID() || !p2.Started().Equal(p1.Started()) {
+		t.Fatalf("survivor %+v pid %d id %s, want %s:1 pid %d id %s", sv, p2.Pid(), p2.ID(), a.Name, p1.Pid(), p1.ID())
+	}
+	// The state is replayed: ready, with its status.
+	if ev := next(t, p2); ev.Kind != supervisor.EventReady {
+		t.Fatalf("event %v, want ready", ev.Kind)
+	}
+	if ev := next(t, p2); ev.Kind != supervisor.EventStatus || ev.Text != "serving" {
+		t.Fatalf("event %v %q, want status serving", ev.Kind, ev.Text)
+	}
+	// Survivors does not adopt what it holds already.
+	if again, err := s2.Survivors(context.Background()); err != nil || len(again) != 0 {
+		t.Fatalf("second Survivors: %d, %v", len(again), err)
+	}
+	if err := p2.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if ex := release(t, p2); !ex.Clean() {
+		t.Fatalf("exit %v", ex)
+	}
+}
+
+func TestExitWhileNoDaemonIsDeliveredOnAdoption(t *testing.T) {
+	h := newHarness(t)
+	s1 := h.spawner(nil)
+	p1 := h.spawn(s1, app("sleep"), 0)
+	s1.Close()
+
+	appID := proc.Identity{Pid: p1.Pid(), Start: p1.st.PidStart}
+	if err := appID.KillGroup(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone(t, appID)
+
+	s2 := h.spawner(nil)
+	survivors, err := s2.Survivors(context.Background())
+	if err != nil || len(survivors) != 1 {
+		t.Fatalf("Survivors: %d, %v", len(survivors), err)
+	}
+	p2 := survivors[0].Process
+	ex := release(t, p2)
+	if ex.Signal == nil || *ex.Signal != "SIGKILL" || ex.Reason != "" {
+		t.Fatalf("exit %v, want SIGKILL", ex)
+	}
+}
+
+func TestKeeperKilledTakesItsAppDown(t *testing.T) {
+	h := newHarness(t)
+	p := h.spawn(h.spawner(nil), app("sleep"), 0)
+	waitFor(t, p, supervisor.EventReady)
+	keeper := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+	if err := keeper.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ex := release(t, p)
+	if ex.Reason != ReasonKeeperLost || ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("exit %+v, want SIGKILL, reason %q", ex, ReasonKeeperLost)
+	}
+	gone(t, proc.Identity{Pid: p.Pid(), Start: p.st.PidStart})
+}
+
+func TestSurvivorsKillsTheOrphanOfADeadKeeper(t *testing.T) {
+	h := newHarness(t)
+	s1 := h.spawner(nil)
+	p := h.spawn(s1, app("sleep"), 0)
+	s1.Close()
+	keeper := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+	if err := keeper.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone(t, keeper)
+	appID := proc.Identity{Pid: p.Pid(), Start: p.st.PidStart}
+	if !appID.Running() {
+		t.Fatal("the app died with its keeper")
+	}
+
+	survivors, err := h.spawner(nil).Survivors(context.Background())
+	if err != nil || len(survivors) != 0 {
+		t.Fatalf("Survivors: %d, %v", len(survivors), err)
+	}
+	gone(t, appID)
+}
+
+func TestTwoHundredThousandLines(t *testing.T) {
+	const n = 200_000
+	h := newHarness(t)
+	a := app("lines", strconv.Itoa(n))
+	p := h.spawn(h.spawner(nil), a, 0)
+	if ex := release(t, p); !ex.Clean() {
+		t.Fatalf("exit %v", ex)
+	}
+	got := logLines(t, h.home, a.Name, 0, "out")
+	if len(got) != n {
+		t.Fatalf("%d lines in the log, want %d", len(got), n)
+	}
+	for i, l := range got {
+		if l != "line "+strconv.Itoa(i+1) {
+			t.Fatalf("line %d is %q", i+1, l)
+		}
+	}
+}
+
+func TestExitCodeAndReleaseBeforeExit(t *testing.T) {
+	h := newHarness(t)
+	a := app("exit", "7")
+	p := h.spawn(h.spawner(nil), a, 0)
+	p.Release() // before the exit: ignored
+	if ev := next(t, p); ev.Kind != supervisor.EventReady {
+		t.Fatalf("first event %v, want ready (ready: none)", ev.Kind)
+	}
+	ex := release(t, p)
+	if ex.Code == nil || *ex.Code != 7 || ex.Signal != nil {
+		t.Fatalf("exit %v, want code 7", ex)
+	}
+	if out := logLines(t, h.home, a.Name, 0, "out"); len(out) != 1 || out[0] != "exiting with 7" {
+		t.Fatalf("log %q", out)
+	}
+}
+
+func TestLongHomePath(t *testing.T) {
+	home := t.TempDir()
+	for len(home) < 2*maxSunPath {
+		home = filepath.Join(home, "a-rather-long-directory-name")
+	}
+	h := newHarnessAt(t, home)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	s1 := h.spawner(nil)
+	p := h.spawn(s1, a, 0)
+	waitFor(t, p, supervisor.EventReady)
+	s1.Close()
+	survivors, err := h.spawner(nil).Survivors(context.Background())
+	if err != nil || len(survivors) != 1 {
+		t.Fatalf("Survivors: %d, %v", len(survivors), err)
+	}
+	p2 := survivors[0].Process
+	if err := p2.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	release(t, p2)
+}
+
+// BenchmarkSpawn measures keel's own start overhead: from the Spawn call
+// until the app's pid is known (the keeper started, the app spawned, the
+// keeper's socket connected and its hello read).
+func BenchmarkSpawn(b *testing.B) {
+	home := b.TempDir()
+	exe, _ := os.Executable()
+	s := NewSpawner(SpawnerConfig{Home: home, Exe: exe, Env: []string{"GORACE=atexit_sleep_ms=0"}})
+	defer s.Close()
+	a := app("sleep")
+	for b.Loop() {
+		p, err := s.Spawn(context.Background(), supervisor.SpawnRequest{App: a})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		keeper := proc.Identity{Pid: p.(*process).st.KeeperPid, Start: p.(*process).st.KeeperStart}
+		p.Stop(syscall.SIGKILL, 0)
+		for ev := range p.Events() {
+			if ev.Kind == supervisor.EventExit {
+				p.Release()
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+		keeper.WaitGone(ctx)
+		cancel()
+		b.StartTimer()
+	}
+}

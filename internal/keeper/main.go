@@ -1,0 +1,455 @@
+package keeper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/ready"
+	"github.com/keel-run/keel/internal/sdnotify"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// pipeSize is what the keeper asks the app's stdout and stderr pipes to
+// hold, so a burst of output does not stall the app while the log is
+// written.
+const pipeSize = 1 << 20
+
+// selfExe is how a keeper names its own binary for the __exec step; it
+// works even when the file was replaced by an upgrade.
+const selfExe = "/proc/self/exe"
+
+// Config is what a keeper runs, as JSON on its stdin (or in a file given
+// with --config).
+type Config struct {
+	ID       string    `json:"id"`
+	Home     string    `json:"home"`
+	App      *spec.App `json:"app"`
+	Instance int       `json:"instance"`
+	Restarts int       `json:"restarts"`
+	// Env is KEY=VALUE entries laid over the keeper's own environment,
+	// under the app's env.
+	Env []string `json:"env,omitempty"`
+	// ListenNames names the listening sockets the keeper inherited as fds
+	// 3, 4, …; the app gets them at the same numbers.
+	ListenNames []string `json:"listen_names,omitempty"`
+	// NodeIPC asks for Node's IPC channel (see Options.NodeIPC).
+	NodeIPC bool `json:"node_ipc,omitempty"`
+}
+
+func (c *Config) check() error {
+	switch {
+	case !validID(c.ID):
+		return fmt.Errorf("config: bad id %q", c.ID)
+	case c.Home == "" || !strings.HasPrefix(c.Home, "/"):
+		return fmt.Errorf("config: home %q is not an absolute path", c.Home)
+	case c.App == nil:
+		return errors.New("config: no app")
+	case c.Instance < 0:
+		return fmt.Errorf("config: bad instance %d", c.Instance)
+	}
+	return nil
+}
+
+// Main is the keeper process: "keel __keeper [--config file]", args being
+// what follows "__keeper". It returns the exit code for os.Exit: 0 after a
+// release, 1 when the app could not be started, 2 for a bad config. Like
+// a main function it subscribes to signals and rewires the process's
+// stdio; call it only as the process's main.
+func Main(args []string) int { return MainWith(args, Options{}) }
+
+// MainWith is Main with hooks.
+func MainWith(args []string, opts Options) int {
+	sigC := make(chan os.Signal, 8)
+	// SIGPIPE is caught, not ignored: an ignored signal stays ignored in
+	// the app, a caught one is reset by exec.
+	signal.Notify(sigC, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	defer signal.Stop(sigC)
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := readConfig(args)
+	if err != nil {
+		log.Error("keeper: bad config", "err", err)
+		writeHandshake(handshake{Error: err.Error()})
+		return 2
+	}
+	log = log.With("id", cfg.ID, "app", cfg.App.Name, "instance", cfg.Instance)
+	k, err := start(cfg, opts, log)
+	if err != nil {
+		log.Error("keeper: start failed", "err", err)
+		writeHandshake(handshake{Error: err.Error()})
+		return 1
+	}
+	st := k.state
+	if err := writeHandshake(handshake{OK: true, State: &st}); err != nil {
+		// The daemon went away while we started; the next one adopts us.
+		log.Warn("keeper: handshake not delivered", "err", err)
+	}
+	detachStdio(log)
+	log.Info("keeper: app started", "pid", st.Pid)
+	k.run(sigC)
+	return 0
+}
+
+func readConfig(args []string) (*Config, error) {
+	var b []byte
+	var err error
+	switch {
+	case len(args) == 0:
+		b, err = io.ReadAll(os.Stdin)
+	case len(args) == 2 && args[0] == "--config":
+		b, err = os.ReadFile(args[1])
+	default:
+		return nil, fmt.Errorf("usage: keel %s [--config file]", KeeperArg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func writeHandshake(h handshake) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(append(b, '\n'))
+	return err
+}
+
+// detachStdio points stdin and stdout at /dev/null, dropping the
+// daemon's handshake and config pipes. Stderr is the keeper's own log.
+func detachStdio(log *slog.Logger) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		log.Warn("keeper: opening /dev/null", "err", err)
+		return
+	}
+	defer null.Close()
+	rc, err := null.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		for _, to := range []int{0, 1} {
+			if err := unix.Dup3(int(fd), to, 0); err != nil {
+				log.Warn("keeper: detaching stdio", "fd", to, "err", err)
+			}
+		}
+	})
+}
+
+// start sets up everything and spawns the app. On error nothing is left
+// running and no file is left behind.
+func start(cfg *Config, opts Options, log *slog.Logger) (k *keeper, err error) {
+	app := cfg.App.Clone()
+	app.Normalize()
+	p := pathsFor(cfg.Home, cfg.ID)
+	if err := ensureDirs(cfg.Home); err != nil {
+		return nil, err
+	}
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	listeners := make([]*os.File, len(cfg.ListenNames))
+	for i, name := range cfg.ListenNames {
+		fd := 3 + i
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, fmt.Errorf("listen fd %d (%s) was not passed: %w", fd, name, err)
+		}
+		unix.CloseOnExec(fd)
+		listeners[i] = os.NewFile(uintptr(fd), name)
+	}
+	closeListeners := func() {
+		for _, f := range listeners {
+			f.Close()
+		}
+	}
+	undo = append(undo, closeListeners)
+
+	ln, err := listenUnix(p.sock)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { ln.Close(); os.Remove(p.sock) })
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	defer outW.Close()
+	defer errW.Close()
+	undo = append(undo, func() { outR.Close(); errR.Close() })
+	growPipe(outR, log)
+	growPipe(errR, log)
+
+	lopts := logs.Options{MaxSize: int64(app.LogMaxSize), Keep: app.LogKeep}
+	wOut, err := logs.OpenWriter(logs.Path(cfg.Home, app.Name, cfg.Instance, logs.Stdout), lopts)
+	if err != nil {
+		return nil, fmt.Errorf("opening stdout log: %w", err)
+	}
+	undo = append(undo, func() { wOut.Close() })
+	wErr, err := logs.OpenWriter(logs.Path(cfg.Home, app.Name, cfg.Instance, logs.Stderr), lopts)
+	if err != nil {
+		return nil, fmt.Errorf("opening stderr log: %w", err)
+	}
+	undo = append(undo, func() { wErr.Close() })
+
+	env := appEnv(os.Environ(), cfg, app)
+	argv := app.Argv()
+	extra := slices.Clone(listeners)
+
+	var notify *sdnotify.Server
+	if app.Ready == spec.ReadyNotify {
+		addr := p.notify
+		if len(addr) > maxSunPath {
+			addr = "@keel-notify-" + cfg.ID
+		}
+		if notify, err = sdnotify.Listen(addr); err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { notify.Close() })
+		env.set("NOTIFY_SOCKET", addr)
+	}
+
+	var node NodeChannel
+	if cfg.NodeIPC && opts.NodeIPC != nil {
+		node, err = opts.NodeIPC(NodeIPCRequest{
+			App: app, Instance: cfg.Instance, Argv: argv,
+			Listeners: listeners, ListenNames: cfg.ListenNames,
+			RunDir: p.dir, Log: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening node ipc channel: %w", err)
+		}
+		undo = append(undo, func() { node.Close() })
+		child := node.Child()
+		defer child.Close()
+		var nenv []string
+		argv, nenv = node.Prepare(3+len(extra), argv)
+		extra = append(extra, child)
+		for _, kv := range nenv {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				env.set(k, v)
+			}
+		}
+	} else if app.Ready == spec.ReadyMessage || app.Ready == spec.ReadyListen {
+		log.Warn("keeper: this keel has no Node IPC channel; the app counts as ready once started", "ready", app.Ready)
+	}
+
+	pr, err := proc.Start(proc.Options{
+		Argv:            argv,
+		Dir:             app.Cwd,
+		Env:             env.list(),
+		Stdout:          outW,
+		Stderr:          errW,
+		ExtraFiles:      extra,
+		ListenNames:     cfg.ListenNames,
+		Helper:          selfExe,
+		KillGroupOnExit: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Our copies of the write ends must go, or the pipes never reach EOF.
+	outW.Close()
+	errW.Close()
+
+	self, _ := proc.Identify(os.Getpid())
+	k = &keeper{
+		cfg:       cfg,
+		app:       app,
+		log:       log,
+		paths:     p,
+		ln:        ln,
+		proc:      pr,
+		notify:    notify,
+		node:      node,
+		listeners: listeners,
+		peers:     map[*peer]struct{}{},
+		joinC:     make(chan *net.UnixConn),
+		leaveC:    make(chan *peer),
+		cmdC:      make(chan peerCommand),
+		readyC:    make(chan struct{}, 1),
+		nodeC:     make(chan NodeEvent, 16),
+		exitC:     make(chan spec.Exit, 1),
+		quit:      make(chan struct{}),
+		state: State{
+			Version:     protocolVersion,
+			ID:          cfg.ID,
+			App:         app.Name,
+			Instance:    cfg.Instance,
+			Restarts:    cfg.Restarts,
+			Pid:         pr.Pid(),
+			PidStart:    pr.Identity().Start,
+			Started:     pr.Started(),
+			KeeperPid:   self.Pid,
+			KeeperStart: self.Start,
+		},
+	}
+	if err := writeState(p.state, &k.state); err != nil {
+		_ = pr.Signal(syscall.SIGKILL)
+		<-pr.Done()
+		return nil, err
+	}
+
+	k.readyCtx, k.stopReady = context.WithCancel(context.Background())
+	switch {
+	case node != nil && (app.Ready == spec.ReadyMessage || app.Ready == spec.ReadyListen):
+	case app.Ready == spec.ReadyNotify:
+	case strings.HasPrefix(app.Ready, "tcp://") || strings.HasPrefix(app.Ready, "http://"):
+		probe, err := ready.Parse(app.Ready)
+		if err != nil {
+			k.log.Error("keeper: bad ready target; the app will not be reported ready", "err", err)
+			break
+		}
+		k.wg.Add(1)
+		go func() {
+			defer k.wg.Done()
+			if probe.Wait(k.readyCtx, 0) == nil {
+				k.readyC <- struct{}{}
+			}
+		}()
+	default:
+		k.state.Ready = true
+	}
+	if node != nil {
+		k.wg.Add(1)
+		go func() {
+			defer k.wg.Done()
+			err := node.Serve(k.readyCtx, func(ev NodeEvent) {
+				select {
+				case k.nodeC <- ev:
+				default:
+					k.log.Warn("keeper: node event dropped", "event", int(ev))
+				}
+			})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				k.log.Warn("keeper: node ipc channel", "err", err)
+			}
+		}()
+	}
+
+	// Capture and drain: see keeper.drain.
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		k.drain(outR, errR, wOut, wErr)
+	}()
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		k.accept()
+	}()
+	return k, nil
+}
+
+// growPipe enlarges a pipe's buffer; a failure only costs throughput.
+func growPipe(f *os.File, log *slog.Logger) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		if _, err := unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize); err != nil {
+			log.Debug("keeper: growing pipe", "err", err)
+		}
+	})
+}
+
+// daemonOnly reports the variables of the daemon's environment that
+// describe the daemon's own sockets and channels; an app never inherits
+// them.
+func daemonOnly(key string) bool {
+	switch key {
+	case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC",
+		"NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE", "NODE_UNIQUE_ID":
+		return true
+	}
+	return false
+}
+
+// appEnv is the app's environment: the keeper's own minus the daemon's
+// sockets, then Config.Env, then the app's env, then keel's variables.
+func appEnv(base []string, cfg *Config, app *spec.App) *envList {
+	e := &envList{vals: map[string]string{}}
+	for _, kv := range base {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && !daemonOnly(k) {
+			e.set(k, v)
+		}
+	}
+	for _, kv := range cfg.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			e.set(k, v)
+		}
+	}
+	keys := make([]string, 0, len(app.Env))
+	for k := range app.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e.set(k, app.Env[k])
+	}
+	e.set("KEEL_APP", app.Name)
+	e.set("KEEL_INSTANCE", strconv.Itoa(cfg.Instance))
+	e.set("NODE_APP_INSTANCE", strconv.Itoa(cfg.Instance))
+	return e
+}
+
+// envList is an environment in first-set order, the last value winning.
+type envList struct {
+	keys []string
+	vals map[string]string
+}
+
+func (e *envList) set(k, v string) {
+	if _, ok := e.vals[k]; !ok {
+		e.keys = append(e.keys, k)
+	}
+	e.vals[k] = v
+}
+
+func (e *envList) list() []string {
+	out := make([]string, len(e.keys))
+	for i, k := range e.keys {
+		out[i] = k + "=" + e.vals[k]
+	}
+	return out
+}

@@ -1,0 +1,405 @@
+package keeper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/spec"
+	"github.com/keel-run/keel/internal/supervisor"
+)
+
+const (
+	// callTimeout bounds a command's round trip to the keeper.
+	callTimeout = 5 * time.Second
+	// maxRedials is how often a process reconnects to a keeper that
+	// dropped the connection while still running.
+	maxRedials = 10
+)
+
+var errNotConnected = errors.New("not connected to the keeper")
+
+// process is the daemon's handle on one keeper and its app: a
+// supervisor.Process. A reader goroutine reads the keeper's lines and
+// queues events; a pump goroutine hands them to Events, so a slow
+// consumer never stalls the reader (and so never the replies to
+// commands). Consecutive status events that were not delivered yet are
+// merged, which bounds the queue.
+type process struct {
+	s      *Spawner
+	paths  paths
+	st     State // the first hello: the ids and start times
+	log    *slog.Logger
+	events chan supervisor.Event
+	wake   chan struct{} // a queued event waits (capacity 1)
+	detach chan struct{} // closed by detachNow
+	wg     sync.WaitGroup
+
+	// mu guards the fields below and serialises writes to conn.
+	mu       sync.Mutex
+	conn     *net.UnixConn // nil while reconnecting or after the end
+	seq      int
+	pending  map[int]chan message
+	queue    []supervisor.Event
+	ready    bool // EventReady queued
+	stopping bool // EventStopping queued
+	status   string
+	exited   bool // EventExit queued
+	released bool
+	detached bool
+}
+
+var _ supervisor.Process = (*process)(nil)
+
+func newProcess(s *Spawner, pp paths, conn *net.UnixConn, dec *json.Decoder, st *State) *process {
+	p := &process{
+		s:       s,
+		paths:   pp,
+		st:      *st,
+		log:     s.log.With("id", st.ID, "app", st.App, "instance", st.Instance, "pid", st.Pid),
+		events:  make(chan supervisor.Event, 1),
+		wake:    make(chan struct{}, 1),
+		detach:  make(chan struct{}),
+		conn:    conn,
+		pending: map[int]chan message{},
+	}
+	p.applyLocked(st)
+	p.wg.Add(2)
+	go p.pump()
+	go p.read(dec)
+	return p
+}
+
+// ID is the keeper's id.
+func (p *process) ID() string { return p.st.ID }
+
+// Pid is the app's pid.
+func (p *process) Pid() int { return p.st.Pid }
+
+// Started is when the keeper spawned the app.
+func (p *process) Started() time.Time { return p.st.Started }
+
+// Events delivers Ready, Status and Stopping, then one Exit, then is
+// closed (unless the Spawner is closed first: then it just stops).
+func (p *process) Events() <-chan supervisor.Event { return p.events }
+
+// Signal sends sig to the app's process group through the keeper. It
+// returns os.ErrProcessDone once the app has exited.
+func (p *process) Signal(sig syscall.Signal) error {
+	_, err := p.call(command{Cmd: cmdSignal, Signal: spec.SignalName(sig)})
+	if err != nil {
+		return fmt.Errorf("signalling pid %d: %w", p.st.Pid, err)
+	}
+	return nil
+}
+
+// Stop sends sig and has the keeper SIGKILL the group after timeout. It
+// returns once the keeper took the command; a process that has exited is
+// no error.
+func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
+	_, err := p.call(command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()})
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stopping pid %d: %w", p.st.Pid, err)
+	}
+	return nil
+}
+
+// Release lets the keeper forget the exit and go. It does nothing before
+// EventExit was queued.
+func (p *process) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited || p.released {
+		return
+	}
+	p.released = true
+	if p.conn != nil {
+		p.sendReleaseLocked()
+	}
+}
+
+func (p *process) sendReleaseLocked() {
+	p.seq++
+	if err := p.writeLocked(command{Cmd: cmdRelease, Seq: p.seq}); err != nil {
+		p.log.Warn("releasing keeper", "err", err)
+	}
+}
+
+// call sends a command and waits for its reply. A reply with code
+// "exited" is os.ErrProcessDone.
+func (p *process) call(c command) (message, error) {
+	p.mu.Lock()
+	if p.exited {
+		p.mu.Unlock()
+		return message{}, os.ErrProcessDone
+	}
+	if p.conn == nil {
+		p.mu.Unlock()
+		return message{}, errNotConnected
+	}
+	p.seq++
+	c.Seq = p.seq
+	ch := make(chan message, 1)
+	p.pending[c.Seq] = ch
+	err := p.writeLocked(c)
+	if err != nil {
+		delete(p.pending, c.Seq)
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return message{}, err
+	}
+
+	t := time.NewTimer(callTimeout)
+	defer t.Stop()
+	select {
+	case m, ok := <-ch:
+		switch {
+		case !ok:
+			return message{}, errors.New("the connection to the keeper ended")
+		case m.Code == codeExited:
+			return m, os.ErrProcessDone
+		case m.Error != "":
+			return m, errors.New(m.Error)
+		}
+		return m, nil
+	case <-t.C:
+		p.mu.Lock()
+		delete(p.pending, c.Seq)
+		p.mu.Unlock()
+		return message{}, fmt.Errorf("the keeper did not answer %s within %s", c.Cmd, callTimeout)
+	}
+}
+
+// writeLocked writes one command line. p.mu must be held.
+func (p *process) writeLocked(c command) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	p.conn.SetWriteDeadline(time.Now().Add(callTimeout))
+	_, err = p.conn.Write(append(b, '\n'))
+	return err
+}
+
+// read reads the keeper's lines, reconnecting while the keeper lives. When
+// the keeper is gone before the exit, it kills the app's group and queues
+// an exit with Reason "keeper lost".
+func (p *process) read(dec *json.Decoder) {
+	defer p.wg.Done()
+	defer p.s.remove(p)
+	for redials := 0; ; redials++ {
+		err := p.readConn(dec)
+
+		p.mu.Lock()
+		if p.conn != nil {
+			p.conn.Close()
+			p.conn = nil
+		}
+		for seq, ch := range p.pending {
+			close(ch)
+			delete(p.pending, seq)
+		}
+		done := p.detached || p.released
+		p.mu.Unlock()
+		if done {
+			return
+		}
+
+		var conn *net.UnixConn
+		var st *State
+		if redials < maxRedials {
+			conn, dec, st, err = connect(p.paths.sock)
+		}
+		if conn == nil {
+			p.lost(err)
+			return
+		}
+		p.log.Info("reconnected to keeper")
+		p.mu.Lock()
+		if p.detached {
+			p.mu.Unlock()
+			conn.Close()
+			return
+		}
+		p.conn = conn
+		p.applyLocked(st)
+		if p.released {
+			p.sendReleaseLocked()
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *process) readConn(dec *json.Decoder) error {
+	for {
+		var m message
+		if err := dec.Decode(&m); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		switch m.Type {
+		case msgHello:
+			if m.State != nil {
+				p.applyLocked(m.State)
+			}
+		case msgReady:
+			p.readyLocked()
+		case msgStatus:
+			p.statusLocked(m.Text)
+		case msgStopping:
+			p.stoppingLocked()
+		case msgExit:
+			if m.Exit != nil {
+				p.exitLocked(*m.Exit)
+			}
+		case msgReply:
+			if ch, ok := p.pending[m.Seq]; ok {
+				delete(p.pending, m.Seq)
+				ch <- m
+			}
+		default:
+			p.log.Warn("unknown message from keeper", "type", m.Type)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// lost handles a keeper that is gone. If the exit was already queued there
+// is nothing to do; otherwise the app must not live on without its keeper.
+func (p *process) lost(cause error) {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if exited {
+		p.s.reclaim(p.paths, false)
+		return
+	}
+	keeper := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+	if keeper.Running() {
+		// It runs but cannot be reached: it cannot do its job either.
+		p.log.Error("the keeper does not answer; killing it and its app", "keeper_pid", p.st.KeeperPid, "err", cause)
+		_ = keeper.Signal(syscall.SIGKILL)
+	} else {
+		p.log.Error("the keeper died; killing its app", "keeper_pid", p.st.KeeperPid, "err", cause)
+	}
+	app := proc.Identity{Pid: p.st.Pid, Start: p.st.PidStart}
+	ex := spec.Exit{At: time.Now(), Reason: ReasonKeeperLost}
+	if app.Running() {
+		sig := spec.SignalName(syscall.SIGKILL)
+		ex.Signal = &sig
+	}
+	killAndWait(app, p.log)
+	p.s.reclaim(p.paths, false)
+	p.mu.Lock()
+	p.exitLocked(ex)
+	p.mu.Unlock()
+}
+
+// applyLocked queues what a hello says that was not queued yet.
+func (p *process) applyLocked(st *State) {
+	if st.Ready {
+		p.readyLocked()
+	}
+	if st.Status != "" {
+		p.statusLocked(st.Status)
+	}
+	if st.Stopping {
+		p.stoppingLocked()
+	}
+	if st.Exit != nil {
+		p.exitLocked(*st.Exit)
+	}
+}
+
+func (p *process) readyLocked() {
+	if !p.ready && !p.exited {
+		p.ready = true
+		p.pushLocked(supervisor.Event{Kind: supervisor.EventReady})
+	}
+}
+
+func (p *process) statusLocked(text string) {
+	if text == p.status || p.exited {
+		return
+	}
+	p.status = text
+	if n := len(p.queue); n > 0 && p.queue[n-1].Kind == supervisor.EventStatus {
+		p.queue[n-1].Text = text
+		return
+	}
+	p.pushLocked(supervisor.Event{Kind: supervisor.EventStatus, Text: text})
+}
+
+func (p *process) stoppingLocked() {
+	if !p.stopping && !p.exited {
+		p.stopping = true
+		p.pushLocked(supervisor.Event{Kind: supervisor.EventStopping})
+	}
+}
+
+func (p *process) exitLocked(ex spec.Exit) {
+	if !p.exited {
+		p.exited = true
+		p.pushLocked(supervisor.Event{Kind: supervisor.EventExit, Exit: ex})
+	}
+}
+
+func (p *process) pushLocked(ev supervisor.Event) {
+	p.queue = append(p.queue, ev)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pump hands queued events to Events; after the exit it closes Events.
+func (p *process) pump() {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			select {
+			case <-p.wake:
+				continue
+			case <-p.detach:
+				return
+			}
+		}
+		ev := p.queue[0]
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		select {
+		case p.events <- ev:
+		case <-p.detach:
+			return
+		}
+		if ev.Kind == supervisor.EventExit {
+			close(p.events)
+			return
+		}
+	}
+}
+
+// detachNow drops the connection without telling the keeper anything and
+// waits for the process's goroutines.
+func (p *process) detachNow() {
+	p.mu.Lock()
+	if !p.detached {
+		p.detached = true
+		close(p.detach)
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

@@ -1,0 +1,474 @@
+package keeper
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/spec"
+	"github.com/keel-run/keel/internal/supervisor"
+)
+
+// ReasonKeeperLost is the Exit.Reason of a process whose keeper died: the
+// daemon killed the app's process group itself.
+const ReasonKeeperLost = "keeper lost"
+
+const (
+	// handshakeTimeout bounds a keeper's start when the caller's context
+	// has no earlier deadline.
+	handshakeTimeout = 15 * time.Second
+	// helloTimeout bounds connecting to a keeper and reading its hello.
+	helloTimeout = 5 * time.Second
+	// goneTimeout bounds the wait for a killed process to die.
+	goneTimeout = 5 * time.Second
+	// logTail is how much of a dead keeper's log is kept in the daemon's.
+	logTail = 2048
+)
+
+// SpawnerConfig configures a Spawner.
+type SpawnerConfig struct {
+	// Home is KEEL_HOME; keepers live in Home/run.
+	Home string
+	// Exe is the keel binary to run as "Exe __keeper" (tests use their own
+	// binary); "" means os.Executable().
+	Exe string
+	// Logger receives what happens to keepers; nil discards it.
+	Logger *slog.Logger
+	// Listeners returns the listening sockets (and their LISTEN_FDNAMES
+	// names) an instance of app inherits; nil or no files: none. The files
+	// stay the caller's: Spawn neither keeps nor closes them.
+	Listeners func(app *spec.App) ([]*os.File, []string, error)
+	// Env is KEY=VALUE entries for every app, over the daemon's own
+	// environment and under the app's env.
+	Env []string
+}
+
+// Spawner starts keepers and adopts those a previous daemon left; it is
+// keel's supervisor.Spawner. Its methods are safe for concurrent use.
+type Spawner struct {
+	cfg SpawnerConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	procs    map[string]*process // by keeper id
+	starting map[string]bool     // ids being spawned
+	closed   bool
+}
+
+var _ supervisor.Spawner = (*Spawner)(nil)
+
+// NewSpawner returns a Spawner for cfg.Home.
+func NewSpawner(cfg SpawnerConfig) *Spawner {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{}}
+}
+
+// Spawn starts a keeper for one instance and returns once the app runs
+// (Pid is set) — or with the reason it could not start (a missing program,
+// a bad cwd, …), in which case nothing is left running. ctx bounds the
+// start.
+func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (supervisor.Process, error) {
+	if req.App == nil {
+		return nil, errors.New("spawn: no app")
+	}
+	id := newID()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("spawn: the spawner is closed")
+	}
+	s.starting[id] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.starting, id)
+		s.mu.Unlock()
+	}()
+	p, err := s.spawn(ctx, id, req)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (s *Spawner) spawn(ctx context.Context, id string, req supervisor.SpawnRequest) (*process, error) {
+	exe := s.cfg.Exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("finding the keel binary: %w", err)
+		}
+	}
+	if err := ensureDirs(s.cfg.Home); err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	var names []string
+	if s.cfg.Listeners != nil {
+		var err error
+		if files, names, err = s.cfg.Listeners(req.App); err != nil {
+			return nil, fmt.Errorf("listening sockets: %w", err)
+		}
+		if len(files) != len(names) {
+			return nil, fmt.Errorf("listening sockets: %d files, %d names", len(files), len(names))
+		}
+	}
+	body, err := json.Marshal(&Config{
+		ID: id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
+		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding keeper config: %w", err)
+	}
+
+	pp := pathsFor(s.cfg.Home, id)
+	logf, err := os.OpenFile(pp.log, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating keeper log: %w", err)
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		os.Remove(pp.log)
+		return nil, fmt.Errorf("keeper config pipe: %w", err)
+	}
+	hsR, hsW, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		cfgR.Close()
+		cfgW.Close()
+		os.Remove(pp.log)
+		return nil, fmt.Errorf("keeper handshake pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        []string{exe, KeeperArg},
+		Env:         keeperEnv(os.Environ()),
+		Stdin:       cfgR,
+		Stdout:      hsW,
+		Stderr:      logf,
+		ExtraFiles:  files,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	cfgR.Close()
+	hsW.Close()
+	logf.Close()
+	if err != nil {
+		cfgW.Close()
+		hsR.Close()
+		os.Remove(pp.log)
+		return nil, fmt.Errorf("starting keeper: %w", err)
+	}
+	reaped := make(chan struct{})
+	go s.reap(cmd, reaped)
+
+	if err := s.handshake(ctx, cfgW, hsR, body, pp); err != nil {
+		s.abort(cmd, reaped, pp)
+		return nil, err
+	}
+	conn, dec, st, err := connect(pp.sock)
+	if err != nil {
+		s.abort(cmd, reaped, pp)
+		return nil, fmt.Errorf("connecting to keeper: %w", err)
+	}
+	p := newProcess(s, pp, conn, dec, st)
+	if !s.add(p) {
+		// Closed meanwhile: the process runs on, for the next daemon.
+		p.detachNow()
+		return nil, errors.New("spawn: the spawner is closed")
+	}
+	return p, nil
+}
+
+// handshake sends the config and reads the keeper's verdict.
+func (s *Spawner) handshake(ctx context.Context, cfgW, hsR *os.File, body []byte, pp paths) error {
+	defer hsR.Close()
+	deadline := time.Now().Add(handshakeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	stop := context.AfterFunc(ctx, func() {
+		cfgW.SetWriteDeadline(time.Unix(1, 0))
+		hsR.SetReadDeadline(time.Unix(1, 0))
+	})
+	defer stop()
+
+	cfgW.SetWriteDeadline(deadline)
+	_, err := cfgW.Write(body)
+	cfgW.Close()
+	if err != nil {
+		return fmt.Errorf("sending the keeper its config: %w", err)
+	}
+	hsR.SetReadDeadline(deadline)
+	line, err := bufio.NewReader(hsR).ReadBytes('\n')
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("starting keeper: %w", ctx.Err())
+		}
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("the keeper exited before it started the app: %s", tail(pp.log))
+		}
+		return fmt.Errorf("waiting for the keeper: %w", err)
+	}
+	var hs handshake
+	if err := json.Unmarshal(line, &hs); err != nil {
+		return fmt.Errorf("keeper handshake %q: %w", line, err)
+	}
+	if hs.Error != "" {
+		return errors.New(hs.Error)
+	}
+	if !hs.OK || hs.State == nil {
+		return fmt.Errorf("keeper handshake %q: neither ok nor an error", line)
+	}
+	return nil
+}
+
+// abort ends a keeper whose start failed, and whatever it started.
+func (s *Spawner) abort(cmd *exec.Cmd, reaped <-chan struct{}, pp paths) {
+	_ = cmd.Process.Kill()
+	t := time.NewTimer(goneTimeout)
+	defer t.Stop()
+	select {
+	case <-reaped:
+	case <-t.C:
+		s.log.Error("keeper did not die after SIGKILL", "pid", cmd.Process.Pid)
+	}
+	s.reclaim(pp, false)
+}
+
+// reap is the one waiter of a keeper this Spawner started. The keeper's
+// status matters little (its connection says everything), but it must not
+// linger as a zombie. ECHILD is fine: under `keel run` as PID 1 a reaper
+// may have been first.
+func (s *Spawner) reap(cmd *exec.Cmd, done chan<- struct{}) {
+	defer close(done)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		s.log.Warn("keeper exited", "pid", cmd.Process.Pid, "status", ee.ProcessState.String())
+	case errors.Is(err, syscall.ECHILD):
+	default:
+		s.log.Warn("waiting for keeper", "pid", cmd.Process.Pid, "err", err)
+	}
+}
+
+func (s *Spawner) add(p *process) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.procs[p.st.ID] = p
+	return true
+}
+
+func (s *Spawner) remove(p *process) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.procs[p.st.ID] == p {
+		delete(s.procs, p.st.ID)
+	}
+}
+
+// Survivors adopts every keeper in Home/run that this Spawner does not
+// already hold: each live keeper answers with its state, including an
+// exit that happened while no daemon was connected (delivered as the
+// process's EventExit). For a keeper that is dead, the app's process
+// group is SIGKILLed if the recorded app still runs, and the keeper's
+// files are removed. It returns an error only if the run directory cannot
+// be read.
+func (s *Spawner) Survivors(ctx context.Context) ([]supervisor.Survivor, error) {
+	ents, err := os.ReadDir(RunDir(s.cfg.Home))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding keepers: %w", err)
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, e := range ents {
+		name := e.Name()
+		for _, ext := range []string{".sock", ".json", ".notify", ".log"} {
+			if id, ok := strings.CutSuffix(name, ext); ok && validID(id) && !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	var out []supervisor.Survivor
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		s.mu.Lock()
+		mine := s.procs[id] != nil || s.starting[id]
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return out, errors.New("survivors: the spawner is closed")
+		}
+		if mine {
+			continue
+		}
+		pp := pathsFor(s.cfg.Home, id)
+		conn, dec, st, err := connect(pp.sock)
+		if err != nil {
+			s.reclaim(pp, true)
+			continue
+		}
+		p := newProcess(s, pp, conn, dec, st)
+		if !s.add(p) {
+			p.detachNow()
+			return out, errors.New("survivors: the spawner is closed")
+		}
+		s.log.Info("adopted a running keeper", "id", id, "app", st.App, "instance", st.Instance, "pid", st.Pid,
+			"ready", st.Ready, "exited", st.Exit != nil)
+		out = append(out, supervisor.Survivor{App: st.App, Instance: st.Instance, Process: p})
+	}
+	return out, nil
+}
+
+// reclaim cleans up after a keeper that does not answer: if it is dead,
+// its app's group is SIGKILLed (when the recorded app still runs) and its
+// files are removed. A keeper that still runs is left alone, as are the
+// files of a keeper that may still be starting (found is true when they
+// were found lying around rather than left by a failed spawn).
+func (s *Spawner) reclaim(pp paths, found bool) {
+	st, err := readState(pp.state)
+	if err == nil {
+		keeper := proc.Identity{Pid: st.KeeperPid, Start: st.KeeperStart}
+		if keeper.Running() {
+			s.log.Warn("a keeper runs but does not answer; leaving it", "id", st.ID, "keeper_pid", st.KeeperPid)
+			return
+		}
+		app := proc.Identity{Pid: st.Pid, Start: st.PidStart}
+		if app.Running() {
+			s.log.Warn("killing the app of a dead keeper", "id", st.ID, "app", st.App, "instance", st.Instance, "pid", st.Pid)
+		}
+		killAndWait(app, s.log)
+	} else if found {
+		if _, serr := os.Stat(pp.sock); serr != nil {
+			// No socket and no state: a keeper still starting, or one that
+			// died starting. Only an old enough log is stale.
+			fi, lerr := os.Stat(pp.log)
+			if lerr == nil && time.Since(fi.ModTime()) < handshakeTimeout {
+				return
+			}
+		}
+	}
+	if t := tail(pp.log); t != "" {
+		s.log.Warn("removing the files of a dead keeper", "id", pp.id, "keeper_log", t)
+	}
+	if err := pp.remove(); err != nil {
+		s.log.Warn("removing keeper files", "err", err)
+	}
+}
+
+// killAndWait SIGKILLs the group app leads (if it is still that app's)
+// and waits, bounded, until the leader is gone.
+func killAndWait(app proc.Identity, log *slog.Logger) {
+	if err := app.KillGroup(syscall.SIGKILL); err != nil {
+		log.Error("killing an orphaned app", "pid", app.Pid, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), goneTimeout)
+	defer cancel()
+	if err := app.WaitGone(ctx); err != nil {
+		log.Error("an orphaned app did not die", "pid", app.Pid, "err", err)
+	}
+}
+
+// Close detaches from every keeper without stopping anything: the apps
+// and their keepers run on, and the next daemon adopts them. Events
+// channels receive nothing more (and are not closed). Spawn and Survivors
+// fail afterwards. Close waits for the Spawner's connection goroutines;
+// the waiters of keepers it started end when those keepers do.
+func (s *Spawner) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	procs := make([]*process, 0, len(s.procs))
+	for _, p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	for _, p := range procs {
+		p.detachNow()
+	}
+	return nil
+}
+
+// keeperEnv is the environment a keeper starts with: the daemon's, minus
+// what describes the daemon's own sockets.
+func keeperEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); !daemonOnly(k) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// connect dials a keeper and reads its hello.
+func connect(sock string) (*net.UnixConn, *json.Decoder, *State, error) {
+	c, err := dialUnix(sock)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	dec := json.NewDecoder(c)
+	var m message
+	if err := dec.Decode(&m); err != nil {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("reading the keeper's hello: %w", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	switch {
+	case m.Type != msgHello || m.State == nil:
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("keeper said %q before hello", m.Type)
+	case m.State.Version != protocolVersion:
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("keeper speaks protocol version %d, not %d", m.State.Version, protocolVersion)
+	}
+	return c, dec, m.State, nil
+}
+
+// tail returns the end of a file, for diagnostics.
+func tail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(fi.Size()-logTail, 0)
+	b := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(b, off)
+	return strings.TrimSpace(string(b[:n]))
+}
