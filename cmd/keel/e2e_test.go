@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keel-run/keel/internal/api"
+)
+
+func TestStartListStopRestartDelete(t *testing.T) {
+	e := newEnv(t)
+	e.app("sleeper", "sleep", "-i", "2")
+	l := e.waitFor("2 online", allStatus("sleeper", 2, "online"))
+	pids := map[int]bool{}
+	for _, in := range l {
+		if !alive(in.Pid) || in.Restarts != 0 || in.LastExit != nil {
+			t.Fatalf("fresh instance %+v", in)
+		}
+		pids[in.Pid] = true
+	}
+	if len(pids) != 2 {
+		t.Fatalf("pids %v", pids)
+	}
+
+	// The table is for people; it names the app and its status.
+	table := e.ok("ls")
+	if !strings.Contains(table, "sleeper") || !strings.Contains(table, "online") {
+		t.Fatalf("ls table:\n%s", table)
+	}
+
+	e.ok("stop", "sleeper:1")
+	l = e.ls()
+	for _, in := range l {
+		if in.Instance == 1 {
+			if in.Status != "stopped" || in.LastExit == nil || in.LastExit.Reason != "stop" {
+				t.Fatalf("stopped instance %+v", in)
+			}
+		}
+	}
+	e.ok("restart", "sleeper")
+	l = e.waitFor("2 online again", allStatus("sleeper", 2, "online"))
+	for _, in := range l {
+		if pids[in.Pid] {
+			t.Fatalf("instance %d kept pid %d across restart", in.Instance, in.Pid)
+		}
+		if in.Restarts != 1 {
+			t.Fatalf("instance %d restarts = %d, want 1", in.Instance, in.Restarts)
+		}
+	}
+	for pid := range pids {
+		if alive(pid) {
+			t.Fatalf("old pid %d still alive", pid)
+		}
+	}
+
+	e.ok("delete", "sleeper")
+	if l := e.ls(); len(l) != 0 {
+		t.Fatalf("after delete: %+v", l)
+	}
+	r := e.keel("stop", "sleeper")
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.err), "\n") != 0 || !strings.Contains(r.err, "sleeper") {
+		t.Fatalf("stop of a deleted app: exit %d, stderr %q", r.code, r.err)
+	}
+}
+
+func TestCrashLoopBacksOffThenErrors(t *testing.T) {
+	e := newEnv(t)
+	e.app("crasher", "crash", "--restart-delay", "20ms", "--max-restarts", "3", "--min-uptime", "1s")
+	l := e.waitFor("errored", allStatus("crasher", 1, "errored"))
+	in := l[0]
+	if in.Restarts != 3 {
+		t.Fatalf("restarts = %d, want 3", in.Restarts)
+	}
+	if in.LastExit == nil || in.LastExit.Code == nil || *in.LastExit.Code != 3 {
+		t.Fatalf("last exit %+v", in.LastExit)
+	}
+	if !strings.Contains(in.Reason, "gave up after 4 unstable runs") {
+		t.Fatalf("reason %q", in.Reason)
+	}
+	// The app's stderr is in its log.
+	logs := e.ok("logs", "crasher", "--err", "--raw", "--lines", "100")
+	if got := strings.Count(logs, "fatal: cannot open config"); got != 4 {
+		t.Fatalf("stderr lines in log = %d, want 4:\n%s", got, logs)
+	}
+}
+
+func TestStopEscalatesToSIGKILL(t *testing.T) {
+	e := newEnv(t)
+	e.app("stubborn", "ignoreterm", "--kill-timeout", "300ms")
+	l := e.waitFor("online", allStatus("stubborn", 1, "online"))
+	pid := l[0].Pid
+	// Give the app time to install its handler: wait for its log line.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(e.ok("logs", "stubborn", "--raw"), "ignoring SIGTERM") {
+		if time.Now().After(deadline) {
+			t.Fatal("app never said it ignores SIGTERM")
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	e.ok("stop", "stubborn")
+	l = e.ls()
+	ex := l[0].LastExit
+	if l[0].Status != "stopped" || ex == nil || ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("after stop: %+v exit %+v", l[0], ex)
+	}
+	if alive(pid) {
+		t.Fatalf("pid %d survived", pid)
+	}
+}
+
+func TestLogsKeepEveryLine(t *testing.T) {
+	for _, crash := range []string{"0", "1"} {
+		t.Run("crash="+crash, func(t *testing.T) {
+			e := newEnv(t)
+			const n = 200000
+			e.app("printer", "lines", "--restart", "never", "--env", "LINES_N="+strconv.Itoa(n), "--env", "LINES_CRASH="+crash)
+			e.waitFor("stopped", allStatus("printer", 1, "stopped"))
+			out := e.ok("logs", "printer", "--raw", "--lines", strconv.Itoa(n+10))
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if len(lines) != n {
+				t.Fatalf("got %d lines, want %d", len(lines), n)
+			}
+			for i, l := range lines {
+				if l != "line "+strconv.Itoa(i+1) {
+					t.Fatalf("line %d is %q", i+1, l)
+				}
+			}
+		})
+	}
+}
+
+func TestBadConfigIsRefusedWhole(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keel.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`apps:
+  - name: good
+    script: %s
+  - name: bad
+    script: %s
+    instances: lots
+`, os.Args[0], os.Args[0])), 0o644)
+	r := e.keel("start", cfg)
+	if r.code != 1 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.err)
+	}
+	if !strings.Contains(r.err, "keel.yaml:6") || !strings.Contains(r.err, "instances") {
+		t.Fatalf("error does not name file, line and key: %q", r.err)
+	}
+	if l := e.ls(); len(l) != 0 {
+		t.Fatalf("something started: %+v", l)
+	}
+	r = e.keel("start", filepath.Join(dir, "missing.js"))
+	if r.code != 1 || !strings.Contains(r.err, "missing.js") {
+		t.Fatalf("missing script: exit %d, stderr %q", r.code, r.err)
+	}
+	if l := e.ls(); len(l) != 0 {
+		t.Fatalf("something started: %+v", l)
+	}
+	if r := e.keel("frobnicate"); r.code != 2 {
+		t.Fatalf("unknown command: exit %d", r.code)
+	}
+}
+
+// SIGKILL of the daemon leaves the apps running; the next command brings
+// the daemon back, which adopts them (same pids, no duplicates) and starts
+// again any that died while it was down.
+func TestDaemonSIGKILLRecovery(t *testing.T) {
+	e := newEnv(t)
+	e.app("svc", "sleep", "-i", "2")
+	before := e.waitFor("2 online", allStatus("svc", 2, "online"))
+	dpid := e.daemonPid()
+	if err := syscall.Kill(dpid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for alive(dpid) {
+		<-time.After(5 * time.Millisecond)
+	}
+	for _, in := range before {
+		if !alive(in.Pid) {
+			t.Fatalf("instance %d (pid %d) died with the daemon", in.Instance, in.Pid)
+		}
+	}
+	// One instance dies while nobody supervises.
+	victim := before[1]
+	syscall.Kill(victim.Pid, syscall.SIGKILL)
+	for alive(victim.Pid) {
+		<-time.After(5 * time.Millisecond)
+	}
+
+	start := time.Now()
+	after := e.waitFor("2 online after recovery", allStatus("svc", 2, "online"))
+	took := time.Since(start)
+	if e.daemonPid() == dpid {
+		t.Fatal("daemon pid unchanged")
+	}
+	byInst := map[int]api.Instance{}
+	for _, in := range after {
+		byInst[in.Instance] = in
+	}
+	if byInst[before[0].Instance].Pid != before[0].Pid {
+		t.Fatalf("instance %d was not adopted: pid %d, was %d", before[0].Instance, byInst[before[0].Instance].Pid, before[0].Pid)
+	}
+	if n := byInst[victim.Instance]; n.Pid == victim.Pid || !alive(n.Pid) {
+		t.Fatalf("dead instance not restarted: %+v", n)
+	}
+	t.Logf("recovered in %s", took)
+	// No duplicates: exactly the two instances' processes run the app.
+	count := 0
+	for _, pid := range processesOf(e.home) {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if strings.Contains(string(b), "KEEL_E2E_APP=sleep") {
+			count++
+		}
+	}
+	if count != 2 {
+		t.Fatalf("%d app processes running, want 2", count)
+	}
+}
+
+func TestSharedSocketAndActivationEnv(t *testing.T) {
+	e := newEnv(t)
+	e.app("web", "serve", "-i", "2", "--listen", "127.0.0.1:0", "--ready", "notify")
+	e.waitFor("2 online", allStatus("web", 2, "online"))
+	var det []api.AppDetail
+	out := e.ok("describe", "web", "--json")
+	if err := jsonUnmarshal(out, &det); err != nil || len(det) != 1 || len(det[0].Sockets) != 1 {
+		t.Fatalf("describe: %v %s", err, out)
+	}
+	url := "http://" + det[0].Sockets[0] + "/"
+	seen := map[string]bool{}
+	// A new connection per request: the kernel hands each to whichever
+	// instance accepts first.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 500 && len(seen) < 2; i++ {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		seen[resp.Header.Get("X-Keel-Instance")] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("instances seen: %v", seen)
+	}
+}
+
+func TestKillStopsEverything(t *testing.T) {
+	e := newEnv(t)
+	e.app("a", "sleep")
+	e.app("b", "sleep", "-i", "2")
+	l := e.waitFor("online", func(l []api.Instance) bool { return allStatus("a", 1, "online")(l) && allStatus("b", 2, "online")(l) })
+	dpid := e.daemonPid()
+	e.ok("kill")
+	for _, in := range l {
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(in.Pid) && time.Now().Before(deadline) {
+			<-time.After(5 * time.Millisecond)
+		}
+		if alive(in.Pid) {
+			t.Fatalf("pid %d survived keel kill", in.Pid)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(dpid) && time.Now().Before(deadline) {
+		<-time.After(5 * time.Millisecond)
+	}
+	if alive(dpid) {
+		t.Fatal("daemon survived keel kill")
+	}
+}

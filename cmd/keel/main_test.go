@@ -1,0 +1,307 @@
+package main
+
+// End-to-end tests: the test binary plays every part. Run with
+// KEEL_E2E_MAIN=1 it is keel itself (CLI, daemon, keepers); run with
+// KEEL_E2E_APP=<name> it is one of the apps below. Each test gets its own
+// KEEL_HOME, so each has its own daemon, and ends with `keel kill`.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keel-run/keel/internal/api"
+)
+
+func TestMain(m *testing.M) {
+	// keel's own re-executions first: the pre-exec step carries the app's
+	// environment (KEEL_E2E_APP) but must run keel's code.
+	if len(os.Args) > 1 && (os.Args[1] == "__exec" || os.Args[1] == "__keeper") {
+		main()
+		return
+	}
+	if name := os.Getenv("KEEL_E2E_APP"); name != "" {
+		os.Exit(runApp(name))
+	}
+	if os.Getenv("KEEL_E2E_MAIN") == "1" {
+		os.Args = append([]string{"keel"}, os.Args[1:]...)
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// runApp is the body of each helper app.
+func runApp(name string) int {
+	switch name {
+	case "sleep": // runs until SIGTERM, then exits 0
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		fmt.Println("sleeping", os.Getpid())
+		<-sig
+		fmt.Println("got SIGTERM, bye")
+		return 0
+	case "ignoreterm": // ignores SIGTERM: only SIGKILL ends it
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ignoring SIGTERM")
+		select {}
+	case "crash": // fails at once
+		fmt.Fprintln(os.Stderr, "fatal: cannot open config")
+		return 3
+	case "lines": // prints N numbered lines as fast as it can, then exits
+		n, _ := strconv.Atoi(os.Getenv("LINES_N"))
+		w := bufio.NewWriterSize(os.Stdout, 64<<10)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(w, "line %d\n", i)
+		}
+		w.Flush()
+		if os.Getenv("LINES_CRASH") == "1" {
+			return 2
+		}
+		return 0
+	case "serve": // HTTP on keel's socket (LISTEN_FDS) with READY=1
+		return serveApp()
+	}
+	fmt.Fprintln(os.Stderr, "unknown helper app", name)
+	return 99
+}
+
+func serveApp() int {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") != "1" {
+		fmt.Fprintf(os.Stderr, "bad activation env: LISTEN_PID=%s (pid %d) LISTEN_FDS=%s\n",
+			os.Getenv("LISTEN_PID"), os.Getpid(), os.Getenv("LISTEN_FDS"))
+		return 4
+	}
+	ln, err := net.FileListener(os.NewFile(3, "listen"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fd 3:", err)
+		return 5
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Keel-Instance", os.Getenv("KEEL_INSTANCE"))
+		fmt.Fprintf(w, "pid %d\n", os.Getpid())
+	})}
+	if ns := os.Getenv("NOTIFY_SOCKET"); ns != "" {
+		if c, err := net.Dial("unixgram", ns); err == nil {
+			c.Write([]byte("READY=1\nSTATUS=serving"))
+			c.Close()
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+		return 6
+	}
+	return 0
+}
+
+// env is one test's keel: its KEEL_HOME and how to call the CLI.
+type env struct {
+	t    *testing.T
+	home string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	// Unix socket paths are short (108 bytes): keep KEEL_HOME short.
+	home, err := os.MkdirTemp("", "keel-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, home: home}
+	t.Cleanup(func() {
+		e.kill()
+		if !t.Failed() {
+			os.RemoveAll(home)
+		} else {
+			t.Logf("KEEL_HOME kept for inspection: %s", home)
+			if b, err := os.ReadFile(filepath.Join(home, "daemon.log")); err == nil {
+				t.Logf("daemon.log:\n%s", tail(string(b), 4000))
+			}
+		}
+	})
+	return e
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+type result struct {
+	out, err string
+	code     int
+}
+
+// keel runs the CLI and returns what it printed and its exit code.
+func (e *env) keel(args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	// Race-built children sleep 1s at exit by default; not ours.
+	cmd.Env = append(os.Environ(), "KEEL_E2E_MAIN=1", "KEEL_HOME="+e.home, "GORACE=atexit_sleep_ms=0")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("running keel %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// ok runs the CLI and fails the test unless it exits 0.
+func (e *env) ok(args ...string) string {
+	e.t.Helper()
+	r := e.keel(args...)
+	if r.code != 0 {
+		e.t.Fatalf("keel %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.out, r.err)
+	}
+	return r.out
+}
+
+func (e *env) ls() []api.Instance {
+	e.t.Helper()
+	var l []api.Instance
+	out := e.ok("ls", "--json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		e.t.Fatalf("ls --json printed non-JSON %q: %v", out, err)
+	}
+	return l
+}
+
+// waitFor polls ls until cond holds or the deadline passes.
+func (e *env) waitFor(what string, cond func([]api.Instance) bool) []api.Instance {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var l []api.Instance
+	for time.Now().Before(deadline) {
+		l = e.ls()
+		if cond(l) {
+			return l
+		}
+		<-time.After(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+	e.t.Fatalf("timed out waiting for %s; ls: %+v", what, l)
+	return nil
+}
+
+func allStatus(app string, n int, status string) func([]api.Instance) bool {
+	return func(l []api.Instance) bool {
+		c := 0
+		for _, in := range l {
+			if in.App == app && in.Status == status {
+				c++
+			}
+		}
+		return c == n
+	}
+}
+
+func (e *env) daemonPid() int {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.home, "daemon.pid"))
+	if err != nil {
+		e.t.Fatalf("reading daemon.pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		e.t.Fatalf("daemon.pid: %v", err)
+	}
+	return pid
+}
+
+// kill runs `keel kill` if a daemon is up, then checks that no process of
+// this KEEL_HOME survives.
+func (e *env) kill() {
+	if _, err := os.Stat(filepath.Join(e.home, "keel.sock")); err == nil {
+		e.keel("kill")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := processesOf(e.home)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Errorf("processes left behind after keel kill: %v", left)
+			for _, pid := range left {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
+
+// processesOf lists live processes whose environment names home as
+// KEEL_HOME: the daemon, keepers and apps of one test.
+func processesOf(home string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	needle := []byte("KEEL_HOME=" + home + "\x00")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/environ")
+		if err != nil || !bytes.Contains(b, needle) {
+			continue
+		}
+		if st, err := os.ReadFile("/proc/" + d.Name() + "/stat"); err == nil {
+			// A zombie has no environ; skip any that still show one.
+			if i := bytes.LastIndexByte(st, ')'); i > 0 && len(st) > i+2 && st[i+2] == 'Z' {
+				continue
+			}
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// alive reports whether pid is a live process (a zombie is not).
+func alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i < 0 || len(st) <= i+2 || st[i+2] != 'Z'
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// app starts a helper app with extra keel flags.
+func (e *env) app(name, helper string, flags ...string) {
+	e.t.Helper()
+	args := append([]string{"start", os.Args[0], "--name", name, "--env", "KEEL_E2E_APP=" + helper}, flags...)
+	e.ok(args...)
+}

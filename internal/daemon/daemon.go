@@ -1,0 +1,275 @@
+// Package daemon is keel's composition root: it takes the KEEL_HOME lock,
+// opens the state store, builds the keeper spawner, the supervisor, the
+// crash recorder, the stats sampler and the restart triggers, and serves
+// the control socket. It implements control.Backend on top of them.
+//
+// When the daemon exits for any reason other than `keel kill`, the apps
+// keep running under their keepers; the next daemon adopts them.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gofrs/flock"
+
+	"github.com/keel-run/keel/internal/control"
+	"github.com/keel-run/keel/internal/keeper"
+	"github.com/keel-run/keel/internal/spec"
+	"github.com/keel-run/keel/internal/store"
+	"github.com/keel-run/keel/internal/supervisor"
+)
+
+// ErrAlreadyRunning means another daemon holds this KEEL_HOME.
+var ErrAlreadyRunning = errors.New("a keel daemon is already running for this KEEL_HOME")
+
+// Names of the files the daemon keeps in KEEL_HOME.
+const (
+	LockName  = "daemon.lock"
+	PidName   = "daemon.pid"
+	StateName = "state.db"
+	DumpName  = "dump.json"
+)
+
+// Options configure a daemon.
+type Options struct {
+	Home    string
+	Exe     string // the keel binary keepers are started from
+	Version string
+	Logger  *slog.Logger
+	// Foreground runs Apps with no control of their own lifetime beyond
+	// ctx: `keel run`. The apps are started at once, state is not restored
+	// or persisted, and when ctx is done every app is stopped before Run
+	// returns.
+	Foreground bool
+	Apps       []*spec.App
+	// StatsInterval is how often memory and CPU are sampled (default 1s).
+	StatsInterval time.Duration
+}
+
+// ErrUnclean is returned by a foreground run when an app did not stop
+// within its kill_timeout and had to be killed.
+var ErrUnclean = errors.New("not every app stopped within its kill_timeout")
+
+// Daemon is a running daemon; it implements control.Backend.
+type Daemon struct {
+	o     Options
+	log   *slog.Logger
+	store *store.Store // nil in foreground mode
+	sup   *supervisor.Supervisor
+	socks *socketSet
+	stats *statsCache
+	crash *crashRecorder
+	trig  *triggerManager
+
+	killOnce sync.Once
+	killC    chan struct{} // closed by Kill once every app has stopped
+}
+
+// Run runs the daemon until ctx is done or `keel kill`.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if o.StatsInterval == 0 {
+		o.StatsInterval = time.Second
+	}
+	if err := os.MkdirAll(o.Home, 0o700); err != nil {
+		return fmt.Errorf("creating KEEL_HOME %s: %w", o.Home, err)
+	}
+	lock := flock.New(filepath.Join(o.Home, LockName))
+	locked, err := lock.TryLock()
+	if err != nil {
+		return fmt.Errorf("locking KEEL_HOME %s: %w", o.Home, err)
+	}
+	if !locked {
+		return ErrAlreadyRunning
+	}
+	defer lock.Unlock()
+	pidPath := filepath.Join(o.Home, PidName)
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", pidPath, err)
+	}
+	defer os.Remove(pidPath)
+
+	d := &Daemon{o: o, log: o.Logger, killC: make(chan struct{})}
+	var st supervisor.Store
+	if !o.Foreground {
+		s, err := store.Open(filepath.Join(o.Home, StateName))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		d.store = s
+		st = s
+	}
+	d.socks = newSocketSet(o.Logger)
+	defer d.socks.close()
+	spawner := keeper.NewSpawner(keeper.SpawnerConfig{
+		Home:      o.Home,
+		Exe:       o.Exe,
+		Logger:    o.Logger,
+		Listeners: d.socks.files,
+	})
+	defer spawner.Close()
+	d.crash = newCrashRecorder(o.Home, d.store, o.Logger)
+	defer d.crash.close()
+	foregroundExits := newExitLog()
+	d.sup = supervisor.New(supervisor.Config{
+		Spawner: spawner,
+		Store:   st,
+		Logger:  o.Logger,
+		OnExit: func(e supervisor.ExitInfo) {
+			foregroundExits.add(e)
+			d.crash.record(e)
+		},
+	})
+	d.stats = newStatsCache()
+	d.trig = newTriggerManager(d, o.Logger)
+	defer d.trig.close()
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	supDone := make(chan error, 1)
+	go func() { supDone <- d.sup.Run(runCtx) }()
+
+	// The supervisor restores the stored apps before it takes calls; the
+	// first call below waits for that.
+	apps, err := d.sup.Apps(ctx, spec.All)
+	if err != nil && !isNotFound(err) {
+		stopRun()
+		<-supDone
+		return fmt.Errorf("starting the supervisor: %w", err)
+	}
+	for _, a := range apps {
+		if err := d.socks.ensure(a.Spec); err != nil {
+			d.log.Error("opening sockets of a restored app", "app", a.Spec.Name, "err", err)
+		}
+	}
+	d.trig.sync(ctx)
+
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		d.stats.run(runCtx, d.sup, o.StatsInterval)
+	}()
+	defer func() { stopRun(); <-statsDone }()
+
+	if o.Foreground {
+		return d.runForeground(ctx, supDone, foregroundExits)
+	}
+
+	srv := control.NewServer(d, o.Logger)
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(srvCtx, control.SocketPath(o.Home)) }()
+	d.log.Info("daemon started", "pid", os.Getpid(), "home", o.Home, "version", o.Version)
+
+	var result error
+	select {
+	case <-ctx.Done():
+		d.log.Info("daemon stopping; apps keep running under their keepers")
+	case <-d.killC:
+		d.log.Info("daemon killed by keel kill")
+	case err := <-srvDone:
+		result = fmt.Errorf("control socket: %w", err)
+		srvDone = nil
+	case err := <-supDone:
+		result = fmt.Errorf("supervisor: %w", err)
+		supDone = nil
+	}
+	stopSrv()
+	if srvDone != nil {
+		if err := <-srvDone; err != nil && result == nil {
+			d.log.Warn("control server", "err", err)
+		}
+	}
+	stopRun()
+	if supDone != nil {
+		<-supDone
+	}
+	return result
+}
+
+// runForeground starts the given apps and, when ctx ends, stops them all.
+func (d *Daemon) runForeground(ctx context.Context, supDone chan error, exits *exitLog) error {
+	if _, err := d.Start(ctx, d.o.Apps); err != nil {
+		d.log.Error("starting apps", "err", err)
+		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		d.sup.StopAll(stopCtx)
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-supDone:
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	d.log.Info("stopping every app")
+	var longest time.Duration
+	for _, a := range d.o.Apps {
+		longest = max(longest, a.KillTimeout.D())
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), longest+10*time.Second)
+	defer cancel()
+	mark := exits.len()
+	if err := d.sup.StopAll(stopCtx); err != nil {
+		return fmt.Errorf("stopping apps: %w", err)
+	}
+	if exits.killedSince(mark) {
+		return ErrUnclean
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var nf *supervisor.NotFoundError
+	return errors.As(err, &nf)
+}
+
+// exitLog remembers exits for the foreground mode's verdict.
+type exitLog struct {
+	mu    sync.Mutex // guards exits
+	exits []supervisor.ExitInfo
+}
+
+func newExitLog() *exitLog { return &exitLog{} }
+
+func (l *exitLog) add(e supervisor.ExitInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.exits) > 1000 {
+		l.exits = l.exits[500:]
+	}
+	l.exits = append(l.exits, e)
+}
+
+func (l *exitLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.exits)
+}
+
+// killedSince reports whether an exit after mark was a SIGKILL keel did not
+// choose as the stop signal: a stop that ran past kill_timeout.
+func (l *exitLog) killedSince(mark int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if mark > len(l.exits) {
+		mark = 0
+	}
+	for _, e := range l.exits[mark:] {
+		if e.Exit.Signal != nil && *e.Exit.Signal == "SIGKILL" && e.Spec.Signal() != syscall.SIGKILL {
+			return true
+		}
+	}
+	return false
+}
