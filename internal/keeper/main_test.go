@@ -76,10 +76,10 @@ func helper(name string, args []string) int {
 		w.Flush()
 		return 0
 	case "notify":
-		sdNotify("STATUS=warming up")
-		sdNotify("READY=1\nSTATUS=serving")
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
+		sdNotify("STATUS=warming up")
+		sdNotify("READY=1\nSTATUS=serving")
 		<-sig
 		sdNotify("STOPPING=1")
 		return 0
