@@ -14,10 +14,17 @@
 //
 // Spawner.Spawn starts "keel __keeper" with Setsid and
 //
-//	stdin   a pipe carrying the Config as JSON (EOF ends it)
+//	stdin   a unix socket: the Config as JSON, then EOF; the app's
+//	        listening sockets travel with it as SCM_RIGHTS
 //	stdout  the handshake pipe
-//	stderr  $KEEL_HOME/run/<id>.log, the keeper's own diagnostic log
-//	fd 3…   the app's listening sockets (Config.ListenNames names them)
+//	stderr  /dev/null, until the keeper knows its id: then its own
+//	        diagnostic log, $KEEL_HOME/run/<id>.log
+//
+// A Spawner keeps one such keeper started ahead of time (the standby),
+// blocked on its stdin, so that a respawn does not wait for a process to
+// start; a standby whose daemon goes away sees EOF and exits having
+// created nothing. (With --config <file> instead of stdin, the listening
+// sockets are expected as fds 3, 4, ….)
 //
 // The keeper reads the Config, creates its socket, spawns the app and
 // writes one handshake line to stdout, then points stdin and stdout at

@@ -67,15 +67,18 @@ func (l *testLog) Write(b []byte) (int, error) {
 }
 
 func (h *harness) spawner(listeners func(*spec.App) ([]*os.File, []string, error)) *Spawner {
+	return h.spawnerWith(SpawnerConfig{Listeners: listeners})
+}
+
+// spawnerWith completes cfg with the harness's home, binary, log and env.
+func (h *harness) spawnerWith(cfg SpawnerConfig) *Spawner {
 	l := &testLog{t: h.t}
 	h.t.Cleanup(func() { l.mu.Lock(); l.done = true; l.mu.Unlock() })
-	s := NewSpawner(SpawnerConfig{
-		Home:      h.home,
-		Exe:       h.exe,
-		Logger:    slog.New(slog.NewTextHandler(l, nil)),
-		Listeners: listeners,
-		Env:       []string{"GORACE=atexit_sleep_ms=0"},
-	})
+	cfg.Home = h.home
+	cfg.Exe = h.exe
+	cfg.Logger = slog.New(slog.NewTextHandler(l, nil))
+	cfg.Env = []string{"GORACE=atexit_sleep_ms=0"}
+	s := NewSpawner(cfg)
 	h.t.Cleanup(func() { s.Close() })
 	return s
 }

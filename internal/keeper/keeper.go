@@ -46,6 +46,7 @@ type keeper struct {
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
+	nodeDone  chan struct{}  // closed when node.Serve returned; nil without a node channel
 	wg        sync.WaitGroup // every goroutine the keeper started
 
 	joinC  chan *net.UnixConn
@@ -242,14 +243,29 @@ func (k *keeper) onNode(ev NodeEvent) {
 // exited records the app's exit (its logs are drained) and tells the
 // daemons.
 func (k *keeper) exited(ex spec.Exit) {
+	// What the app said before it exited is reported before the exit.
+	if k.notify != nil {
+		msgs, err := k.notify.Shutdown()
+		if err != nil {
+			k.log.Warn("keeper: closing the notify socket", "err", err)
+		}
+		for _, m := range msgs {
+			k.onNotify(m)
+		}
+	}
+	for pending := true; pending; {
+		select {
+		case ev := <-k.nodeC:
+			k.onNode(ev)
+		default:
+			pending = false
+		}
+	}
 	k.state.Exit = &ex
 	k.stopReady()
 	if k.killTimer != nil {
 		k.killTimer.Stop()
 		k.killC = nil
-	}
-	if k.notify != nil {
-		k.notify.Close()
 	}
 	k.log.Info("keeper: app exited", "exit", ex.String())
 	k.broadcast(message{Type: msgExit, Exit: &ex})
@@ -278,15 +294,25 @@ func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
 	<-k.proc.Done()
 	ex := k.proc.Exit()
 	t := time.NewTimer(drainBound)
+	defer t.Stop()
+	expired := false
 	select {
 	case <-captured:
 	case <-t.C:
+		expired = true
 		k.log.Warn("keeper: a process outside the app's group holds its stdout or stderr; closing them", "after", drainBound)
 		outR.Close()
 		errR.Close()
 		<-captured
 	}
-	t.Stop()
+	// Likewise the node channel: its last messages come before the exit.
+	if k.nodeDone != nil && !expired {
+		select {
+		case <-k.nodeDone:
+		case <-t.C:
+			k.log.Warn("keeper: the node channel is still open after the app's exit", "after", drainBound)
+		}
+	}
 	outR.Close()
 	errR.Close()
 	for _, w := range []*logs.Writer{wOut, wErr} {

@@ -244,7 +244,8 @@ func TestSpawnErrorsLeaveNothingRunning(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			before := children(t)
-			_, err := h.spawner(nil).Spawn(context.Background(), supervisor.SpawnRequest{App: a})
+			// No standby: it would be a child too.
+			_, err := h.spawnerWith(SpawnerConfig{NoStandby: true}).Spawn(context.Background(), supervisor.SpawnRequest{App: a})
 			if err == nil {
 				t.Fatal("Spawn succeeded")
 			}
@@ -432,31 +433,90 @@ func TestLongHomePath(t *testing.T) {
 	release(t, p2)
 }
 
+func TestStandbyKeeper(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawner(nil)
+	p1 := h.spawn(s, app("sleep"), 0)
+	s.wg.Wait() // the standby started after p1 took the first keeper
+	s.mu.Lock()
+	standby := s.standby
+	s.mu.Unlock()
+	if standby == nil {
+		t.Fatal("no standby keeper")
+	}
+	standbyID := standby.id
+	p2 := h.spawn(s, app("sleep"), 1)
+	if p2.ID() != standbyID {
+		t.Fatalf("the second spawn got keeper %s, not the standby %s", p2.ID(), standbyID)
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	next := s.standby
+	s.mu.Unlock()
+	if next == nil {
+		t.Fatal("no new standby")
+	}
+	finish(t, p1)
+	finish(t, p2)
+	// Close ends the standby, which created nothing.
+	s.Close()
+	select {
+	case <-next.reaped:
+	default:
+		t.Fatal("the standby keeper still runs after Close")
+	}
+}
+
+func TestStaleStandbyIsReplaced(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawner(nil)
+	finish(t, h.spawn(s, app("sleep"), 0))
+	s.wg.Wait()
+	s.mu.Lock()
+	standby := s.standby
+	s.mu.Unlock()
+	if err := standby.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-standby.reaped
+	p := h.spawn(s, app("sleep"), 0)
+	if p.ID() == standby.id {
+		t.Fatal("a dead standby was used")
+	}
+	finish(t, p)
+}
+
 // BenchmarkSpawn measures keel's own start overhead: from the Spawn call
-// until the app's pid is known (the keeper started, the app spawned, the
-// keeper's socket connected and its hello read).
+// until the app's pid is known (the keeper started — or the standby keeper
+// took the request —, the app spawned, the keeper's socket connected and
+// its hello read).
 func BenchmarkSpawn(b *testing.B) {
-	home := b.TempDir()
-	exe, _ := os.Executable()
-	s := NewSpawner(SpawnerConfig{Home: home, Exe: exe, Env: []string{"GORACE=atexit_sleep_ms=0"}})
-	defer s.Close()
-	a := app("sleep")
-	for b.Loop() {
-		p, err := s.Spawn(context.Background(), supervisor.SpawnRequest{App: a})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		keeper := proc.Identity{Pid: p.(*process).st.KeeperPid, Start: p.(*process).st.KeeperStart}
-		p.Stop(syscall.SIGKILL, 0)
-		for ev := range p.Events() {
-			if ev.Kind == supervisor.EventExit {
-				p.Release()
+	for _, standby := range []bool{true, false} {
+		b.Run(fmt.Sprintf("standby=%v", standby), func(b *testing.B) {
+			home := b.TempDir()
+			exe, _ := os.Executable()
+			s := NewSpawner(SpawnerConfig{Home: home, Exe: exe, NoStandby: !standby, Env: []string{"GORACE=atexit_sleep_ms=0"}})
+			defer s.Close()
+			a := app("sleep")
+			for b.Loop() {
+				p, err := s.Spawn(context.Background(), supervisor.SpawnRequest{App: a})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				keeper := proc.Identity{Pid: p.(*process).st.KeeperPid, Start: p.(*process).st.KeeperStart}
+				p.Stop(syscall.SIGKILL, 0)
+				for ev := range p.Events() {
+					if ev.Kind == supervisor.EventExit {
+						p.Release()
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+				keeper.WaitGone(ctx)
+				cancel()
+				s.wg.Wait() // the next standby is up, as it would be between crashes
+				b.StartTimer()
 			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
-		keeper.WaitGone(ctx)
-		cancel()
-		b.StartTimer()
+		})
 	}
 }

@@ -81,14 +81,21 @@ func MainWith(args []string, opts Options) int {
 	defer signal.Stop(sigC)
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := readConfig(args)
+	cfg, files, err := readConfig(args)
 	if err != nil {
-		log.Error("keeper: bad config", "err", err)
+		// Also what a standby keeper sees when its daemon goes away.
 		writeHandshake(handshake{Error: err.Error()})
 		return 2
 	}
+	if err := openLog(cfg); err != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		writeHandshake(handshake{Error: err.Error()})
+		return 1
+	}
 	log = log.With("id", cfg.ID, "app", cfg.App.Name, "instance", cfg.Instance)
-	k, err := start(cfg, opts, log)
+	k, err := start(cfg, files, opts, log)
 	if err != nil {
 		log.Error("keeper: start failed", "err", err)
 		writeHandshake(handshake{Error: err.Error()})
@@ -105,28 +112,111 @@ func MainWith(args []string, opts Options) int {
 	return 0
 }
 
-func readConfig(args []string) (*Config, error) {
+// readConfig reads the Config from stdin — a unix socket that also
+// carries the listen fds as SCM_RIGHTS, or a pipe — until EOF, or from the
+// file given with --config.
+func readConfig(args []string) (*Config, []*os.File, error) {
 	var b []byte
+	var files []*os.File
 	var err error
 	switch {
 	case len(args) == 0:
-		b, err = io.ReadAll(os.Stdin)
+		b, files, err = recvConfig(0)
 	case len(args) == 2 && args[0] == "--config":
 		b, err = os.ReadFile(args[1])
 	default:
-		return nil, fmt.Errorf("usage: keel %s [--config file]", KeeperArg)
+		return nil, nil, fmt.Errorf("usage: keel %s [--config file]", KeeperArg)
+	}
+	fail := func(err error) (*Config, []*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return fail(fmt.Errorf("reading config: %w", err))
+	}
+	if len(b) == 0 {
+		return fail(errors.New("no config"))
 	}
 	var cfg Config
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return fail(fmt.Errorf("reading config: %w", err))
 	}
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return fail(err)
 	}
-	return &cfg, nil
+	if len(files) > 0 && len(files) != len(cfg.ListenNames) {
+		return fail(fmt.Errorf("config: %d listen names for %d descriptors", len(cfg.ListenNames), len(files)))
+	}
+	return &cfg, files, nil
+}
+
+// recvConfig reads fd until EOF, collecting the descriptors that come
+// along. A descriptor that is not a socket is read as a plain file.
+func recvConfig(fd int) ([]byte, []*os.File, error) {
+	var data []byte
+	var files []*os.File
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(253*4)) // SCM_MAX_FD descriptors
+	for {
+		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOTSOCK):
+			b, err := io.ReadAll(os.Stdin)
+			return b, nil, err
+		case err != nil:
+			return nil, files, err
+		}
+		if oobn > 0 {
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return nil, files, err
+			}
+			for _, m := range msgs {
+				fds, err := unix.ParseUnixRights(&m)
+				if err != nil {
+					continue
+				}
+				for _, fd := range fds {
+					files = append(files, os.NewFile(uintptr(fd), "listener"))
+				}
+			}
+		}
+		if flags&unix.MSG_CTRUNC != 0 {
+			return nil, files, errors.New("too many descriptors")
+		}
+		if n == 0 {
+			return data, files, nil
+		}
+		data = append(data, buf[:n]...)
+	}
+}
+
+// openLog makes the keeper's own log, run/<id>.log, its stderr.
+func openLog(cfg *Config) error {
+	if err := ensureDirs(cfg.Home); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(pathsFor(cfg.Home, cfg.ID).log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening the keeper's log: %w", err)
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var derr error
+	if err := rc.Control(func(fd uintptr) { derr = unix.Dup3(int(fd), 2, 0) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return fmt.Errorf("opening the keeper's log: %w", derr)
+	}
+	return nil
 }
 
 func writeHandshake(h handshake) error {
@@ -160,9 +250,11 @@ func detachStdio(log *slog.Logger) {
 	})
 }
 
-// start sets up everything and spawns the app. On error nothing is left
-// running and no file is left behind.
-func start(cfg *Config, opts Options, log *slog.Logger) (k *keeper, err error) {
+// start sets up everything and spawns the app; files are the listen fds
+// that came with the config (none: they were inherited as fds 3, 4, …).
+// On error nothing is left running and no file but the keeper's log is
+// left behind.
+func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *keeper, err error) {
 	app := cfg.App.Clone()
 	app.Normalize()
 	p := pathsFor(cfg.Home, cfg.ID)
@@ -179,15 +271,18 @@ func start(cfg *Config, opts Options, log *slog.Logger) (k *keeper, err error) {
 		}
 	}()
 
-	listeners := make([]*os.File, len(cfg.ListenNames))
-	for i, name := range cfg.ListenNames {
-		fd := 3 + i
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return nil, fmt.Errorf("listen fd %d (%s) was not passed: %w", fd, name, err)
+	listeners := files
+	if len(listeners) == 0 && len(cfg.ListenNames) > 0 {
+		listeners = make([]*os.File, len(cfg.ListenNames))
+		for i, name := range cfg.ListenNames {
+			fd := 3 + i
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return nil, fmt.Errorf("listen fd %d (%s) was not passed: %w", fd, name, err)
+			}
+			unix.CloseOnExec(fd)
+			listeners[i] = os.NewFile(uintptr(fd), name)
 		}
-		unix.CloseOnExec(fd)
-		listeners[i] = os.NewFile(uintptr(fd), name)
 	}
 	closeListeners := func() {
 		for _, f := range listeners {
@@ -349,9 +444,11 @@ func start(cfg *Config, opts Options, log *slog.Logger) (k *keeper, err error) {
 		k.state.Ready = true
 	}
 	if node != nil {
+		k.nodeDone = make(chan struct{})
 		k.wg.Add(1)
 		go func() {
 			defer k.wg.Done()
+			defer close(k.nodeDone)
 			err := node.Serve(k.readyCtx, func(ev NodeEvent) {
 				select {
 				case k.nodeC <- ev:

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -55,6 +57,10 @@ type SpawnerConfig struct {
 	// Env is KEY=VALUE entries for every app, over the daemon's own
 	// environment and under the app's env.
 	Env []string
+	// NoStandby turns off the standby keeper: by default a Spawner keeps
+	// one keeper started ahead of time (from the first Spawn on), so that
+	// a respawn does not wait for a process to start.
+	NoStandby bool
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -63,10 +69,14 @@ type Spawner struct {
 	cfg SpawnerConfig
 	log *slog.Logger
 
-	mu       sync.Mutex
-	procs    map[string]*process // by keeper id
-	starting map[string]bool     // ids being spawned
-	closed   bool
+	wg sync.WaitGroup // refill goroutines
+
+	mu        sync.Mutex
+	procs     map[string]*process // by keeper id
+	starting  map[string]bool     // ids of keepers started but not yet serving
+	standby   *keeperProc         // a keeper waiting for a config, or nil
+	refilling bool                // a standby is on its way
+	closed    bool
 }
 
 var _ supervisor.Spawner = (*Spawner)(nil)
@@ -83,41 +93,11 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 // Spawn starts a keeper for one instance and returns once the app runs
 // (Pid is set) — or with the reason it could not start (a missing program,
 // a bad cwd, …), in which case nothing is left running. ctx bounds the
-// start.
+// start. A standby keeper, started ahead of time, takes the request when
+// there is one, so the keeper's own start costs nothing here.
 func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (supervisor.Process, error) {
 	if req.App == nil {
 		return nil, errors.New("spawn: no app")
-	}
-	id := newID()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, errors.New("spawn: the spawner is closed")
-	}
-	s.starting[id] = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.starting, id)
-		s.mu.Unlock()
-	}()
-	p, err := s.spawn(ctx, id, req)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func (s *Spawner) spawn(ctx context.Context, id string, req supervisor.SpawnRequest) (*process, error) {
-	exe := s.cfg.Exe
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("finding the keel binary: %w", err)
-		}
-	}
-	if err := ensureDirs(s.cfg.Home); err != nil {
-		return nil, err
 	}
 	var files []*os.File
 	var names []string
@@ -130,63 +110,41 @@ func (s *Spawner) spawn(ctx context.Context, id string, req supervisor.SpawnRequ
 			return nil, fmt.Errorf("listening sockets: %d files, %d names", len(files), len(names))
 		}
 	}
-	body, err := json.Marshal(&Config{
-		ID: id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
-		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encoding keeper config: %w", err)
+	deadline := time.Now().Add(handshakeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
 
-	pp := pathsFor(s.cfg.Home, id)
-	logf, err := os.OpenFile(pp.log, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("creating keeper log: %w", err)
+	k := s.takeStandby()
+	if k != nil {
+		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
+			// The standby died while it waited: start afresh.
+			s.log.Warn("standby keeper unusable", "err", err)
+			k.discard(s.log)
+			s.done(k)
+			k = nil
+		}
 	}
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		logf.Close()
-		os.Remove(pp.log)
-		return nil, fmt.Errorf("keeper config pipe: %w", err)
+	if k == nil {
+		var err error
+		if k, err = s.startKeeper(); err != nil {
+			return nil, err
+		}
+		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
+			s.abort(k)
+			return nil, err
+		}
 	}
-	hsR, hsW, err := os.Pipe()
-	if err != nil {
-		logf.Close()
-		cfgR.Close()
-		cfgW.Close()
-		os.Remove(pp.log)
-		return nil, fmt.Errorf("keeper handshake pipe: %w", err)
-	}
-	cmd := &exec.Cmd{
-		Path:        exe,
-		Args:        []string{exe, KeeperArg},
-		Env:         keeperEnv(os.Environ()),
-		Stdin:       cfgR,
-		Stdout:      hsW,
-		Stderr:      logf,
-		ExtraFiles:  files,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-	}
-	err = cmd.Start()
-	cfgR.Close()
-	hsW.Close()
-	logf.Close()
-	if err != nil {
-		cfgW.Close()
-		hsR.Close()
-		os.Remove(pp.log)
-		return nil, fmt.Errorf("starting keeper: %w", err)
-	}
-	reaped := make(chan struct{})
-	go s.reap(cmd, reaped)
+	defer s.done(k)
 
-	if err := s.handshake(ctx, cfgW, hsR, body, pp); err != nil {
-		s.abort(cmd, reaped, pp)
+	pp := pathsFor(s.cfg.Home, k.id)
+	if err := s.handshake(ctx, k, deadline, pp); err != nil {
+		s.abort(k)
 		return nil, err
 	}
 	conn, dec, st, err := connect(pp.sock)
 	if err != nil {
-		s.abort(cmd, reaped, pp)
+		s.abort(k)
 		return nil, fmt.Errorf("connecting to keeper: %w", err)
 	}
 	p := newProcess(s, pp, conn, dec, st)
@@ -198,27 +156,217 @@ func (s *Spawner) spawn(ctx context.Context, id string, req supervisor.SpawnRequ
 	return p, nil
 }
 
-// handshake sends the config and reads the keeper's verdict.
-func (s *Spawner) handshake(ctx context.Context, cfgW, hsR *os.File, body []byte, pp paths) error {
-	defer hsR.Close()
-	deadline := time.Now().Add(handshakeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	stop := context.AfterFunc(ctx, func() {
-		cfgW.SetWriteDeadline(time.Unix(1, 0))
-		hsR.SetReadDeadline(time.Unix(1, 0))
-	})
-	defer stop()
+// keeperProc is a started keeper that has not been told what to run yet,
+// or is being told.
+type keeperProc struct {
+	id     string
+	cmd    *exec.Cmd
+	config *net.UnixConn // our end of the keeper's stdin
+	hs     *os.File      // the read end of the keeper's stdout
+	reaped chan struct{} // closed once the keeper was waited for
+}
 
-	cfgW.SetWriteDeadline(deadline)
-	_, err := cfgW.Write(body)
-	cfgW.Close()
+// startKeeper starts a keeper that waits for its config. Its id is
+// registered as starting, so Survivors leaves it alone; s.done(k) ends
+// that.
+func (s *Spawner) startKeeper() (*keeperProc, error) {
+	exe := s.cfg.Exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("finding the keel binary: %w", err)
+		}
+	}
+	if err := ensureDirs(s.cfg.Home); err != nil {
+		return nil, err
+	}
+	// stdin is a socket, so the listen fds can travel with the config.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return nil, fmt.Errorf("keeper config socket: %w", os.NewSyscallError("socketpair", err))
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "keeper-config")
+	defer theirs.Close()
+	oursF := os.NewFile(uintptr(fds[0]), "keeper-config")
+	fc, err := net.FileConn(oursF)
+	oursF.Close()
+	if err != nil {
+		return nil, fmt.Errorf("keeper config socket: %w", err)
+	}
+	ours := fc.(*net.UnixConn)
+	hsR, hsW, err := os.Pipe()
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("keeper handshake pipe: %w", err)
+	}
+	defer hsW.Close()
+	k := &keeperProc{
+		id:     newID(),
+		config: ours,
+		hs:     hsR,
+		reaped: make(chan struct{}),
+		cmd: &exec.Cmd{
+			Path:        exe,
+			Args:        []string{exe, KeeperArg},
+			Env:         keeperEnv(os.Environ()),
+			Stdin:       theirs,
+			Stdout:      hsW,
+			SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		},
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ours.Close()
+		hsR.Close()
+		return nil, errors.New("spawn: the spawner is closed")
+	}
+	s.starting[k.id] = true
+	s.mu.Unlock()
+	if err := k.cmd.Start(); err != nil {
+		ours.Close()
+		hsR.Close()
+		s.done(k)
+		return nil, fmt.Errorf("starting keeper: %w", err)
+	}
+	go s.reap(k.cmd, k.reaped)
+	return k, nil
+}
+
+// done forgets that k is starting.
+func (s *Spawner) done(k *keeperProc) {
+	s.mu.Lock()
+	delete(s.starting, k.id)
+	s.mu.Unlock()
+}
+
+// discard ends a keeper that never got a config: at EOF on its stdin it
+// exits, having created nothing.
+func (k *keeperProc) discard(log *slog.Logger) {
+	k.config.Close()
+	k.hs.Close()
+	t := time.NewTimer(goneTimeout)
+	defer t.Stop()
+	select {
+	case <-k.reaped:
+	case <-t.C:
+		log.Error("an unused keeper did not exit; killing it", "pid", k.cmd.Process.Pid)
+		_ = k.cmd.Process.Kill()
+	}
+}
+
+// takeStandby returns the standby keeper, if any, and starts the next.
+func (s *Spawner) takeStandby() *keeperProc {
+	s.mu.Lock()
+	k := s.standby
+	s.standby = nil
+	s.mu.Unlock()
+	s.refill()
+	return k
+}
+
+// refill starts a standby keeper in the background unless there is one
+// (or one is on its way).
+func (s *Spawner) refill() {
+	s.mu.Lock()
+	if s.cfg.NoStandby || s.closed || s.refilling || s.standby != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.refilling = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		k, err := s.startKeeper()
+		if err != nil {
+			s.log.Warn("starting a standby keeper", "err", err)
+		}
+		s.mu.Lock()
+		s.refilling = false
+		if k != nil && !s.closed {
+			s.standby = k
+			k = nil
+		}
+		s.mu.Unlock()
+		if k != nil {
+			k.discard(s.log)
+			s.done(k)
+		}
+	}()
+}
+
+// sendConfig tells k what to run: the Config as JSON with the listen fds
+// as SCM_RIGHTS, then EOF.
+func (s *Spawner) sendConfig(ctx context.Context, k *keeperProc, req supervisor.SpawnRequest, files []*os.File, names []string, deadline time.Time) error {
+	body, err := json.Marshal(&Config{
+		ID: k.id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
+		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App),
+	})
+	if err != nil {
+		return fmt.Errorf("encoding keeper config: %w", err)
+	}
+	var rights []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			// Our own duplicates: f's descriptor stays f's business.
+			if fds[i], err = dupFd(f); err != nil {
+				for _, fd := range fds[:i] {
+					unix.Close(fd)
+				}
+				return fmt.Errorf("passing listen fd %s: %w", names[i], err)
+			}
+		}
+		defer func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}()
+		rights = unix.UnixRights(fds...)
+	}
+	stop := context.AfterFunc(ctx, func() { k.config.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	k.config.SetWriteDeadline(deadline)
+	n, _, err := k.config.WriteMsgUnix(body, rights, nil)
+	if err == nil && n < len(body) {
+		_, err = k.config.Write(body[n:])
+	}
+	if err == nil {
+		err = k.config.CloseWrite()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		return fmt.Errorf("sending the keeper its config: %w", err)
 	}
-	hsR.SetReadDeadline(deadline)
-	line, err := bufio.NewReader(hsR).ReadBytes('\n')
+	return nil
+}
+
+func dupFd(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var fd int
+	var derr error
+	if err := rc.Control(func(raw uintptr) {
+		fd, derr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+// handshake reads the keeper's verdict.
+func (s *Spawner) handshake(ctx context.Context, k *keeperProc, deadline time.Time, pp paths) error {
+	defer k.hs.Close()
+	defer k.config.Close()
+	stop := context.AfterFunc(ctx, func() { k.hs.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	k.hs.SetReadDeadline(deadline)
+	line, err := bufio.NewReader(k.hs).ReadBytes('\n')
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("starting keeper: %w", ctx.Err())
@@ -242,16 +390,18 @@ func (s *Spawner) handshake(ctx context.Context, cfgW, hsR *os.File, body []byte
 }
 
 // abort ends a keeper whose start failed, and whatever it started.
-func (s *Spawner) abort(cmd *exec.Cmd, reaped <-chan struct{}, pp paths) {
-	_ = cmd.Process.Kill()
+func (s *Spawner) abort(k *keeperProc) {
+	k.config.Close()
+	k.hs.Close()
+	_ = k.cmd.Process.Kill()
 	t := time.NewTimer(goneTimeout)
 	defer t.Stop()
 	select {
-	case <-reaped:
+	case <-k.reaped:
 	case <-t.C:
-		s.log.Error("keeper did not die after SIGKILL", "pid", cmd.Process.Pid)
+		s.log.Error("keeper did not die after SIGKILL", "pid", k.cmd.Process.Pid)
 	}
-	s.reclaim(pp, false)
+	s.reclaim(pathsFor(s.cfg.Home, k.id), false)
 }
 
 // reap is the one waiter of a keeper this Spawner started. The keeper's
@@ -401,7 +551,8 @@ func killAndWait(app proc.Identity, log *slog.Logger) {
 }
 
 // Close detaches from every keeper without stopping anything: the apps
-// and their keepers run on, and the next daemon adopts them. Events
+// and their keepers run on, and the next daemon adopts them. The standby
+// keeper exits. Events
 // channels receive nothing more (and are not closed). Spawn and Survivors
 // fail afterwards. Close waits for the Spawner's connection goroutines;
 // the waiters of keepers it started end when those keepers do.
@@ -412,7 +563,14 @@ func (s *Spawner) Close() error {
 	for _, p := range s.procs {
 		procs = append(procs, p)
 	}
+	standby := s.standby
+	s.standby = nil
 	s.mu.Unlock()
+	if standby != nil {
+		standby.discard(s.log)
+		s.done(standby)
+	}
+	s.wg.Wait()
 	for _, p := range procs {
 		p.detachNow()
 	}

@@ -14,5 +14,6 @@
 // A path that begins with '@' names a socket in the abstract namespace,
 // as systemd and sd_notify(3) understand it.
 //
-// The package is a leaf: it imports only the standard library.
+// The package is a leaf: it imports only the standard library and
+// golang.org/x/sys.
 package sdnotify

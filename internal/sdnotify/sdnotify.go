@@ -9,6 +9,9 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxDatagram bounds one message; longer datagrams are truncated.
@@ -66,6 +69,7 @@ type Server struct {
 	msgs    chan Message
 	closing chan struct{}
 	done    chan struct{}
+	held    *Message // read but not delivered when closing came; set before done is closed
 	once    sync.Once
 }
 
@@ -117,23 +121,77 @@ func (s *Server) receive() {
 		if err != nil {
 			return
 		}
+		m := Parse(buf[:n])
 		select {
-		case s.msgs <- Parse(buf[:n]):
+		case s.msgs <- m:
 		case <-s.closing:
+			s.held = &m
 			return
 		}
 	}
 }
 
+// Shutdown stops receiving and returns, in order, every message that was
+// sent before it and not yet taken from Messages — those in the channel
+// and those still queued on the socket — so that what a service said just
+// before it exited is not lost. It then closes the socket and removes its
+// file. It must not run while another goroutine receives from Messages,
+// and returns nil if the Server was closed before.
+func (s *Server) Shutdown() ([]Message, error) {
+	var out []Message
+	err := s.close(func() {
+		for m := range s.msgs {
+			out = append(out, m)
+		}
+		if s.held != nil {
+			out = append(out, *s.held)
+		}
+		out = append(out, s.readQueued()...)
+	})
+	return out, err
+}
+
+// readQueued reads the datagrams waiting on the socket, without blocking.
+func (s *Server) readQueued() []Message {
+	var out []Message
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	buf := make([]byte, maxDatagram)
+	rc.Control(func(fd uintptr) {
+		for {
+			n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			out = append(out, Parse(buf[:n]))
+		}
+	})
+	return out
+}
+
 // Close stops receiving, waits until the receiving goroutine is gone, and
-// removes the socket file. Messages not yet received are dropped. It may
-// be called more than once.
+// removes the socket file. Messages not yet received are dropped (see
+// Shutdown). It may be called more than once.
 func (s *Server) Close() error {
+	return s.close(nil)
+}
+
+func (s *Server) close(collect func()) error {
 	var err error
 	s.once.Do(func() {
 		close(s.closing)
-		err = s.conn.Close()
+		// Wake a read in progress; what is queued stays queued.
+		s.conn.SetReadDeadline(time.Unix(1, 0))
 		<-s.done
+		if collect != nil {
+			collect()
+		}
+		err = s.conn.Close()
 		if s.path[0] != '@' {
 			if rerr := os.Remove(s.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 				err = rerr

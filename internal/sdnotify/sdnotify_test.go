@@ -179,3 +179,37 @@ func TestCloseWithUnreadMessagesAndStaleFiles(t *testing.T) {
 		t.Fatal("Listen replaced a regular file")
 	}
 }
+
+func TestShutdownReturnsWhatWasSentBefore(t *testing.T) {
+	s, err := sdnotify.Listen(filepath.Join(t.TempDir(), "notify.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", s.Path())
+	// Some in the channel, one held by the receiver, some on the socket.
+	const n = 40
+	for i := 0; i < n; i++ {
+		notify(t, "STATUS="+strconv.Itoa(i))
+	}
+	if st, _ := next(t, s).Status(); st != "0" {
+		t.Fatalf("first message %q", st)
+	}
+	rest, err := s.Shutdown()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != n-1 {
+		t.Fatalf("Shutdown returned %d messages, want %d", len(rest), n-1)
+	}
+	for i, m := range rest {
+		if st, _ := m.Status(); st != strconv.Itoa(i+1) {
+			t.Fatalf("message %d: %q", i+1, st)
+		}
+	}
+	if more, err := s.Shutdown(); err != nil || more != nil {
+		t.Fatalf("second Shutdown: %v, %v", more, err)
+	}
+	if _, err := os.Stat(s.Path()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket file left behind: %v", err)
+	}
+}
