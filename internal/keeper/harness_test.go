@@ -127,6 +127,13 @@ func (h *harness) check() {
 	h.mu.Lock()
 	idents := h.idents
 	h.mu.Unlock()
+	if t.Failed() {
+		// No point waiting for a release that will not come.
+		for _, id := range idents {
+			id.KillGroup(syscall.SIGKILL)
+			id.Signal(syscall.SIGKILL)
+		}
+	}
 	for _, id := range idents {
 		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 		err := id.WaitGone(ctx)

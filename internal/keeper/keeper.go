@@ -23,9 +23,11 @@ const (
 	// drainBound is how long after the app's exit the keeper waits for its
 	// log pipes to reach EOF before it closes them.
 	drainBound = 2 * time.Second
-	// peerQueue is how many lines may wait for a slow daemon before the
-	// keeper drops its connection (it reconnects and gets a new hello).
-	peerQueue = 64
+	// peerQueue is how many messages may wait for a daemon that does not
+	// read before the keeper drops its connection (it reconnects and gets
+	// a new hello). Adjacent status messages are merged, so only a stuck
+	// daemon gets there.
+	peerQueue = 1024
 	// peerWriteTimeout bounds one write to a daemon.
 	peerWriteTimeout = 10 * time.Second
 )
@@ -67,11 +69,42 @@ type keeper struct {
 	released    bool
 }
 
-// peer is one daemon connection.
+// peer is one daemon connection: run queues messages, a writer goroutine
+// writes them.
 type peer struct {
-	conn   *net.UnixConn
-	out    chan []byte // lines to write; closed when the peer is dropped
-	closed bool        // owned by run
+	conn *net.UnixConn
+	wake chan struct{} // something was queued or the peer closed (capacity 1)
+
+	mu     sync.Mutex
+	queue  []message
+	closed bool // dropped: the writer writes what is queued and ends
+}
+
+// push queues m, merging it into a status message queued just before. It
+// reports false when the queue is full.
+func (p *peer) push(m message) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return true
+	}
+	if n := len(p.queue); m.Type == msgStatus && n > 0 && p.queue[n-1].Type == msgStatus {
+		p.queue[n-1] = m
+		return true
+	}
+	if len(p.queue) >= peerQueue {
+		return false
+	}
+	p.queue = append(p.queue, m)
+	p.signal()
+	return true
+}
+
+func (p *peer) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 type peerCommand struct {
@@ -384,7 +417,7 @@ func sameUser(c *net.UnixConn) bool {
 
 // join starts serving a daemon: hello first.
 func (k *keeper) join(c *net.UnixConn) {
-	p := &peer{conn: c, out: make(chan []byte, peerQueue)}
+	p := &peer{conn: c, wake: make(chan struct{}, 1)}
 	k.peers[p] = struct{}{}
 	k.wg.Add(2)
 	go k.readPeer(p)
@@ -413,14 +446,35 @@ func (k *keeper) readPeer(p *peer) {
 	}
 }
 
-// writePeer writes p's lines until p is dropped, then closes the
-// connection (which ends readPeer too).
+// writePeer writes p's messages until p is dropped and its queue is
+// empty, then closes the connection (which ends readPeer too).
 func (k *keeper) writePeer(p *peer) {
 	defer k.wg.Done()
 	defer p.conn.Close()
-	for b := range p.out {
+	var buf []byte
+	for {
+		p.mu.Lock()
+		batch, closed := p.queue, p.closed
+		p.queue = nil
+		p.mu.Unlock()
+		if len(batch) == 0 {
+			if closed {
+				return
+			}
+			<-p.wake
+			continue
+		}
+		buf = buf[:0]
+		for _, m := range batch {
+			b, err := json.Marshal(m)
+			if err != nil {
+				k.log.Error("keeper: encoding a message", "err", err)
+				continue
+			}
+			buf = append(append(buf, b...), '\n')
+		}
 		p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
-		if _, err := p.conn.Write(b); err != nil {
+		if _, err := p.conn.Write(buf); err != nil {
 			return
 		}
 	}
@@ -428,29 +482,20 @@ func (k *keeper) writePeer(p *peer) {
 
 // drop stops serving p; what is queued for it is still written.
 func (k *keeper) drop(p *peer) {
-	if p.closed {
-		return
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		p.signal()
 	}
-	p.closed = true
-	close(p.out)
+	p.mu.Unlock()
 	delete(k.peers, p)
 }
 
 func (k *keeper) send(p *peer, m message) {
-	if p.closed {
-		return
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		k.log.Error("keeper: encoding a message", "err", err)
-		return
-	}
-	select {
-	case p.out <- append(b, '\n'):
-	default:
+	if !p.push(m) {
 		// The daemon does not read; it gets the whole state again when it
 		// reconnects.
-		k.log.Warn("keeper: dropping a daemon connection that does not keep up")
+		k.log.Warn("keeper: dropping a daemon connection that does not read")
 		k.drop(p)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,6 +85,107 @@ func TestDaemonEnvironmentDoesNotLeak(t *testing.T) {
 		t.Fatalf("the app saw the daemon's sockets: %q", out)
 	}
 }
+
+func TestListenFdsReachTheApp(t *testing.T) {
+	h := newHarness(t)
+	var files []*os.File
+	var want []string
+	for _, name := range []string{"admin", "web"} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.(*net.TCPListener).File()
+		l.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		files = append(files, f)
+		want = append(want, name+"="+l.Addr().String())
+	}
+	s := h.spawner(func(*spec.App) ([]*os.File, []string, error) {
+		return files, []string{"admin", "web"}, nil
+	})
+	// Twice: through a freshly started keeper and through the standby.
+	for i := 0; i < 2; i++ {
+		a := app("activation")
+		p := h.spawn(s, a, i)
+		if ex := release(t, p); !ex.Clean() {
+			t.Fatalf("exit %v", ex)
+		}
+		if got := logLines(t, h.home, a.Name, i, "out"); len(got) != 1 || got[0] != strings.Join(want, " ") {
+			t.Fatalf("the app's activation saw %q, want %q", got, strings.Join(want, " "))
+		}
+		s.wg.Wait()
+	}
+}
+
+func TestKeeperHoldsNothingOfTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	p := h.spawn(h.spawner(nil), app("sleep"), 0)
+	dir := "/proc/" + strconv.Itoa(p.st.KeeperPid) + "/fd/"
+	want := []string{"/dev/null", "/dev/null", filepath.Join(RunDir(h.home), p.ID()+".log")}
+	for fd, w := range want {
+		if got, err := os.Readlink(dir + strconv.Itoa(fd)); err != nil || got != w {
+			t.Errorf("keeper fd %d is %q (%v), want %s", fd, got, err, w)
+		}
+	}
+	finish(t, p)
+}
+
+func TestKeeperStopsItsAppOnSIGTERM(t *testing.T) {
+	h := newHarness(t)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	waitFor(t, p, supervisor.EventReady)
+	keeper := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+	if err := keeper.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The app stops gracefully (it says so), its exit is reported, and
+	// the keeper goes without waiting for a release.
+	waitFor(t, p, supervisor.EventStopping)
+	if ex := release(t, p); !ex.Clean() || ex.Reason != "" {
+		t.Fatalf("exit %v, want a clean exit", ex)
+	}
+	gone(t, keeper)
+}
+
+func TestASlowConsumerStallsNothing(t *testing.T) {
+	h := newHarness(t)
+	a := app("spam")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	// Nobody reads Events while a thousand statuses arrive; commands
+	// still get their answers.
+	for i := 0; i < 50; i++ {
+		if err := p.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := ""
+	for {
+		ev := next(t, p)
+		if ev.Kind == supervisor.EventReady {
+			break
+		}
+		if ev.Kind != supervisor.EventStatus {
+			t.Fatalf("event %v", ev.Kind)
+		}
+		if n, _ := strconv.Atoi(ev.Text); n <= atoi(last) {
+			t.Fatalf("status %s after %s", ev.Text, last)
+		}
+		last = ev.Text
+	}
+	if last != "1000" {
+		t.Fatalf("last status before ready %q, want 1000", last)
+	}
+	finish(t, p)
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 func TestStopEscalatesToSIGKILLOfTheGroup(t *testing.T) {
 	h := newHarness(t)

@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -62,6 +64,28 @@ func helper(name string, args []string) int {
 		sdNotify("READY=1\nSTATUS=NOTIFY_SOCKET=" + os.Getenv("NOTIFY_SOCKET"))
 		block()
 	case "sleep":
+		block()
+	case "activation":
+		// What go-systemd's activation package makes of what keel passed;
+		// it finds nothing unless LISTEN_PID is this process's pid.
+		ls, err := activation.ListenersWithNames()
+		if err != nil {
+			fmt.Println("activation:", err)
+			return 1
+		}
+		var names []string
+		for name, l := range ls {
+			names = append(names, fmt.Sprintf("%s=%s", name, l[0].Addr()))
+		}
+		sort.Strings(names)
+		fmt.Println(strings.Join(names, " "))
+		return 0
+	case "spam":
+		// Many status lines, then ready.
+		for i := 1; i <= 1000; i++ {
+			sdNotify("STATUS=" + strconv.Itoa(i))
+		}
+		sdNotify("READY=1")
 		block()
 	case "exit":
 		n, _ := strconv.Atoi(args[0])
