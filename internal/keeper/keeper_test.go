@@ -622,3 +622,27 @@ func BenchmarkSpawn(b *testing.B) {
 		})
 	}
 }
+
+func TestReconnectAfterADroppedConnection(t *testing.T) {
+	h := newHarness(t)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	p := h.spawn(h.spawner(nil), a, 0)
+	waitFor(t, p, supervisor.EventReady)
+	waitFor(t, p, supervisor.EventStatus)
+	// Cut the connection, as a keeper does to a daemon that does not read.
+	p.mu.Lock()
+	p.conn.Close()
+	p.mu.Unlock()
+	// The process reconnects; commands work; the replayed hello repeats
+	// nothing already delivered.
+	if err := p.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, p); ev.Kind != supervisor.EventStopping {
+		t.Fatalf("event %v %q, want stopping", ev.Kind, ev.Text)
+	}
+	if ex := release(t, p); !ex.Clean() {
+		t.Fatalf("exit %v", ex)
+	}
+}

@@ -43,17 +43,18 @@ type process struct {
 	wg     sync.WaitGroup
 
 	// mu guards the fields below and serialises writes to conn.
-	mu       sync.Mutex
-	conn     *net.UnixConn // nil while reconnecting or after the end
-	seq      int
-	pending  map[int]chan message
-	queue    []supervisor.Event
-	ready    bool // EventReady queued
-	stopping bool // EventStopping queued
-	status   string
-	exited   bool // EventExit queued
-	released bool
-	detached bool
+	mu          sync.Mutex
+	conn        *net.UnixConn // nil while reconnecting or after the end
+	reconnected chan struct{} // while reconnecting: closed when that is over
+	seq         int
+	pending     map[int]chan message
+	queue       []supervisor.Event
+	ready       bool // EventReady queued
+	stopping    bool // EventStopping queued
+	status      string
+	exited      bool // EventExit queued
+	released    bool
+	detached    bool
 }
 
 var _ supervisor.Process = (*process)(nil)
@@ -132,33 +133,51 @@ func (p *process) sendReleaseLocked() {
 	}
 }
 
-// call sends a command and waits for its reply. A reply with code
-// "exited" is os.ErrProcessDone.
+// call sends a command and waits for its reply, over a reconnection if
+// one is under way or the write finds the connection broken (a command
+// whose write failed did not reach the keeper, so it is sent again). A
+// reply with code "exited" is os.ErrProcessDone.
 func (p *process) call(c command) (message, error) {
-	p.mu.Lock()
-	if p.exited {
-		p.mu.Unlock()
-		return message{}, os.ErrProcessDone
-	}
-	if p.conn == nil {
-		p.mu.Unlock()
-		return message{}, errNotConnected
-	}
-	p.seq++
-	c.Seq = p.seq
-	ch := make(chan message, 1)
-	p.pending[c.Seq] = ch
-	err := p.writeLocked(c)
-	if err != nil {
-		delete(p.pending, c.Seq)
-	}
-	p.mu.Unlock()
-	if err != nil {
-		return message{}, err
-	}
-
 	t := time.NewTimer(callTimeout)
 	defer t.Stop()
+	var ch chan message
+	for attempt := 0; ; attempt++ {
+		p.mu.Lock()
+		for p.conn == nil && !p.exited && p.reconnected != nil {
+			wait := p.reconnected
+			p.mu.Unlock()
+			select {
+			case <-wait:
+			case <-t.C:
+				return message{}, errNotConnected
+			}
+			p.mu.Lock()
+		}
+		if p.exited {
+			p.mu.Unlock()
+			return message{}, os.ErrProcessDone
+		}
+		if p.conn == nil {
+			p.mu.Unlock()
+			return message{}, errNotConnected
+		}
+		p.seq++
+		c.Seq = p.seq
+		ch = make(chan message, 1)
+		p.pending[c.Seq] = ch
+		err := p.writeLocked(c)
+		if err == nil {
+			p.mu.Unlock()
+			break
+		}
+		delete(p.pending, c.Seq)
+		p.brokenLocked()
+		p.mu.Unlock()
+		if attempt > 0 {
+			return message{}, err
+		}
+	}
+
 	select {
 	case m, ok := <-ch:
 		switch {
@@ -175,6 +194,19 @@ func (p *process) call(c command) (message, error) {
 		delete(p.pending, c.Seq)
 		p.mu.Unlock()
 		return message{}, fmt.Errorf("the keeper did not answer %s within %s", c.Cmd, callTimeout)
+	}
+}
+
+// brokenLocked drops the connection: the reader notices and reconnects
+// (or finds the keeper gone), and commands wait for that. p.mu must be
+// held.
+func (p *process) brokenLocked() {
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+	if p.reconnected == nil && !p.detached && !p.released {
+		p.reconnected = make(chan struct{})
 	}
 }
 
@@ -195,14 +227,19 @@ func (p *process) writeLocked(c command) error {
 func (p *process) read(dec *json.Decoder) {
 	defer p.wg.Done()
 	defer p.s.remove(p)
+	defer func() {
+		p.mu.Lock()
+		if p.reconnected != nil {
+			close(p.reconnected)
+			p.reconnected = nil
+		}
+		p.mu.Unlock()
+	}()
 	for redials := 0; ; redials++ {
 		err := p.readConn(dec)
 
 		p.mu.Lock()
-		if p.conn != nil {
-			p.conn.Close()
-			p.conn = nil
-		}
+		p.brokenLocked()
 		for seq, ch := range p.pending {
 			close(ch)
 			delete(p.pending, seq)
@@ -230,6 +267,10 @@ func (p *process) read(dec *json.Decoder) {
 			return
 		}
 		p.conn = conn
+		if p.reconnected != nil {
+			close(p.reconnected)
+			p.reconnected = nil
+		}
 		p.applyLocked(st)
 		if p.released {
 			p.sendReleaseLocked()
@@ -286,7 +327,7 @@ func (p *process) lost(cause error) {
 	if keeper.Running() {
 		// It runs but cannot be reached: it cannot do its job either.
 		p.log.Error("the keeper does not answer; killing it and its app", "keeper_pid", p.st.KeeperPid, "err", cause)
-		_ = keeper.Signal(syscall.SIGKILL)
+		killAndWait(keeper, false, p.log)
 	} else {
 		p.log.Error("the keeper died; killing its app", "keeper_pid", p.st.KeeperPid, "err", cause)
 	}
@@ -296,7 +337,7 @@ func (p *process) lost(cause error) {
 		sig := spec.SignalName(syscall.SIGKILL)
 		ex.Signal = &sig
 	}
-	killAndWait(app, p.log)
+	killAndWait(app, true, p.log)
 	p.s.reclaim(p.paths, false)
 	p.mu.Lock()
 	p.exitLocked(ex)

@@ -517,7 +517,7 @@ func (s *Spawner) reclaim(pp paths, found bool) {
 		if app.Running() {
 			s.log.Warn("killing the app of a dead keeper", "id", st.ID, "app", st.App, "instance", st.Instance, "pid", st.Pid)
 		}
-		killAndWait(app, s.log)
+		killAndWait(app, true, s.log)
 	} else if found {
 		if _, serr := os.Stat(pp.sock); serr != nil {
 			// No socket and no state: a keeper still starting, or one that
@@ -536,17 +536,22 @@ func (s *Spawner) reclaim(pp paths, found bool) {
 	}
 }
 
-// killAndWait SIGKILLs the group app leads (if it is still that app's)
-// and waits, bounded, until the leader is gone.
-func killAndWait(app proc.Identity, log *slog.Logger) {
-	if err := app.KillGroup(syscall.SIGKILL); err != nil {
-		log.Error("killing an orphaned app", "pid", app.Pid, "err", err)
+// killAndWait SIGKILLs the process id names — and its whole group if
+// group is set — unless its pid now belongs to another process, and waits,
+// bounded, until it is gone.
+func killAndWait(id proc.Identity, group bool, log *slog.Logger) {
+	kill := id.Signal
+	if group {
+		kill = id.KillGroup
+	}
+	if err := kill(syscall.SIGKILL); err != nil {
+		log.Error("killing an orphaned process", "pid", id.Pid, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), goneTimeout)
 	defer cancel()
-	if err := app.WaitGone(ctx); err != nil {
-		log.Error("an orphaned app did not die", "pid", app.Pid, "err", err)
+	if err := id.WaitGone(ctx); err != nil {
+		log.Error("an orphaned process did not die", "pid", id.Pid, "err", err)
 	}
 }
 
