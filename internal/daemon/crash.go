@@ -66,8 +66,9 @@ func (c *crashRecorder) record(e supervisor.ExitInfo) {
 	if !abnormal(e) {
 		return
 	}
-	stderr, _ := logs.TailRaw(logs.Path(c.home, e.App, e.Instance, logs.Stderr), tailBytes)
-	stdout, _ := logs.TailRaw(logs.Path(c.home, e.App, e.Instance, logs.Stdout), tailBytes)
+	// Only what this run wrote: an earlier run's trace must not be blamed.
+	stderr, _ := logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stderr), tailBytes, e.Started)
+	stdout, _ := logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stdout), tailBytes, e.Started)
 	rep := crash.Parse(stderr, stdout, e.Exit)
 	c.mu.Lock()
 	g, isNew := c.book.Add(e.App, e.Instance, e.Pid, rep, e.Exit)

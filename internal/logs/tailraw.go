@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"time"
 )
 
 // TailRaw returns the last maxBytes bytes (fewer if there are fewer) that
@@ -15,6 +16,13 @@ import (
 // It returns an error wrapping fs.ErrNotExist if neither path nor any of its
 // rotated files exist, and an error if a file cannot be read.
 func TailRaw(path string, maxBytes int) ([]byte, error) {
+	return TailRawSince(path, maxBytes, time.Time{})
+}
+
+// TailRawSince is TailRaw limited to lines recorded at or after since (the
+// zero time: no limit). A crash report uses it to cut the crash text from
+// what the crashing run wrote, not from an earlier run's last words.
+func TailRawSince(path string, maxBytes int, since time.Time) ([]byte, error) {
 	files, err := openFiles(path)
 	if err != nil {
 		return nil, err
@@ -49,6 +57,9 @@ func TailRaw(path string, maxBytes int) ([]byte, error) {
 	}
 	var out []byte
 	emit := func(l line) {
+		if !since.IsZero() && l.time.Before(since) {
+			return
+		}
 		out = append(out, l.text...)
 		if l.newline {
 			out = append(out, '\n')

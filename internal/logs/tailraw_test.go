@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TailRaw returns the app's last bytes across rotated files, a long line
@@ -57,5 +59,35 @@ func TestTailRawMissing(t *testing.T) {
 	_, err := TailRaw(Path(t.TempDir(), "app", 0, Stderr), 100)
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("TailRaw of a missing log = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestTailRawSinceSkipsEarlierRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app-0-err.log")
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w, err := OpenWriter(path, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Capture(strings.NewReader("old crash\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	start := now.Add(time.Second)
+	now = start.Add(time.Second)
+	w, err = OpenWriter(path, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Capture(strings.NewReader("new crash\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	got, err := TailRawSince(path, 1<<10, start)
+	if err != nil || string(got) != "new crash\n" {
+		t.Fatalf("TailRawSince = %q, %v", got, err)
+	}
+	if got, _ := TailRaw(path, 1<<10); string(got) != "old crash\nnew crash\n" {
+		t.Fatalf("TailRaw = %q", got)
 	}
 }
