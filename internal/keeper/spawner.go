@@ -115,6 +115,10 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		deadline = d
 	}
 
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("spawn: %w", err)
+	}
+
 	k := s.takeStandby()
 	if k != nil {
 		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
@@ -132,6 +136,7 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		}
 		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
 			s.abort(k)
+			s.done(k)
 			return nil, err
 		}
 	}
