@@ -67,7 +67,8 @@ func (c *Config) check() error {
 
 // Main is the keeper process: "keel __keeper [--config file]", args being
 // what follows "__keeper". It returns the exit code for os.Exit: 0 after a
-// release, 1 when the app could not be started, 2 for a bad config. Like
+// release (or, for a standby keeper, at EOF before any config), 1 when the
+// app could not be started, 2 for a bad config. Like
 // a main function it subscribes to signals and rewires the process's
 // stdio; call it only as the process's main.
 func Main(args []string) int { return MainWith(args, Options{}) }
@@ -82,8 +83,12 @@ func MainWith(args []string, opts Options) int {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, files, err := readConfig(args)
+	if errors.Is(err, errNoConfig) {
+		// A standby keeper that was not needed: its daemon closed it, or
+		// went away.
+		return 0
+	}
 	if err != nil {
-		// Also what a standby keeper sees when its daemon goes away.
 		writeHandshake(handshake{Error: err.Error()})
 		return 2
 	}
@@ -112,6 +117,9 @@ func MainWith(args []string, opts Options) int {
 	return 0
 }
 
+// errNoConfig is an empty config: EOF came first.
+var errNoConfig = errors.New("no config")
+
 // readConfig reads the Config from stdin — a unix socket that also
 // carries the listen fds as SCM_RIGHTS, or a pipe — until EOF, or from the
 // file given with --config.
@@ -137,7 +145,7 @@ func readConfig(args []string) (*Config, []*os.File, error) {
 		return fail(fmt.Errorf("reading config: %w", err))
 	}
 	if len(b) == 0 {
-		return fail(errors.New("no config"))
+		return fail(errNoConfig)
 	}
 	var cfg Config
 	if err := json.Unmarshal(b, &cfg); err != nil {
