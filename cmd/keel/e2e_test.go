@@ -278,3 +278,48 @@ func TestKillStopsEverything(t *testing.T) {
 		t.Fatal("daemon survived keel kill")
 	}
 }
+
+// Five runs of the same crash (different pids, goroutine ids, indexes)
+// are one group of count 5 with the crashing frame on top.
+func TestCrashesGroup(t *testing.T) {
+	e := newEnv(t)
+	e.app("panicky", "panic", "--restart-delay", "10ms", "--max-restarts", "4")
+	l := e.waitFor("errored", allStatus("panicky", 1, "errored"))
+	// Crashes are filed off the supervisor's loop, just after the exit.
+	var groups []api.CrashGroup
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := jsonUnmarshal(e.ok("crashes", "--json"), &groups); err != nil {
+			t.Fatal(err)
+		}
+		if len(groups) != 1 || groups[0].Count >= 5 || time.Now().After(deadline) {
+			break
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	if len(groups) != 1 {
+		t.Fatalf("%d groups, want 1: %+v", len(groups), groups)
+	}
+	g := groups[0]
+	if g.Count != 5 || g.App != "panicky" || !strings.HasPrefix(g.Title, "panic: runtime error: index out of range") {
+		t.Fatalf("group %+v", g)
+	}
+	if !strings.Contains(g.LastStack, "panicInWorker") || !strings.Contains(g.LastStack, "goroutine") {
+		t.Fatalf("last stack:\n%s", g.LastStack)
+	}
+	var det api.CrashDetail
+	if err := jsonUnmarshal(e.ok("crash", g.ID, "--json"), &det); err != nil || det.ID != g.ID || len(det.Exits) != 5 {
+		t.Fatalf("crash %s: %v %+v", g.ID, err, det)
+	}
+	var apps []api.AppDetail
+	if err := jsonUnmarshal(e.ok("describe", "panicky", "--json"), &apps); err != nil || apps[0].LatestCrash == nil || apps[0].LatestCrash.ID != g.ID {
+		t.Fatalf("describe: %v %+v", err, apps)
+	}
+	if !strings.Contains(l[0].Reason, "gave up") {
+		t.Fatalf("ls reason %q", l[0].Reason)
+	}
+	human := e.ok("crash", g.ID)
+	if !strings.Contains(human, "panicInWorker") {
+		t.Fatalf("keel crash output:\n%s", human)
+	}
+}

@@ -74,9 +74,17 @@ func runApp(name string) int {
 		return 0
 	case "serve": // HTTP on keel's socket (LISTEN_FDS) with READY=1
 		return serveApp()
+	case "panic": // a panic in a goroutine, its value varying per run
+		go panicInWorker(os.Getpid())
+		select {} // the panic ends the process
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper app", name)
 	return 99
+}
+
+func panicInWorker(n int) {
+	var table []int
+	_ = table[n%7+10] // index out of range: a runtime panic
 }
 
 func serveApp() int {
