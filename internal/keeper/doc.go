@@ -40,7 +40,7 @@
 //
 // # Files
 //
-//	run/<id>.sock    the keeper's socket (mode 0600 directory; peer uid checked)
+//	run/<id>.sock    the keeper's socket (run/ is 0700; the peer's uid is checked)
 //	run/<id>.json    the State at spawn: ids and start times of keeper and app
 //	run/<id>.notify  the app's NOTIFY_SOCKET (ready: notify)
 //	run/<id>.log     the keeper's diagnostics
@@ -92,8 +92,12 @@
 //     SIGKILLed (proc.Options.KillGroupOnExit): no descendant outlives it.
 //   - The keeper keeps its exit record until a daemon releases it, however
 //     long no daemon is connected.
+//   - Neither side lets a slow peer stall it. Each side queues what the
+//     other has not read yet and merges status lines still waiting, so
+//     the queues stay short; a keeper drops a daemon that stops reading
+//     altogether (it gets the whole state again when it reconnects).
 //   - A daemon that loses the connection to a keeper without an exit tries
-//     the socket again; if the keeper is gone it SIGKILLs the app's group
+//     the socket again (commands wait for that); if the keeper is gone it SIGKILLs the app's group
 //     (checked against the recorded start time) and reports an exit with
 //     Reason "keeper lost".
 //
