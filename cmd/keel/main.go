@@ -65,7 +65,7 @@ func main() {
 			reaped := make(chan struct{})
 			go func() { defer close(reaped); reaper.Run(reapCtx, sigchld, nil) }()
 			defer func() { stopReaping(); <-reaped; signal.Stop(sigchld) }()
-			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps})
+			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout})
 		},
 	})
 	stop()

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/keeper"
+	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/store"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -51,6 +53,10 @@ type Options struct {
 	// returns.
 	Foreground bool
 	Apps       []*spec.App
+	// Echo, in foreground mode, receives every line the apps write, as
+	// `keel logs --follow` shows them (a container's log collector reads
+	// keel run's stdout).
+	Echo io.Writer
 	// StatsInterval is how often memory and CPU are sampled (default 1s).
 	StatsInterval time.Duration
 }
@@ -163,28 +169,54 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	defer func() { stopRun(); <-statsDone }()
 
-	if o.Foreground {
-		return d.runForeground(ctx, supDone, foregroundExits)
-	}
-
 	srv := control.NewServer(d, o.Logger)
 	srvCtx, stopSrv := context.WithCancel(context.Background())
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(srvCtx, control.SocketPath(o.Home)) }()
-	d.log.Info("daemon started", "pid", os.Getpid(), "home", o.Home, "version", o.Version)
+	d.log.Info("daemon started", "pid", os.Getpid(), "home", o.Home, "version", o.Version, "foreground", o.Foreground)
 
 	var result error
-	select {
-	case <-ctx.Done():
-		d.log.Info("daemon stopping; apps keep running under their keepers")
-	case <-d.killC:
-		d.log.Info("daemon killed by keel kill")
-	case err := <-srvDone:
-		result = fmt.Errorf("control socket: %w", err)
-		srvDone = nil
-	case err := <-supDone:
-		result = fmt.Errorf("supervisor: %w", err)
-		supDone = nil
+	if o.Foreground && o.Echo != nil {
+		echoCtx, stopEcho := context.WithCancel(context.Background())
+		echoed := make(chan struct{})
+		since := time.Now()
+		go func() {
+			defer close(echoed)
+			err := logs.Print(echoCtx, o.Echo, logs.PrintOptions{Home: o.Home, Target: spec.All, Lines: -1, Follow: true, Since: since})
+			if err != nil {
+				d.log.Error("echoing app output", "err", err)
+			}
+		}()
+		// Deferred after the apps are stopped, so their last lines show.
+		defer func() { stopEcho(); <-echoed }()
+	}
+	if o.Foreground {
+		if _, err := d.Start(ctx, o.Apps); err != nil {
+			d.log.Error("starting apps", "err", err)
+			result = err
+		}
+	}
+	if result == nil {
+		select {
+		case <-ctx.Done():
+			if !o.Foreground {
+				d.log.Info("daemon stopping; apps keep running under their keepers")
+			}
+		case <-d.killC:
+			d.log.Info("daemon killed by keel kill")
+		case err := <-srvDone:
+			result = fmt.Errorf("control socket: %w", err)
+			srvDone = nil
+		case err := <-supDone:
+			result = fmt.Errorf("supervisor: %w", err)
+			supDone = nil
+		}
+	}
+	if o.Foreground && supDone != nil {
+		// keel run: the apps live and die with it.
+		if err := d.stopEverything(foregroundExits); err != nil && result == nil {
+			result = err
+		}
 	}
 	stopSrv()
 	if srvDone != nil {
@@ -199,22 +231,11 @@ func Run(ctx context.Context, o Options) error {
 	return result
 }
 
-// runForeground starts the given apps and, when ctx ends, stops them all.
-func (d *Daemon) runForeground(ctx context.Context, supDone chan error, exits *exitLog) error {
-	if _, err := d.Start(ctx, d.o.Apps); err != nil {
-		d.log.Error("starting apps", "err", err)
-		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		d.sup.StopAll(stopCtx)
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-supDone:
-		return fmt.Errorf("supervisor: %w", err)
-	}
+// stopEverything stops every app for keel run and reports whether each
+// stopped within its kill_timeout.
+func (d *Daemon) stopEverything(exits *exitLog) error {
 	d.log.Info("stopping every app")
-	var longest time.Duration
+	longest := time.Duration(spec.DefaultKillTimeout)
 	for _, a := range d.o.Apps {
 		longest = max(longest, a.KillTimeout.D())
 	}

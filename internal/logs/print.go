@@ -31,6 +31,9 @@ type PrintOptions struct {
 	ErrOnly bool        // only stderr
 	Raw     bool        // exactly what the app wrote, nothing added
 	JSON    bool        // one object a line: {"app","instance","stream","time","line"}
+	// Since, when set, leaves out lines recorded before it (keel run uses
+	// it to echo only what its own apps write).
+	Since time.Time
 
 	// PollInterval is how often files are checked when following; 0 means
 	// DefaultPollInterval.
@@ -93,7 +96,7 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 		blocks = append(blocks, merged)
 		i = j
 	}
-	if err := p.print(mergeByTime(blocks)); err != nil {
+	if err := p.print(since(mergeByTime(blocks), opts.Since)); err != nil {
 		return err
 	}
 	if !opts.Follow {
@@ -107,9 +110,12 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
+		last := false
 		select {
 		case <-ctx.Done():
-			return nil
+			// One last look, so what was written just before the end (say,
+			// an app's final words as keel run stops) is shown too.
+			last = true
 		case <-tick.C:
 		}
 		srcs, err := listSources(opts.Home, opts.Target, opts.ErrOnly)
@@ -130,10 +136,27 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 			}
 			news = append(news, lines)
 		}
-		if err := p.print(mergeByTime(news)); err != nil {
+		if err := p.print(since(mergeByTime(news), opts.Since)); err != nil {
 			return err
 		}
+		if last {
+			return nil
+		}
 	}
+}
+
+// since drops the lines recorded before t (none when t is zero).
+func since(ls []line, t time.Time) []line {
+	if t.IsZero() {
+		return ls
+	}
+	out := ls[:0]
+	for _, l := range ls {
+		if !l.time.Before(t) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // mergeByTime merges lists that are each in file order into one, taking

@@ -353,3 +353,33 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintSince(t *testing.T) {
+	home := t.TempDir()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w, err := OpenWriter(Path(home, "app", 0, Stdout), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Capture(strings.NewReader("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	cut := now.Add(time.Second)
+	now = cut.Add(time.Second)
+	w, err = OpenWriter(Path(home, "app", 0, Stdout), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Capture(strings.NewReader("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	var b strings.Builder
+	if err := Print(context.Background(), &b, PrintOptions{Home: home, Target: spec.All, Lines: -1, Raw: true, Since: cut}); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != "after\n" {
+		t.Fatalf("printed %q", b.String())
+	}
+}
