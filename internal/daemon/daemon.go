@@ -128,15 +128,11 @@ func Run(ctx context.Context, o Options) error {
 	defer spawner.Close()
 	d.crash = newCrashRecorder(o.Home, d.store, o.Logger)
 	defer d.crash.close()
-	foregroundExits := newExitLog()
 	d.sup = supervisor.New(supervisor.Config{
 		Spawner: spawner,
 		Store:   st,
 		Logger:  o.Logger,
-		OnExit: func(e supervisor.ExitInfo) {
-			foregroundExits.add(e)
-			d.crash.record(e)
-		},
+		OnExit:  d.crash.record,
 	})
 	d.stats = newStatsCache()
 	d.trig = newTriggerManager(d, o.Logger)
@@ -214,7 +210,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Foreground && supDone != nil {
 		// keel run: the apps live and die with it.
-		if err := d.stopEverything(foregroundExits); err != nil && result == nil {
+		if err := d.stopEverything(); err != nil && result == nil {
 			result = err
 		}
 	}
@@ -232,21 +228,31 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // stopEverything stops every app for keel run and reports whether each
-// stopped within its kill_timeout.
-func (d *Daemon) stopEverything(exits *exitLog) error {
+// stopped within its kill_timeout: an instance whose stop ended in a
+// SIGKILL it was not configured to get had to be killed.
+func (d *Daemon) stopEverything() error {
 	d.log.Info("stopping every app")
 	longest := time.Duration(spec.DefaultKillTimeout)
 	for _, a := range d.o.Apps {
 		longest = max(longest, a.KillTimeout.D())
 	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), longest+10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), longest+10*time.Second)
 	defer cancel()
-	mark := exits.len()
-	if err := d.sup.StopAll(stopCtx); err != nil {
+	if err := d.sup.StopAll(ctx); err != nil {
 		return fmt.Errorf("stopping apps: %w", err)
 	}
-	if exits.killedSince(mark) {
-		return ErrUnclean
+	apps, err := d.sup.Apps(ctx, spec.All)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("stopping apps: %w", err)
+	}
+	for _, a := range apps {
+		for _, in := range a.Instances {
+			ex := in.LastExit
+			if ex != nil && ex.Signal != nil && *ex.Signal == "SIGKILL" && a.Spec.Signal() != syscall.SIGKILL {
+				d.log.Warn("app did not stop within its kill_timeout", "app", in.App, "instance", in.Instance)
+				return ErrUnclean
+			}
+		}
 	}
 	return nil
 }
@@ -254,43 +260,4 @@ func (d *Daemon) stopEverything(exits *exitLog) error {
 func isNotFound(err error) bool {
 	var nf *supervisor.NotFoundError
 	return errors.As(err, &nf)
-}
-
-// exitLog remembers exits for the foreground mode's verdict.
-type exitLog struct {
-	mu    sync.Mutex // guards exits
-	exits []supervisor.ExitInfo
-}
-
-func newExitLog() *exitLog { return &exitLog{} }
-
-func (l *exitLog) add(e supervisor.ExitInfo) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.exits) > 1000 {
-		l.exits = l.exits[500:]
-	}
-	l.exits = append(l.exits, e)
-}
-
-func (l *exitLog) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.exits)
-}
-
-// killedSince reports whether an exit after mark was a SIGKILL keel did not
-// choose as the stop signal: a stop that ran past kill_timeout.
-func (l *exitLog) killedSince(mark int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if mark > len(l.exits) {
-		mark = 0
-	}
-	for _, e := range l.exits[mark:] {
-		if e.Exit.Signal != nil && *e.Exit.Signal == "SIGKILL" && e.Spec.Signal() != syscall.SIGKILL {
-			return true
-		}
-	}
-	return false
 }
