@@ -1,13 +1,10 @@
 package config
 
 import (
-	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/keel-run/keel/internal/spec"
@@ -71,54 +68,13 @@ func parsePM2Instances(s string) (int, error) {
 	return n, nil
 }
 
-// parseDuration reads a Go duration or a bare integer of milliseconds, as
-// spec.ParseDuration does, and also refuses values too large to hold.
-func parseDuration(s string) (spec.Duration, error) {
-	t := strings.TrimSpace(s)
-	if n, err := strconv.ParseInt(t, 10, 64); err == nil && n > math.MaxInt64/int64(time.Millisecond) {
-		return 0, fmt.Errorf("duration %q is too large", s)
-	} else if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(t, "-") {
-		return 0, fmt.Errorf("duration %q is too large", s)
-	}
-	return spec.ParseDuration(s)
-}
+// parseDuration reads a Go duration or a bare integer of milliseconds;
+// spec.ParseDuration refuses negative and overflowing values.
+func parseDuration(s string) (spec.Duration, error) { return spec.ParseDuration(s) }
 
-// parseSize reads a size such as 300M, 1G or a number of bytes, and also
-// refuses values too large to hold.
-func parseSize(s string) (spec.Size, error) {
-	v, err := spec.ParseSize(s)
-	if err != nil {
-		return 0, err
-	}
-	if v < 0 || !sizeFits(s) {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return v, nil
-}
-
-// sizeFits reports whether a size that spec.ParseSize accepted fits in an
-// int64 (a float64 that overflows converts to an unspecified value).
-func sizeFits(s string) bool {
-	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
-	mult := 1.0
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	return err == nil && f*mult < math.MaxInt64
-}
+// parseSize reads a size such as 300M, 1G or a number of bytes;
+// spec.ParseSize refuses negative and overflowing values.
+func parseSize(s string) (spec.Size, error) { return spec.ParseSize(s) }
 
 // parseExitCode reads one exit code, 0-255.
 func parseExitCode(s string) (int, error) {

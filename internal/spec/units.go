@@ -2,6 +2,7 @@ package spec
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -21,7 +22,11 @@ func ParseDuration(s string) (Duration, error) {
 	if s == "" {
 		return 0, fmt.Errorf("empty duration")
 	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
+		return 0, fmt.Errorf("duration %q is too large", s)
+	}
+	if err == nil {
 		if n < 0 {
 			return 0, fmt.Errorf("duration %q is negative", s)
 		}

@@ -208,28 +208,14 @@ func (s *Supervisor) Reload(ctx context.Context, t spec.Target, reason string) (
 	if reason == "" {
 		reason = "reload"
 	}
-	return call(ctx, s, func(reply func([]InstanceInfo, error)) {
-		apps, err := s.resolveApps(t)
-		if err != nil {
-			reply(nil, err)
+	return s.eachApp(ctx, t, func(a *app, insts []*instance, op *op) {
+		if !a.sharesSockets() {
+			for _, in := range insts {
+				s.restartInstance(in, reason, op)
+			}
 			return
 		}
-		op := s.newOp(func(err error) { reply(s.snapshot(appNames(apps)), err) })
-		for _, a := range apps {
-			insts, err := a.select_(t)
-			if err != nil {
-				op.fail(err)
-				continue
-			}
-			if !a.sharesSockets() {
-				for _, in := range insts {
-					s.restartInstance(in, reason, op)
-				}
-				continue
-			}
-			s.rollingReload(insts, reason, op)
-		}
-		op.arm()
+		s.rollingReload(insts, reason, op)
 	})
 }
 
@@ -313,6 +299,16 @@ func (s *Supervisor) Apps(ctx context.Context, t spec.Target) ([]AppInfo, error)
 
 // each runs f for every instance the target names, as one operation.
 func (s *Supervisor) each(ctx context.Context, t spec.Target, f func(*instance, *op)) ([]InstanceInfo, error) {
+	return s.eachApp(ctx, t, func(_ *app, insts []*instance, op *op) {
+		for _, in := range insts {
+			f(in, op)
+		}
+	})
+}
+
+// eachApp runs f, as one operation, for every app the target names with
+// the app's instances it names.
+func (s *Supervisor) eachApp(ctx context.Context, t spec.Target, f func(*app, []*instance, *op)) ([]InstanceInfo, error) {
 	return call(ctx, s, func(reply func([]InstanceInfo, error)) {
 		apps, err := s.resolveApps(t)
 		if err != nil {
@@ -326,9 +322,7 @@ func (s *Supervisor) each(ctx context.Context, t spec.Target, f func(*instance, 
 				op.fail(err)
 				continue
 			}
-			for _, in := range insts {
-				f(in, op)
-			}
+			f(a, insts, op)
 		}
 		op.arm()
 	})
