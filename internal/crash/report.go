@@ -130,9 +130,14 @@ func Parse(stderr, stdout []byte, exit spec.Exit) Report {
 		sigName = normalSignalName(*exit.Signal)
 	}
 	if sigName != "SIGKILL" && exit.Reason == "" {
+		outLines := splitLines(stdout)
 		if rep, found = findTrace(errLines); found {
 			rep.Source = "stderr"
-		} else if rep, found = findTrace(splitLines(stdout)); found {
+		} else if rep, found = findTrace(outLines); found {
+			rep.Source = "stdout"
+		} else if rep, found = findStructured(errLines); found {
+			rep.Source = "stderr"
+		} else if rep, found = findStructured(outLines); found {
 			rep.Source = "stdout"
 		}
 	}
@@ -238,6 +243,9 @@ func plainExit(errLines []string, stdout []byte, exit spec.Exit, sigName string)
 		rep.ErrorType = "exit code " + code
 		if last := lastNonEmpty(errLines); last != "" {
 			rep.Message = strings.TrimSpace(last)
+			if t, ok := structuredTitle(last); ok {
+				rep.Message = t
+			}
 			rep.Title = prefix + rep.Message
 		} else {
 			rep.Title = prefix + "exited with code " + code
