@@ -322,4 +322,55 @@ func TestCrashesGroup(t *testing.T) {
 	if !strings.Contains(human, "panicInWorker") {
 		t.Fatalf("keel crash output:\n%s", human)
 	}
+	// The groups are kept across a crash of the daemon itself.
+	dpid := e.daemonPid()
+	syscall.Kill(dpid, syscall.SIGKILL)
+	for alive(dpid) {
+		<-time.After(5 * time.Millisecond)
+	}
+	var again []api.CrashGroup
+	if err := jsonUnmarshal(e.ok("crashes", "panicky", "--json"), &again); err != nil || len(again) != 1 || again[0].ID != g.ID || again[0].Count != 5 {
+		t.Fatalf("after a daemon restart: %v %+v", err, again)
+	}
+}
+
+// on_crash runs once for a new crash group; a crash loop of the same
+// crash does not flood it.
+func TestOnCrashHookFiresOncePerGroup(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "crashes.jsonl")
+	hook := "tr -d '\\n' >> " + out + "; echo >> " + out
+	e.app("hooked", "crash", "--restart-delay", "10ms", "--max-restarts", "3", "--on-crash", hook)
+	e.waitFor("errored", allStatus("hooked", 1, "errored"))
+	// Every crash filed (each a Notify decision), then keel kill, which
+	// waits for hook runs under way: the file is final.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var gs []api.CrashGroup
+		if err := jsonUnmarshal(e.ok("crashes", "--json"), &gs); err != nil {
+			t.Fatal(err)
+		}
+		if len(gs) == 1 && gs[0].Count == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crash groups %+v", gs)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	e.ok("kill")
+	b, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 1 || lines[0] == "" {
+		t.Fatalf("hook ran %d times: %q", len(lines), lines)
+	}
+	var n struct {
+		Event string         `json:"event"`
+		New   bool           `json:"new"`
+		Group api.CrashGroup `json:"group"`
+	}
+	if err := jsonUnmarshal(lines[0], &n); err != nil || n.Event != "crash" || !n.New || n.Group.App != "hooked" || !strings.Contains(n.Group.Title, "cannot open config") {
+		t.Fatalf("hook got %v %+v from %q", err, n, lines[0])
+	}
 }
