@@ -1,0 +1,336 @@
+// Command scenarios runs issue 3's bench scenarios against the real keel
+// daemon (keel start / reload / ls / kill with a private KEEL_HOME) and,
+// with -pm2, the same scenarios against pm2's cluster mode, then prints
+// the results as Markdown tables, side by side:
+//
+//	reload      2 instances, 32 keep-alive connections for 8 s, two reloads
+//	            during the run: sigterm.js (handles SIGTERM itself), the
+//	            unmodified Express app, the Go app (go-systemd activation).
+//	            Target: 0 failed requests.
+//	kill        4 instances, one SIGKILLed every second for 15 s under the
+//	            same load: hello.js and the Go app. Target: ≥ 99.9 % succeed.
+//	throughput  hello.js with 2 instances under keel, Node's cluster module,
+//	            pm2's cluster mode and one direct process, interleaved in
+//	            each run, with each instance's share. Targets: keel ≥ node
+//	            cluster and ≥ pm2; every share 35–65 %.
+//
+// Run from the repository root:
+//
+//	go run ./bench/cmd/scenarios [-keel path] [-pm2[=path]] [-only names] [-runs 3]
+//
+// -pm2 alone installs pm2 7.0.4 with bench/install-pm2.sh; -only takes
+// case names (reload-sigterm, reload-express, reload-go, kill-hello,
+// kill-go, throughput-hello), scenarios (reload, kill, throughput) or apps
+// (sigterm, express, go, hello), comma-separated. Without -keel, keel is
+// built from ./cmd/keel. Every run is bounded in time, uses 127.0.0.1 only
+// and stops what it started (keel kill, pm2 kill, process groups, temp
+// dirs), also on error or Ctrl-C. It exits 1 when a keel row misses its
+// target.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/keel-run/keel/bench/load"
+	"github.com/keel-run/keel/bench/scenario"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+// pm2Flag is -pm2 (install pm2 with bench/install-pm2.sh) or -pm2=path.
+type pm2Flag struct {
+	on   bool
+	path string
+}
+
+func (f *pm2Flag) String() string {
+	if f == nil || !f.on {
+		return ""
+	}
+	if f.path == "" {
+		return "true"
+	}
+	return f.path
+}
+
+func (f *pm2Flag) Set(s string) error {
+	switch s {
+	case "true":
+		f.on, f.path = true, ""
+	case "false", "":
+		f.on, f.path = false, ""
+	default:
+		f.on, f.path = true, s
+	}
+	return nil
+}
+
+func (f *pm2Flag) IsBoolFlag() bool { return true }
+
+type options struct {
+	keel, apps, only string
+	pm2              pm2Flag
+	runs             int
+	conns, connsTP   int
+	dReload, dKill   time.Duration
+	dTP              time.Duration
+}
+
+func run() int {
+	var o options
+	flag.StringVar(&o.keel, "keel", "", "keel binary (default: build ./cmd/keel)")
+	flag.Var(&o.pm2, "pm2", "also run pm2 where it applies; -pm2 installs pm2 7.0.4 with bench/install-pm2.sh, -pm2=path uses that binary")
+	flag.StringVar(&o.only, "only", "", "comma-separated cases, scenarios or apps to run (default: all)")
+	flag.StringVar(&o.apps, "apps", "bench/apps", "directory of the bench apps")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each case and manager (interleaved); the tables show medians and spread")
+	flag.IntVar(&o.conns, "c", 32, "load connections for reload and kill")
+	flag.IntVar(&o.connsTP, "c-throughput", 64, "load connections for throughput")
+	flag.DurationVar(&o.dReload, "d-reload", 8*time.Second, "load duration of a reload run")
+	flag.DurationVar(&o.dKill, "d-kill", 15*time.Second, "load duration of a kill run")
+	flag.DurationVar(&o.dTP, "d-throughput", 5*time.Second, "load duration of a throughput run")
+	flag.Parse()
+	if flag.NArg() > 0 || o.runs < 1 || o.runs > 20 || o.conns < 1 || o.connsTP < 1 {
+		fmt.Fprintln(os.Stderr, "scenarios: -runs in 1..20, -c and -c-throughput at least 1, no arguments")
+		return 2
+	}
+	for _, d := range []time.Duration{o.dReload, o.dKill, o.dTP} {
+		if d <= 0 || d > 2*time.Minute {
+			fmt.Fprintln(os.Stderr, "scenarios: every -d-… must be in (0, 2m]")
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code, err := bench(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scenarios:", err)
+		return 1
+	}
+	return code
+}
+
+func bench(ctx context.Context, o options) (int, error) {
+	tmp, err := os.MkdirTemp("", "keel-scenarios-*")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(tmp)
+
+	goBin := filepath.Join(tmp, "goapp")
+	cases, unknown := scenario.Select(scenario.Cases(scenario.Apps(o.apps, goBin), o.pm2.on), o.only)
+	if len(unknown) > 0 {
+		return 2, fmt.Errorf("-only: no case, scenario or app named %s", strings.Join(unknown, ", "))
+	}
+	if len(cases) == 0 {
+		return 2, errors.New("nothing to run")
+	}
+	if o.keel == "" {
+		o.keel = filepath.Join(tmp, "keel")
+		fmt.Fprintln(os.Stderr, "building keel")
+		if err := goBuild(ctx, o.keel, "./cmd/keel"); err != nil {
+			return 1, err
+		}
+	}
+	for _, c := range cases {
+		if c.App.Name == "go" {
+			if err := goBuild(ctx, goBin, "./"+filepath.Join(o.apps, "goapp")); err != nil {
+				return 1, err
+			}
+			break
+		}
+	}
+	var node string
+	if scenario.NeedsNode(cases) {
+		if node, err = exec.LookPath("node"); err != nil {
+			return 1, errors.New("node is not installed; run -only go for the Go app alone")
+		}
+		for _, c := range cases {
+			if c.App.Name == "express" {
+				if err := installExpress(ctx, filepath.Join(o.apps, "express")); err != nil {
+					return 1, err
+				}
+				break
+			}
+		}
+	}
+	pm2 := o.pm2.path
+	if o.pm2.on && pm2 == "" {
+		out, err := exec.CommandContext(ctx, "sh", "bench/install-pm2.sh").Output()
+		if err != nil {
+			return 1, fmt.Errorf("bench/install-pm2.sh: %w", err)
+		}
+		pm2 = strings.TrimSpace(string(out))
+	}
+	clusterJS, _ := filepath.Abs(filepath.Join(o.apps, "cluster.js"))
+	helloJS, _ := filepath.Abs(filepath.Join(o.apps, "hello.js"))
+	newManager := func(name string) (scenario.Manager, error) {
+		switch name {
+		case "keel":
+			return scenario.NewKeel(o.keel)
+		case "pm2":
+			return scenario.NewPM2(pm2)
+		case "node cluster":
+			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true}, nil
+		case "direct":
+			return &scenario.Plain{Label: name, Node: node, Script: helloJS}, nil
+		}
+		return nil, fmt.Errorf("unknown manager %q", name)
+	}
+	specs := map[string]scenario.Spec{
+		scenario.ScenarioReload:     {Scenario: scenario.ScenarioReload, N: 2, Conns: o.conns, D: o.dReload, Reloads: 2},
+		scenario.ScenarioKill:       {Scenario: scenario.ScenarioKill, N: 4, Conns: o.conns, D: o.dKill, KillEvery: time.Second},
+		scenario.ScenarioThroughput: {Scenario: scenario.ScenarioThroughput, N: 2, Conns: o.connsTP, D: o.dTP},
+	}
+
+	started := time.Now()
+	header := describe(o, node, pm2, started)
+	fmt.Fprint(os.Stderr, header)
+	var runs []*scenario.Run
+	for _, c := range cases {
+		for i := 1; i <= o.runs; i++ {
+			for _, name := range c.Managers {
+				if ctx.Err() != nil {
+					return 1, ctx.Err()
+				}
+				m, err := newManager(name)
+				if err != nil {
+					return 1, err
+				}
+				r := scenario.Do(ctx, m, c.App, specs[c.Scenario])
+				runs = append(runs, r)
+				fmt.Fprintf(os.Stderr, "%s %s run %d: %s\n", c.Name, name, i, brief(r))
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return 1, ctx.Err()
+	}
+	groups := scenario.Groups(runs)
+	fmt.Print(header)
+	fmt.Printf("(took %v)\n\n", time.Since(started).Round(time.Second))
+	if t := scenario.LoadTable(groups, specs); strings.Count(t, "\n") > 2 {
+		fmt.Println(t)
+	}
+	if t := scenario.ThroughputTable(groups); t != "" {
+		fmt.Println(t)
+	}
+	for _, g := range groups {
+		if g.Manager != "keel" {
+			continue
+		}
+		if ok, _ := g.Met(specs[g.Scenario]); !ok {
+			return 1, nil
+		}
+	}
+	if !scenario.ThroughputMet(groups) {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+func brief(r *scenario.Run) string {
+	var s string
+	if r.Result != nil {
+		s = fmt.Sprintf("%d requests, %d failed (%s), %.0f req/s", r.Result.Requests, r.Result.Failures(),
+			scenario.Kinds([]*load.Result{r.Result}), r.Result.RPS)
+		if len(r.Result.Instances) > 1 {
+			sh, _ := scenario.ShareText([]*load.Result{r.Result})
+			s += ", shares " + sh
+		}
+	}
+	if r.Ops > 0 {
+		s += fmt.Sprintf(", %d ops", r.Ops)
+	}
+	for _, e := range r.Errs {
+		s += "; error: " + e
+	}
+	return s
+}
+
+func goBuild(ctx context.Context, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	return nil
+}
+
+func installExpress(ctx context.Context, dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "express")); err == nil {
+		return nil
+	}
+	fmt.Fprintln(os.Stderr, "installing express into", dir)
+	cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--no-package-lock", "--loglevel=error")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("npm install express: %w", err)
+	}
+	return nil
+}
+
+// describe is the header: when, what, on what.
+func describe(o options, node, pm2 string, at time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "keel bench scenarios, %s, `%s`\n", at.UTC().Format("2006-01-02 15:04 MST"), commandLine())
+	parts := []string{"keel " + output(o.keel, "version")}
+	if rev := output("git", "rev-parse", "--short", "HEAD"); rev != "?" {
+		parts[0] += " (commit " + rev + ")"
+	}
+	if node != "" {
+		parts = append(parts, "node "+output(node, "--version"))
+	}
+	if pm2 != "" {
+		parts = append(parts, "pm2 "+pm2Version(pm2))
+	}
+	parts = append(parts, runtime.Version(), fmt.Sprintf("%d CPUs", runtime.NumCPU()))
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		parts = append(parts, "load average "+strings.Join(strings.Fields(string(la))[:3], " "))
+	}
+	fmt.Fprintln(&b, strings.Join(parts, ", "))
+	fmt.Fprintf(&b, "reload: 2 instances, %d connections, %v, 2 reloads; kill: 4 instances, %d connections, %v, SIGKILL every 1s; throughput: 2 instances, %d connections, %v; %d runs of each, managers interleaved\n",
+		o.conns, o.dReload, o.conns, o.dKill, o.connsTP, o.dTP, o.runs)
+	return b.String()
+}
+
+func commandLine() string {
+	args := append([]string{"go run ./bench/cmd/scenarios"}, os.Args[1:]...)
+	return strings.Join(args, " ")
+}
+
+func output(name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// pm2Version reads the version from pm2's package.json, next to the binary
+// (running pm2 --version would start its daemon).
+func pm2Version(bin string) string {
+	real, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		return "?"
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(real), "..", "package.json"))
+	if err != nil {
+		return "?"
+	}
+	return scenario.PackageVersion(b)
+}

@@ -1,0 +1,194 @@
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/keel-run/keel/bench/load"
+)
+
+// The scenarios.
+const (
+	ScenarioReload     = "reload"     // rolling reloads under load
+	ScenarioKill       = "kill"       // SIGKILL one instance every T under load
+	ScenarioThroughput = "throughput" // hello world, req/s and shares
+)
+
+// Spec says how to run one scenario.
+type Spec struct {
+	Scenario string
+	// N instances, Conns load connections for D.
+	N, Conns int
+	D        time.Duration
+	// Reloads spread over the run (ScenarioReload).
+	Reloads int
+	// KillEvery: one SIGKILL this often, round-robin (ScenarioKill).
+	KillEvery time.Duration
+}
+
+// Run is one run of one app under one manager.
+type Run struct {
+	Scenario string
+	App      string
+	Manager  string
+	Result   *load.Result // nil when the run failed before the load
+	// Ops is the number of reloads or kills done.
+	Ops int
+	// OpTimes are the reloads' durations (the manager's command).
+	OpTimes []time.Duration
+	// Replaced counts instances whose pid changed across each reload; a
+	// reload that replaced every instance adds N.
+	Replaced int
+	// Skipped counts kills skipped because the instance had no process
+	// (its restart was still under way).
+	Skipped int
+	// Restarts is the manager's restart count at the end (-1: unknown).
+	Restarts int
+	// Errs are what went wrong: a failed start, reload or stop.
+	Errs []string
+}
+
+func (r *Run) fail(err error) {
+	if err != nil {
+		r.Errs = append(r.Errs, err.Error())
+	}
+}
+
+// restarter is a Manager that counts restarts.
+type restarter interface {
+	Restarts(ctx context.Context) (int, error)
+}
+
+// Do runs spec with app under m and closes m, whatever happens. Only a
+// done ctx ends it early; every other failure is recorded in the Run.
+func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
+	r := &Run{Scenario: spec.Scenario, App: app.Name, Manager: m.Name(), Restarts: -1}
+	defer func() { r.fail(m.Close()) }()
+	port, err := FreePort()
+	if err != nil {
+		r.fail(err)
+		return r
+	}
+	if err := m.Start(ctx, app, spec.N, port); err != nil {
+		r.fail(fmt.Errorf("start: %w", err))
+		return r
+	}
+	began := time.Now()
+	type loaded struct {
+		res *load.Result
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		res, err := load.Run(ctx, load.Config{URL: URL(port), Conns: spec.Conns, Duration: spec.D})
+		done <- loaded{res, err}
+	}()
+	switch spec.Scenario {
+	case ScenarioReload:
+		reloads(ctx, m, spec, began, r)
+	case ScenarioKill:
+		kills(ctx, m, spec, began, r)
+	}
+	l := <-done
+	r.Result = l.res
+	r.fail(l.err)
+	if rs, ok := m.(restarter); ok && spec.Scenario != ScenarioThroughput {
+		if n, err := rs.Restarts(ctx); err == nil {
+			r.Restarts = n
+		}
+	}
+	return r
+}
+
+// ReloadTimes are the moments, from the start of a run of d, at which k
+// reloads start: evenly spread, none at the very start or end.
+func ReloadTimes(d time.Duration, k int) []time.Duration {
+	ts := make([]time.Duration, k)
+	for i := range ts {
+		ts[i] = d * time.Duration(i+1) / time.Duration(k+1)
+	}
+	return ts
+}
+
+// Changed counts the positions where both pid lists have a process and
+// the pids differ.
+func Changed(before, after []int) int {
+	n := 0
+	for i := range before {
+		if i < len(after) && before[i] > 0 && after[i] > 0 && before[i] != after[i] {
+			n++
+		}
+	}
+	return n
+}
+
+func waitUntil(ctx context.Context, t time.Time) bool {
+	return sleepCtx(ctx, time.Until(t))
+}
+
+func reloads(ctx context.Context, m Manager, spec Spec, began time.Time, r *Run) {
+	for k, at := range ReloadTimes(spec.D, spec.Reloads) {
+		if !waitUntil(ctx, began.Add(at)) {
+			return
+		}
+		before, err := m.Pids(ctx)
+		r.fail(err)
+		t0 := time.Now()
+		err = m.Reload(ctx)
+		r.OpTimes = append(r.OpTimes, time.Since(t0))
+		r.Ops++
+		if err != nil {
+			r.fail(fmt.Errorf("reload %d: %w", k+1, err))
+			continue
+		}
+		after, err := m.Pids(ctx)
+		r.fail(err)
+		r.Replaced += Changed(before, after)
+	}
+}
+
+// KillTarget picks the pid to SIGKILL for kill number k (0-based) from
+// the instances' pids: instance k mod n, or the next one that has a
+// process. It returns 0 when none has.
+func KillTarget(pids []int, k int) int {
+	n := len(pids)
+	for j := 0; j < n; j++ {
+		if pid := pids[(k+j)%n]; pid > 0 {
+			return pid
+		}
+	}
+	return 0
+}
+
+func kills(ctx context.Context, m Manager, spec Spec, began time.Time, r *Run) {
+	for k := 0; ; k++ {
+		at := spec.KillEvery * time.Duration(k+1)
+		if at >= spec.D || !waitUntil(ctx, began.Add(at)) {
+			return
+		}
+		pids, err := m.Pids(ctx)
+		if err != nil {
+			r.fail(err)
+			continue
+		}
+		if len(pids) == 0 {
+			r.fail(errors.New("the manager lists no instance"))
+			continue
+		}
+		pid := pids[k%len(pids)]
+		if pid == 0 { // still restarting: kill the next one that runs
+			r.Skipped++
+			if pid = KillTarget(pids, k); pid == 0 {
+				continue
+			}
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			r.fail(fmt.Errorf("kill %d: %w", pid, err))
+			continue
+		}
+		r.Ops++
+	}
+}
