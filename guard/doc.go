@@ -26,15 +26,40 @@
 //
 // # HTTP
 //
-// Middleware gives every request a scope (ScopeFrom(r.Context())) and an id
-// (RequestID). A panic in the handler or in a goroutine of the request's
-// scope answers that request 500, as application/problem+json or text/plain
-// by the Accept header, if nothing was written yet, and aborts the connection
-// otherwise, so nothing is ever written twice; it is logged with log/slog as
-// one record with the method, path, request id and stack; other requests
-// carry on. A panic with http.ErrAbortHandler aborts the request silently,
-// as net/http does. OnPanic lets a server hear of each panic (package serve
-// uses it for its panic policy).
+// Middleware contains a panic in a handler, or in a goroutine of the
+// request's scope, to that request: it answers 500, as
+// application/problem+json or text/plain by the Accept header, if nothing
+// was written yet, and aborts the connection otherwise, so nothing is ever
+// written twice; it logs the panic with log/slog as one record with the
+// method, path, request id and stack; other requests carry on. A panic with
+// http.ErrAbortHandler aborts the request silently, as net/http does.
+// OnPanic lets a server hear of each panic (package serve uses it for its
+// panic policy).
+//
+// Middleware hands the handler the server's *http.Request unchanged — it
+// does not copy the request to change its context, which would cost more
+// than everything else it does — and keeps the request's state in the
+// ResponseWriter it hands the handler instead. So a handler reaches its
+// request's scope and id through w:
+//
+//	s := guard.ScopeOf(w)      // the request's scope, made on first use
+//	id := guard.RequestIDOf(w) // X-Request-Id, or a generated id
+//
+// These follow Unwrap() http.ResponseWriter through the writers of other
+// middlewares between Middleware and the handler (the convention
+// http.ResponseController relies on), and return nil and "" outside
+// Middleware or behind a wrapper without Unwrap.
+//
+// Code that is given only a context finds the same scope and id with
+// ScopeFrom and RequestID, on the context of a request from Request (which
+// copies the request once to add the state, only where it is called) or on
+// the context of the request's scope:
+//
+//	r = guard.Request(w, r)
+//	loadOrders(r.Context()) // may call guard.ScopeFrom(ctx), guard.RequestID(ctx)
+//
+// On the context of the request a handler is given, without Request,
+// ScopeFrom returns nil and RequestID "".
 //
 // # Strict input
 //

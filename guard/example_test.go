@@ -92,9 +92,9 @@ func ExampleMiddleware() {
 
 // A handler fetches two things at once through the request's scope: a panic
 // in either answers the request 500, and the process carries on.
-func ExampleScopeFrom() {
+func ExampleScopeOf() {
 	h := guard.Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := guard.ScopeFrom(r.Context())
+		s := guard.ScopeOf(w) // the request's state lives in w; r is the server's
 		var user, orders string
 		s.Go(func(ctx context.Context) error { user = "ada"; return nil })
 		s.Go(func(ctx context.Context) error {
@@ -121,6 +121,64 @@ func ExampleScopeFrom() {
 	// 200 ada has 3 orders
 	//
 	// 500 500 Internal Server Error:
+}
+
+// lookUpOrders is code that is given only a context. Given the context of a
+// request from guard.Request, it finds the request's id and scope there.
+func lookUpOrders(ctx context.Context, user string) (string, error) {
+	fmt.Println("looking up orders for request", guard.RequestID(ctx))
+	s := guard.ScopeFrom(ctx) // the same scope as guard.ScopeOf(w)
+	var n int
+	s.Go(func(ctx context.Context) error {
+		if user == "" {
+			panic("no user") // answers the request 500
+		}
+		n = 3
+		return nil
+	})
+	if err := s.Wait(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s has %d orders", user, n), nil
+}
+
+// A handler passes its request on to code that has only a context: Request
+// puts the request's state into the request's context (copying the request
+// once, as r.WithContext does).
+func ExampleRequest() {
+	h := guard.Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = guard.Request(w, r)
+		orders, err := lookUpOrders(r.Context(), r.URL.Query().Get("user"))
+		if err != nil {
+			return // a panic: the middleware answers 500
+		}
+		fmt.Fprintln(w, orders)
+	}))
+
+	for i, url := range []string{"/orders?user=ada", "/orders"} {
+		r := httptest.NewRequest("GET", url, nil)
+		r.Header.Set("X-Request-Id", fmt.Sprint("req-", i+1))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		fmt.Print(w.Code, " ", w.Body.String())
+	}
+	// Output:
+	// looking up orders for request req-1
+	// 200 ada has 3 orders
+	// looking up orders for request req-2
+	// 500 500 Internal Server Error: the server failed while handling this request
+	// request id: req-2
+}
+
+// The request id, as Middleware logs it, for the handler's own records.
+func ExampleRequestIDOf() {
+	h := guard.Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("request id:", guard.RequestIDOf(w))
+	}))
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Request-Id", "req-42") // without one, Middleware makes one up
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	// Output: request id: req-42
 }
 
 func ExampleDecodeJSON() {

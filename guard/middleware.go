@@ -23,30 +23,41 @@ var ErrResponseClosed = errors.New("guard: response closed: the request failed o
 // that caused them. For each request it:
 //
 //   - recovers a panic in the handler, and in any goroutine the handler
-//     started through the request's scope (ScopeFrom(r.Context()));
+//     started through the request's scope (ScopeOf(w));
 //   - answers that request 500, as application/problem+json or text/plain
 //     according to its Accept header, if nothing was written yet; if the
 //     response was already started it aborts the connection instead (as
 //     net/http does for a panic), so the client sees a broken response rather
 //     than a complete-looking truncated one, and nothing is written twice;
 //   - logs one record at level Error per panic, with the method, the path,
-//     the request id (X-Request-Id, or one generated; see RequestID), the
+//     the request id (X-Request-Id, or one generated; see RequestIDOf), the
 //     outcome and the stack;
 //   - calls the hooks installed with OnPanic on the request's context;
 //   - leaves every other request alone.
+//
+// The handler gets the server's *http.Request unchanged: the request's
+// state — its scope and id — lives in the ResponseWriter the handler gets,
+// and ScopeOf, RequestIDOf and Request find it there, also through the
+// writers of other middlewares that wrap it and have an Unwrap method (as
+// http.ResponseController expects). Code that has only a context finds the
+// state with ScopeFrom and RequestID in the context of the request that
+// Request returns. Nothing is copied or allocated for this unless it is
+// used; Middleware makes one allocation per request.
 //
 // A panic with http.ErrAbortHandler is not a failure: it aborts the
 // connection without a log record, as net/http does, also when it comes from
 // a goroutine of the request's scope while the handler runs.
 //
-// The request's scope is created on first use. Its context is canceled at
-// its first failure and when the handler returns; the handler's own
-// r.Context() is not canceled by the scope's failure, so a handler that waits
-// for its goroutines should wait with Scope.Wait or watch
-// Scope.Context().Done(). Once a goroutine of the scope has panicked,
-// writes to the response fail with ErrResponseClosed and the 500 is sent
-// when the handler returns. A goroutine that panics after the handler
-// returned is recovered and logged; the response is already complete then.
+// The request's scope is created on first use. Its context derives from the
+// request's context as Middleware received it, carries the request's state
+// (so ScopeFrom and RequestID work on it), and is canceled at the scope's
+// first failure and when the handler returns; the request's own context is
+// not canceled by the scope's failure, so a handler that waits for its
+// goroutines should wait with Scope.Wait or watch Scope.Context().Done().
+// Once a goroutine of the scope has panicked, writes to the response fail
+// with ErrResponseClosed and the 500 is sent when the handler returns. A
+// goroutine that panics after the handler returned is recovered and logged;
+// the response is already complete then.
 //
 // The ResponseWriter given to the handler serializes Write, WriteHeader,
 // Flush and ReadFrom, so the handler and its scope's goroutines may take
@@ -68,43 +79,40 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	q := &request{h: h, w: w}
-	q.ctx.Context = r.Context()
-	q.ctx.req = q
-	q.rw.req = q
-	// WithContext is inlined and its copy does not escape, so the handler's
-	// request lives in q: one allocation per request in all.
-	q.req = *r.WithContext(&q.ctx)
-	defer q.finish()
-	h.next.ServeHTTP(&q.rw, &q.req)
+	rw := &responseWriter{h: h, w: w, r: r}
+	defer rw.finish()
+	h.next.ServeHTTP(rw, r)
 }
 
-// request is the state of one request behind Middleware. The fields above
-// mu are set before the handler runs and only read afterwards; those under
-// mu are shared by the handler's goroutine, the scope's goroutines and the
-// response writer.
-type request struct {
-	req http.Request // handed to the handler: the server's request with ctx
-	h   *handler
-	w   http.ResponseWriter // the server's writer
-	ctx requestContext      // handed to the handler; its Context is the server's
-	rw  responseWriter      // handed to the handler
+// responseWriter is both the http.ResponseWriter handed to the handler and
+// the state of one request behind Middleware, so that a request costs one
+// small allocation and no copy of the http.Request. The fields above mu are
+// set before the handler runs and only read afterwards; those under mu are
+// shared by the handler's goroutine, the scope's goroutines and whoever
+// holds a context from Request. The writing methods hold mu while they
+// write, so that the failure of the scope and the end of the handler see a
+// settled response.
+type responseWriter struct {
+	h *handler
+	w http.ResponseWriter // the server's writer
+	r *http.Request       // the server's request, also the handler's
 
 	mu       sync.Mutex
-	written  bool        // the response was started (status, body, flush, hijack)
-	hijacked bool        // the connection was hijacked
-	sealed   bool        // the handler returned; nothing may be written
-	aborted  bool        // http.ErrAbortHandler from the scope while the handler ran
-	failure  *PanicError // the request's first panic
-	sc       *Scope      // created by scope() on first use
-	id       string      // the request id, resolved on first use
+	written  bool           // the response was started (status, body, flush, hijack)
+	hijacked bool           // the connection was hijacked
+	sealed   bool           // the handler returned; nothing may be written
+	aborted  bool           // http.ErrAbortHandler from the scope while the handler ran
+	failure  *PanicError    // the request's first panic
+	sc       *Scope         // created by scope() on first use
+	ctx      requestContext // set up by contextLocked() on first use
+	id       string         // the request id, resolved on first use
 }
 
-// requestContext is the context a handler sees: the request's context plus
-// the request's state, in the same allocation as the state.
+// requestContext is a context that carries a request's state: the parent of
+// the request's scope, and the context of the request Request returns.
 type requestContext struct {
 	context.Context
-	req *request
+	rw *responseWriter
 }
 
 type requestKey struct{}
@@ -112,53 +120,144 @@ type requestKey struct{}
 func (c *requestContext) Value(key any) any {
 	switch key.(type) {
 	case scopeKey, requestKey:
-		return c.req
+		return c.rw
 	}
 	return c.Context.Value(key)
 }
 
-// scope returns the request's scope, creating it on first use.
-func (q *request) scope() *Scope {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.sc == nil {
-		q.sc = newScope(&q.ctx, q.scopePanicked)
-		if q.sealed {
-			q.sc.cancel(nil)
+// stateOf returns the state of the request that w answers behind
+// Middleware, following Unwrap through other middlewares' writers, or nil.
+func stateOf(w http.ResponseWriter) *responseWriter {
+	for {
+		switch v := w.(type) {
+		case *responseWriter:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
 		}
 	}
-	return q.sc
+}
+
+// ScopeOf returns the scope of the request that w answers behind Middleware,
+// creating it on first use; every call for the same request returns the
+// same scope. w may be the writer Middleware gave the handler or any writer
+// that wraps it and returns it (directly or in turn) from an
+// Unwrap() http.ResponseWriter method. ScopeOf returns nil if w is not such
+// a writer: outside Middleware, or behind a wrapper without Unwrap.
+//
+// A panic in a goroutine started with the scope's Go answers the request
+// 500 (see Middleware). ScopeOf is safe to call from any goroutine.
+func ScopeOf(w http.ResponseWriter) *Scope {
+	if rw := stateOf(w); rw != nil {
+		return rw.scope()
+	}
+	return nil
+}
+
+// RequestIDOf returns the id of the request that w answers behind
+// Middleware, as Middleware logs it: the client's X-Request-Id header when it
+// is 1 to 128 visible ASCII characters, else 16 random hex digits generated
+// on first use; every call for the same request returns the same id. w is
+// found as by ScopeOf; RequestIDOf returns "" if w is not a request's behind
+// Middleware. It is safe to call from any goroutine.
+func RequestIDOf(w http.ResponseWriter) string {
+	if rw := stateOf(w); rw != nil {
+		return rw.requestID()
+	}
+	return ""
+}
+
+// Request returns r with a context that carries the state of the request
+// that w answers behind Middleware, so that code given only r.Context(), or
+// a context derived from it, finds the request's scope with ScopeFrom and its
+// id with RequestID. The context keeps r.Context()'s values, deadline and
+// cancellation. Call it in the handler (or a middleware inside Middleware)
+// and pass the result on:
+//
+//	r = guard.Request(w, r)
+//	orders, err := loadOrders(r.Context(), user) // may use guard.ScopeFrom(ctx)
+//
+// Request copies r, as r.WithContext does, unless r's context already
+// carries the state, in which case it returns r itself; Middleware does not
+// call it, so a request pays for the copy only where it is needed. w is
+// found as by ScopeOf; if it is not a request's behind Middleware, Request
+// returns r unchanged.
+func Request(w http.ResponseWriter, r *http.Request) *http.Request {
+	rw := stateOf(w)
+	if rw == nil {
+		return r
+	}
+	ctx := r.Context()
+	if q, ok := ctx.Value(requestKey{}).(*responseWriter); ok && q == rw {
+		return r
+	}
+	if r != rw.r {
+		// A middleware inside Middleware may have changed the context.
+		return r.WithContext(&requestContext{Context: ctx, rw: rw})
+	}
+	// r is the request Middleware saw, with its context: share the state's
+	// context. (Comparing r rather than contexts: a context need not be
+	// comparable.)
+	rw.mu.Lock()
+	c := rw.contextLocked()
+	rw.mu.Unlock()
+	return r.WithContext(c)
+}
+
+// contextLocked returns the context derived from the request's context as
+// Middleware received it that carries the request's state, creating it on
+// first use. rw.mu must be held.
+func (rw *responseWriter) contextLocked() *requestContext {
+	if rw.ctx.rw == nil {
+		rw.ctx = requestContext{Context: rw.r.Context(), rw: rw}
+	}
+	return &rw.ctx
+}
+
+// scope returns the request's scope, creating it on first use.
+func (rw *responseWriter) scope() *Scope {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.sc == nil {
+		rw.sc = newScope(rw.contextLocked(), rw.scopePanicked)
+		if rw.sealed {
+			rw.sc.cancel(nil)
+		}
+	}
+	return rw.sc
 }
 
 // closedLocked reports whether the response may no longer be written.
-// q.mu must be held.
-func (q *request) closedLocked() bool {
-	return q.sealed || q.failure != nil || q.aborted
+// rw.mu must be held.
+func (rw *responseWriter) closedLocked() bool {
+	return rw.sealed || rw.failure != nil || rw.aborted
 }
 
 // scopePanicked is called on a goroutine of the request's scope that
 // panicked, before the scope's context is canceled.
-func (q *request) scopePanicked(pe *PanicError) {
+func (rw *responseWriter) scopePanicked(pe *PanicError) {
 	abort := errors.Is(pe, http.ErrAbortHandler)
-	q.mu.Lock()
+	rw.mu.Lock()
 	if abort {
-		if !q.sealed {
-			q.aborted = true // finish aborts the connection
+		if !rw.sealed {
+			rw.aborted = true // finish aborts the connection
 		}
-		q.mu.Unlock()
+		rw.mu.Unlock()
 		return
 	}
-	already, sealed := q.failure != nil, q.sealed
+	already, sealed := rw.failure != nil, rw.sealed
 	if !already {
-		q.failure = pe
+		rw.failure = pe
 	}
-	q.mu.Unlock()
+	rw.mu.Unlock()
 	switch {
 	case already:
-		q.report(pe, "the request had already failed")
+		rw.report(pe, "the request had already failed")
 	case sealed:
 		// The response is complete; only logging is left.
-		q.report(pe, "after the response: the handler had returned")
+		rw.report(pe, "after the response: the handler had returned")
 	default:
 		// The handler runs: finish answers the request and logs.
 	}
@@ -166,27 +265,27 @@ func (q *request) scopePanicked(pe *PanicError) {
 
 // finish runs, deferred, when the handler returns or panics. It seals the
 // response, cancels the scope, and answers or aborts a failed request.
-func (q *request) finish() {
+func (rw *responseWriter) finish() {
 	v := recover()
-	q.mu.Lock()
-	q.sealed = true
-	abort := q.aborted
+	rw.mu.Lock()
+	rw.sealed = true
+	abort := rw.aborted
 	var handlerPanic *PanicError
 	if v != nil {
 		pe := newPanicError(v)
 		switch {
 		case errors.Is(pe, http.ErrAbortHandler):
 			abort = true
-		case q.failure == nil:
-			q.failure = pe
-		case pe != q.failure:
+		case rw.failure == nil:
+			rw.failure = pe
+		case pe != rw.failure:
 			handlerPanic = pe
 		}
 	}
-	failure := q.failure
-	written, hijacked := q.written, q.hijacked
-	sc := q.sc
-	q.mu.Unlock()
+	failure := rw.failure
+	written, hijacked := rw.written, rw.hijacked
+	sc := rw.sc
+	rw.mu.Unlock()
 
 	if sc != nil {
 		sc.cancel(nil)
@@ -200,19 +299,19 @@ func (q *request) finish() {
 
 	switch {
 	case hijacked:
-		q.report(failure, "the connection was hijacked; nothing answered")
+		rw.report(failure, "the connection was hijacked; nothing answered")
 	case written:
-		q.report(failure, "response already started; connection aborted")
+		rw.report(failure, "response already started; connection aborted")
 		abort = true
 	case abort:
-		q.report(failure, "connection aborted")
+		rw.report(failure, "connection aborted")
 	default:
-		writeProblem(q.w, &q.req, http.StatusInternalServerError,
-			"the server failed while handling this request", q.requestID())
-		q.report(failure, "answered 500")
+		writeProblem(rw.w, rw.r, http.StatusInternalServerError,
+			"the server failed while handling this request", rw.requestID())
+		rw.report(failure, "answered 500")
 	}
 	if handlerPanic != nil {
-		q.report(handlerPanic, "the request had already failed")
+		rw.report(handlerPanic, "the request had already failed")
 	}
 	if abort && !hijacked {
 		panic(http.ErrAbortHandler)
@@ -220,16 +319,16 @@ func (q *request) finish() {
 }
 
 // report logs one panic of the request and calls the OnPanic hooks.
-func (q *request) report(pe *PanicError, outcome string) {
-	logger := q.h.logger
+func (rw *responseWriter) report(pe *PanicError, outcome string) {
+	logger := rw.h.logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	ctx := q.ctx.Context
+	ctx := rw.r.Context()
 	logger.LogAttrs(ctx, slog.LevelError, "guard: panic serving request",
-		slog.String("method", q.req.Method),
-		slog.String("path", q.req.URL.Path),
-		slog.String("request_id", q.requestID()),
+		slog.String("method", rw.r.Method),
+		slog.String("path", rw.r.URL.Path),
+		slog.String("request_id", rw.requestID()),
 		slog.String("error", pe.Error()),
 		slog.String("outcome", outcome),
 		slog.String("stack", string(pe.Stack)),
@@ -241,18 +340,18 @@ func (q *request) report(pe *PanicError, outcome string) {
 
 // requestID returns the request's id, resolving it on first use: the
 // client's X-Request-Id if it is usable, else a generated one.
-func (q *request) requestID() string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.id == "" {
+func (rw *responseWriter) requestID() string {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.id == "" {
 		// Handlers do not modify the request (net/http's rule), so its
 		// header may be read from any goroutine.
-		q.id = q.req.Header.Get("X-Request-Id")
-		if !validRequestID(q.id) {
-			q.id = newRequestID()
+		rw.id = rw.r.Header.Get("X-Request-Id")
+		if !validRequestID(rw.id) {
+			rw.id = newRequestID()
 		}
 	}
-	return q.id
+	return rw.id
 }
 
 // validRequestID accepts 1 to 128 visible ASCII characters, so an id from a
@@ -277,13 +376,15 @@ func newRequestID() string {
 	return zeros[len(s):] + s
 }
 
-// RequestID returns the id of the request whose context ctx is (or derives
-// from), as Middleware logs it: the client's X-Request-Id header when it is 1
-// to 128 visible ASCII characters, else 16 random hex digits generated on
-// first use. It returns "" if ctx is not a request's behind Middleware.
+// RequestID returns the id of the request whose state ctx carries, as
+// RequestIDOf returns it: ctx is the context of a request from Request, the
+// context of a request's scope (ScopeOf), or a context derived from either.
+// It returns "" for any other context — including the context of the
+// request a handler behind Middleware is given, which does not carry the
+// state; use RequestIDOf(w) there, or Request.
 func RequestID(ctx context.Context) string {
-	if q, ok := ctx.Value(requestKey{}).(*request); ok {
-		return q.requestID()
+	if rw, ok := ctx.Value(requestKey{}).(*responseWriter); ok {
+		return rw.requestID()
 	}
 	return ""
 }
@@ -311,83 +412,73 @@ func OnPanic(ctx context.Context, fn func(*PanicError)) context.Context {
 	return context.WithValue(ctx, hookKey{}, panicHook(fn))
 }
 
-// responseWriter is the http.ResponseWriter handed to the handler. Its
-// writing methods hold the request's mutex while they write, so that the
-// failure of the scope and the end of the handler see a settled response.
-type responseWriter struct {
-	req *request
-}
+// Header returns the server's writer's header map; it is for the handler's
+// goroutine.
+func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
-func (w *responseWriter) Header() http.Header { return w.req.w.Header() }
-
-func (w *responseWriter) Write(p []byte) (int, error) {
-	q := w.req
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closedLocked() {
+func (rw *responseWriter) Write(p []byte) (int, error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.closedLocked() {
 		return 0, ErrResponseClosed
 	}
-	q.written = true
-	return q.w.Write(p)
+	rw.written = true
+	return rw.w.Write(p)
 }
 
-func (w *responseWriter) WriteHeader(code int) {
-	q := w.req
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closedLocked() {
+func (rw *responseWriter) WriteHeader(code int) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.closedLocked() {
 		return
 	}
 	// An informational status other than 101 does not start the response.
 	if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
-		q.written = true
+		rw.written = true
 	}
-	q.w.WriteHeader(code)
+	rw.w.WriteHeader(code)
 }
 
 // FlushError flushes the response; http.ResponseController prefers it to
 // Flush.
-func (w *responseWriter) FlushError() error {
-	q := w.req
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closedLocked() {
+func (rw *responseWriter) FlushError() error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.closedLocked() {
 		return ErrResponseClosed
 	}
-	q.written = true
-	return http.NewResponseController(q.w).Flush()
+	rw.written = true
+	return http.NewResponseController(rw.w).Flush()
 }
 
 // Flush implements http.Flusher.
-func (w *responseWriter) Flush() { _ = w.FlushError() }
+func (rw *responseWriter) Flush() { _ = rw.FlushError() }
 
 // Hijack implements http.Hijacker when the server's writer supports it.
-func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	q := w.req
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closedLocked() {
+func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.closedLocked() {
 		return nil, nil, ErrResponseClosed
 	}
-	c, rw, err := http.NewResponseController(q.w).Hijack()
+	c, brw, err := http.NewResponseController(rw.w).Hijack()
 	if err == nil {
-		q.written = true
-		q.hijacked = true
+		rw.written = true
+		rw.hijacked = true
 	}
-	return c, rw, err
+	return c, brw, err
 }
 
 // ReadFrom lets io.Copy use the server's writer's ReadFrom (sendfile).
-func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
-	q := w.req
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closedLocked() {
+func (rw *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.closedLocked() {
 		return 0, ErrResponseClosed
 	}
-	q.written = true
-	return io.Copy(q.w, src)
+	rw.written = true
+	return io.Copy(rw.w, src)
 }
 
 // Unwrap returns the server's writer, for http.ResponseController.
-func (w *responseWriter) Unwrap() http.ResponseWriter { return w.req.w }
+func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }

@@ -246,7 +246,7 @@ func TestPanicInRequestScopeGoroutineAnswers500(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/scoped", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		s.Go(scopedPanic)
 		<-s.Context().Done()
 		// The handler carries on after the failure: its writes are refused
@@ -286,7 +286,7 @@ func TestPanicInRequestScopeGoroutineAnswers500(t *testing.T) {
 func TestHandlerWaitingOnScopeGetsTheFailure(t *testing.T) {
 	waited := make(chan error, 1)
 	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		s.Go(func(context.Context) error { return nil })
 		s.Go(scopedPanic)
 		err := s.Wait()
@@ -346,7 +346,7 @@ func TestScopePanicWhileHandlerWrites(t *testing.T) {
 	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first part;")
 		w.(http.Flusher).Flush()
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		s.Go(scopedPanic)
 		<-s.Context().Done()
 		_, err := io.WriteString(w, "second part")
@@ -370,7 +370,7 @@ func TestScopeGoroutinePanickingAfterHandlerReturned(t *testing.T) {
 	lateWrite := make(chan error, 1)
 	var ctxErr error
 	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ScopeFrom(r.Context()).Go(func(ctx context.Context) error {
+		ScopeOf(w).Go(func(ctx context.Context) error {
 			<-release
 			ctxErr = ctx.Err()
 			_, err := w.Write([]byte("too late"))
@@ -402,7 +402,7 @@ func TestScopeGoroutinePanickingAfterHandlerReturned(t *testing.T) {
 
 func TestEveryPanicOfARequestIsLoggedOnce(t *testing.T) {
 	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		s.Go(scopedPanic)
 		<-s.Context().Done()
 		panic("handler bug after the scope failed")
@@ -425,7 +425,7 @@ func TestErrAbortHandlerAbortsSilently(t *testing.T) {
 		panic(http.ErrAbortHandler)
 	})
 	mux.HandleFunc("/scope", func(w http.ResponseWriter, r *http.Request) {
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		s.Go(func(context.Context) error { panic(http.ErrAbortHandler) })
 		s.Wait()
 	})
@@ -500,7 +500,9 @@ func TestRequestID(t *testing.T) {
 	var seen []string
 	h := Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		seen = append(seen, RequestID(r.Context()), RequestID(r.Context()))
+		// The two ways to the id, through the writer and through a context
+		// from Request, give the same one.
+		seen = append(seen, RequestIDOf(w), RequestID(Request(w, r).Context()))
 		mu.Unlock()
 	}))
 	for _, hdr := range []string{"", "abc-123", strings.Repeat("x", 129), "has space", "ok\x7f"} {
@@ -531,6 +533,9 @@ func TestRequestID(t *testing.T) {
 	}
 	if RequestID(context.Background()) != "" {
 		t.Error("RequestID outside a request is not empty")
+	}
+	if RequestIDOf(httptest.NewRecorder()) != "" {
+		t.Error("RequestIDOf outside Middleware is not empty")
 	}
 }
 
@@ -588,7 +593,7 @@ func TestNestedMiddlewareHandlesEachPanicOnce(t *testing.T) {
 // one record is logged.
 func TestScopePanicRacingHandlerWrites(t *testing.T) {
 	srv, logs := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := ScopeFrom(r.Context())
+		s := ScopeOf(w)
 		start := make(chan struct{})
 		s.Go(func(context.Context) error {
 			<-start
@@ -632,4 +637,190 @@ func TestScopePanicRacingHandlerWrites(t *testing.T) {
 	t.Logf("500 answered: %d, partial response aborted: %d", answered, aborted)
 	srv.Close()
 	logs.none(t)
+}
+
+// Middleware hands the handler the server's request itself, not a copy: the
+// request's state lives in the writer.
+func TestHandlerGetsTheServersRequest(t *testing.T) {
+	var got *http.Request
+	var gotW http.ResponseWriter
+	var flushErr error
+	h := Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, gotW = r, w
+		flushErr = http.NewResponseController(w).Flush()
+	}))
+	r := httptest.NewRequest("GET", "/", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if got != r {
+		t.Error("the handler got a copy of the request")
+	}
+	if gotW == http.ResponseWriter(w) {
+		t.Error("the handler got the server's writer, not Middleware's")
+	}
+	if flushErr != nil || !w.Flushed {
+		t.Error("http.ResponseController cannot reach the server's writer")
+	}
+}
+
+// unwrapper is another middleware's writer that follows the
+// http.ResponseController convention.
+type unwrapper struct {
+	http.ResponseWriter
+	status int
+}
+
+func (u *unwrapper) WriteHeader(code int) {
+	u.status = code
+	u.ResponseWriter.WriteHeader(code)
+}
+
+func (u *unwrapper) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+func TestAccessorsOutsideMiddleware(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	for name, w := range map[string]http.ResponseWriter{
+		"server's writer":        httptest.NewRecorder(),
+		"wrapper with Unwrap":    &unwrapper{ResponseWriter: httptest.NewRecorder()},
+		"wrapper without Unwrap": struct{ http.ResponseWriter }{httptest.NewRecorder()},
+	} {
+		if s := ScopeOf(w); s != nil {
+			t.Errorf("%s: ScopeOf = %v, want nil", name, s)
+		}
+		if id := RequestIDOf(w); id != "" {
+			t.Errorf("%s: RequestIDOf = %q, want \"\"", name, id)
+		}
+		if got := Request(w, r); got != r {
+			t.Errorf("%s: Request returned a new request", name)
+		}
+	}
+	if ScopeFrom(r.Context()) != nil || RequestID(r.Context()) != "" {
+		t.Error("a plain request's context carries a scope or an id")
+	}
+}
+
+// The handler's own request context does not carry the state (Middleware
+// does not copy the request); Request adds it.
+func TestHandlersContextNeedsRequest(t *testing.T) {
+	h := Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ScopeFrom(r.Context()) != nil || RequestID(r.Context()) != "" {
+			t.Error("the server's request context carries the state")
+		}
+		r2 := Request(w, r)
+		if r2 == r || ScopeFrom(r2.Context()) != ScopeOf(w) || RequestID(r2.Context()) != "ctx-1" {
+			t.Error("Request's context does not carry the request's state")
+		}
+		if Request(w, r2) != r2 {
+			t.Error("Request copied a request that already carries the state")
+		}
+	}))
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Request-Id", "ctx-1")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+}
+
+// Inside Middleware, another middleware wraps the writer (with Unwrap) and
+// adds a value to the request's context. The handler finds the request's
+// scope and id through the wrapper, in both orders (context first, writer
+// second), the scope's goroutines find them in their context, and a panic
+// in one of them answers the request 500 through the wrapper.
+func TestAccessorsThroughAnotherMiddlewaresWriter(t *testing.T) {
+	type innerKey struct{}
+	inner := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			u := &unwrapper{ResponseWriter: w}
+			next.ServeHTTP(u, r.WithContext(context.WithValue(r.Context(), innerKey{}, "inner")))
+		})
+	}
+	type seen struct {
+		id, ctxID, goID      string
+		sameScope, goScope   bool
+		innerValue, noUnwrap bool
+		ctxAlive             bool
+	}
+	results := make(chan seen, 1)
+	srv, logs := newServer(t, inner(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var s seen
+		r = Request(w, r)
+		ctx := r.Context()
+		fromCtx := ScopeFrom(ctx)
+		sc := ScopeOf(w)
+		s.sameScope = fromCtx != nil && fromCtx == sc && ScopeOf(w) == sc
+		s.id, s.ctxID = RequestIDOf(w), RequestID(ctx)
+		s.innerValue = ctx.Value(innerKey{}) == "inner"
+		s.noUnwrap = ScopeOf(struct{ http.ResponseWriter }{w}) == nil
+		sc.Go(func(ctx context.Context) error {
+			s.goScope = ScopeFrom(ctx) == sc
+			s.goID = RequestID(ctx)
+			return nil
+		})
+		if err := sc.Wait(); err != nil {
+			panic(err)
+		}
+		sc.Go(scopedPanic)
+		<-sc.Context().Done()
+		s.ctxAlive = ctx.Err() == nil // the request's context outlives the failure
+		results <- s
+	})))
+
+	resp, _, err := get(t, srv.URL+"/wrapped", "X-Request-Id", "wrapped-1")
+	if err != nil || resp.StatusCode != 500 || resp.Header.Get("X-Request-Id") != "wrapped-1" {
+		t.Fatalf("got %v %v, want a 500 with the request id", resp, err)
+	}
+	s := <-results
+	want := seen{id: "wrapped-1", ctxID: "wrapped-1", goID: "wrapped-1",
+		sameScope: true, goScope: true, innerValue: true, noUnwrap: true, ctxAlive: true}
+	if s != want {
+		t.Errorf("seen %+v, want %+v", s, want)
+	}
+	rec := logs.next(t)
+	checkRecord(t, rec, map[string]string{"path": "/wrapped", "method": "GET", "request_id": "wrapped-1",
+		"outcome": "answered 500", "error": "panic: scoped goroutine bug"})
+	if !strings.Contains(rec["stack"], "guard.scopedPanic") {
+		t.Errorf("stack lacks the goroutine's function:\n%s", rec["stack"])
+	}
+	srv.Close()
+	logs.none(t)
+}
+
+// A scope asked for after the handler returned starts canceled, so its
+// goroutines see at once that the request is over.
+func TestScopeOfAfterTheHandlerReturned(t *testing.T) {
+	var saved http.ResponseWriter
+	h := Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		saved = w
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	s := ScopeOf(saved)
+	if s == nil {
+		t.Fatal("ScopeOf = nil for a writer from Middleware")
+	}
+	if s.Context().Err() != context.Canceled {
+		t.Errorf("late scope's context: %v, want canceled", s.Context().Err())
+	}
+	if _, err := saved.Write([]byte("x")); !errors.Is(err, ErrResponseClosed) {
+		t.Errorf("late Write: %v, want ErrResponseClosed", err)
+	}
+}
+
+// WriteError names the request's id behind Middleware: found through w, or,
+// behind a writer without Unwrap, in the context of a request from Request.
+func TestWriteErrorCarriesTheRequestID(t *testing.T) {
+	h := Middleware(slog.New(slog.DiscardHandler))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/opaque" {
+			WriteError(struct{ http.ResponseWriter }{w}, Request(w, r), http.StatusBadRequest, "bad")
+			return
+		}
+		WriteError(w, r, http.StatusBadRequest, "bad")
+	}))
+	for _, path := range []string{"/direct", "/opaque"} {
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("X-Request-Id", "err-1")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 400 || w.Header().Get("X-Request-Id") != "err-1" ||
+			w.Body.String() != "400 Bad Request: bad\nrequest id: err-1\n" {
+			t.Errorf("%s: %d %q %q", path, w.Code, w.Header().Get("X-Request-Id"), w.Body.String())
+		}
+	}
 }

@@ -9,12 +9,17 @@ import (
 
 // WriteError answers r with status and a one-line detail for the client:
 // as application/problem+json (RFC 9457: type, title, status, detail, and
-// request_id behind Middleware) when the Accept header prefers JSON, and as
+// request_id behind Middleware, found through w as by RequestIDOf or else in
+// r's context as by RequestID) when the Accept header prefers JSON, and as
 // text/plain otherwise. It drops headers that describe a body the handler
 // may have prepared (Content-Length, Content-Encoding, ETag, …) and must be
 // called before anything else was written.
 func WriteError(w http.ResponseWriter, r *http.Request, status int, detail string) {
-	writeProblem(w, r, status, detail, RequestID(r.Context()))
+	id := RequestIDOf(w)
+	if id == "" {
+		id = RequestID(r.Context())
+	}
+	writeProblem(w, r, status, detail, id)
 }
 
 // problem is an RFC 9457 problem details object.

@@ -13,7 +13,7 @@ import (
 // discarded, as golang.org/x/sync/errgroup does.
 //
 // A Scope must be created with NewScope (or, for a request, comes from
-// Middleware through ScopeFrom). Its methods are safe to call from any
+// Middleware through ScopeOf). Its methods are safe to call from any
 // goroutine.
 type Scope struct {
 	ctx    context.Context
@@ -106,24 +106,28 @@ func (s *Scope) Err() error {
 	return s.err
 }
 
-// scopeKey is the context key under which a *Scope, or the *request state of
-// Middleware that makes one on demand, is stored.
+// scopeKey is the context key under which a *Scope, or the state of a
+// request behind Middleware (which makes the request's scope on demand), is
+// stored.
 type scopeKey struct{}
 
 // WithScope returns a copy of ctx that carries s, for ScopeFrom to find.
-// Middleware does this for every request.
 func WithScope(ctx context.Context, s *Scope) context.Context {
 	return context.WithValue(ctx, scopeKey{}, s)
 }
 
-// ScopeFrom returns the scope ctx carries: the request's scope inside a
-// handler behind Middleware (made on first use), or the one put there with
-// WithScope. It returns nil if ctx carries none.
+// ScopeFrom returns the scope ctx carries: the one put there with WithScope,
+// or the request's scope (made on first use, the same as ScopeOf's) when ctx
+// is the context of a request from Request, the context of a request's
+// scope, or a context derived from either. It returns nil if ctx carries
+// none — also for the context of the request a handler behind Middleware is
+// given, which does not carry the request's state; use ScopeOf(w) there, or
+// Request.
 func ScopeFrom(ctx context.Context) *Scope {
 	switch v := ctx.Value(scopeKey{}).(type) {
 	case *Scope:
 		return v
-	case *request:
+	case *responseWriter:
 		return v.scope()
 	}
 	return nil

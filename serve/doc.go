@@ -30,12 +30,13 @@
 // # Panics
 //
 // Serve wraps the handler in guard.Middleware, so a panic in a handler, or in
-// a goroutine the handler started through the request's scope, answers that
-// request 500 and is logged. Options.OnPanic says what happens next:
-// KeepServing carries on; DrainAndExit stops accepting, finishes the
-// requests in flight and returns an error wrapping ErrPanicked, so that main
-// exits non-zero and keel starts a clean instance — the Go form of Node's
-// "graceful" pattern of exiting after an uncaught exception.
+// a goroutine the handler started through the request's scope
+// (guard.ScopeOf(w)), answers that request 500 and is logged.
+// Options.OnPanic says what happens next: KeepServing carries on;
+// DrainAndExit stops accepting, finishes the requests in flight and returns
+// an error wrapping ErrPanicked, so that main exits non-zero and keel starts
+// a clean instance — the Go form of Node's "graceful" pattern of exiting
+// after an uncaught exception.
 //
 // The package never calls os.Exit and handles signals only inside Run.
 package serve

@@ -318,7 +318,7 @@ func TestKeepServingAfterPanic(t *testing.T) {
 // the panic, also for a panic in a goroutine of the request's scope.
 func TestDrainAndExitReturnsThePanic(t *testing.T) {
 	addr, done, wait := serveInProcess(t, context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := guard.ScopeFrom(r.Context())
+		s := guard.ScopeOf(w)
 		s.Go(func(context.Context) error { panic("scoped") })
 		s.Wait()
 	}), Options{OnPanic: DrainAndExit})

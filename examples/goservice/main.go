@@ -96,7 +96,7 @@ func routes(logger *slog.Logger) http.Handler {
 	})
 
 	mux.HandleFunc("GET /profile", func(w http.ResponseWriter, r *http.Request) {
-		s := guard.ScopeFrom(r.Context())
+		s := guard.ScopeOf(w)
 		var user, orders string
 		s.Go(func(ctx context.Context) error {
 			user = "ada"
@@ -117,7 +117,7 @@ func routes(logger *slog.Logger) http.Handler {
 	})
 
 	mux.HandleFunc("GET /panic", func(w http.ResponseWriter, r *http.Request) {
-		logger.Warn("about to panic on purpose", "request_id", guard.RequestID(r.Context()))
+		logger.Warn("about to panic on purpose", "request_id", guard.RequestIDOf(w))
 		panic("deliberate panic from /panic")
 	})
 	return mux
