@@ -83,6 +83,7 @@ func (f *pm2Flag) IsBoolFlag() bool { return true }
 type options struct {
 	keel, apps, only string
 	pm2              pm2Flag
+	built            bool // keel was built from ./cmd/keel
 	runs             int
 	conns, connsTP   int
 	dReload, dKill   time.Duration
@@ -138,7 +139,7 @@ func bench(ctx context.Context, o options) (int, error) {
 		return 2, errors.New("nothing to run")
 	}
 	if o.keel == "" {
-		o.keel = filepath.Join(tmp, "keel")
+		o.keel, o.built = filepath.Join(tmp, "keel"), true
 		fmt.Fprintln(os.Stderr, "building keel")
 		if err := goBuild(ctx, o.keel, "./cmd/keel"); err != nil {
 			return 1, err
@@ -286,9 +287,14 @@ func installExpress(ctx context.Context, dir string) error {
 func describe(o options, node, pm2 string, at time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "keel bench scenarios, %s, `%s`\n", at.UTC().Format("2006-01-02 15:04 MST"), commandLine())
-	parts := []string{"keel " + output(o.keel, "version")}
-	if rev := output("git", "rev-parse", "--short", "HEAD"); rev != "?" {
-		parts[0] += " (commit " + rev + ")"
+	parts := []string{output(o.keel, "version")}
+	if o.built {
+		parts[0] += " built from the working tree"
+		if rev := output("git", "rev-parse", "--short", "HEAD"); rev != "?" {
+			parts[0] += " at " + rev
+		}
+	} else {
+		parts[0] += " (" + o.keel + ")"
 	}
 	if node != "" {
 		parts = append(parts, "node "+output(node, "--version"))
