@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,7 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/guard"
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/serve"
 )
 
 func TestMain(m *testing.M) {
@@ -74,6 +77,8 @@ func runApp(name string) int {
 		return 0
 	case "serve": // HTTP on keel's socket (LISTEN_FDS) with READY=1
 		return serveApp()
+	case "guarded": // keel's own library: serve + guard, drain-and-exit on panic
+		return guardedApp()
 	case "panic": // a panic in a goroutine, its value varying per run
 		go panicInWorker(os.Getpid())
 		select {} // the panic ends the process
@@ -85,6 +90,31 @@ func runApp(name string) int {
 func panicInWorker(n int) {
 	var table []int
 	_ = table[n%7+10] // index out of range: a runtime panic
+}
+
+func guardedApp() int {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Keel-Instance", os.Getenv("KEEL_INSTANCE"))
+		fmt.Fprintf(w, "pid %d\n", os.Getpid())
+	})
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
+		// A panic in a goroutine the handler started through its scope.
+		sc := guard.ScopeOf(w)
+		sc.Go(func(ctx context.Context) error {
+			var m map[string]int
+			m["boom"]++ // assignment to entry in nil map
+			return nil
+		})
+		sc.Wait()
+	})
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	err := serve.Run(&http.Server{Handler: mux}, serve.Options{OnPanic: serve.DrainAndExit, Logger: logger})
+	if err != nil {
+		logger.Error("stopped", "error", err.Error())
+		return 1
+	}
+	return 0
 }
 
 func serveApp() int {
