@@ -56,6 +56,11 @@
 // [Handler.Serve] is the parent's side: it answers requests through a
 // [ListenFunc] (in the keeper: keel's `listen` socket for that port, one
 // bound once and shared in cluster mode, or "self") and reports [Event]s.
+// It puts every socket it hands over in non-blocking mode first: libuv
+// accepts until EAGAIN and leaves a received socket's mode as it came, so
+// on a blocking socket shared by several instances, the one that loses
+// the race for a connection would block its event loop in accept(2) —
+// its open connections stalled — until the next connection arrived.
 //
 // # The preload
 //

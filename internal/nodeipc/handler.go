@@ -232,6 +232,9 @@ func (h *Handler) Serve(ctx context.Context, c *Conn) error {
 				}
 				continue
 			}
+			if err := setNonblock(r.file); err != nil {
+				log.Warn("node ipc: making the socket non-blocking", "port", r.req.Port, "err", err)
+			}
 			queue = append(queue, &outgoing{req: r.req, file: r.file})
 			if len(queue) == 1 {
 				if err := sendHead(); err != nil {
@@ -342,6 +345,26 @@ func (h *Handler) Serve(ctx context.Context, c *Conn) error {
 			}
 		}
 	}
+}
+
+// setNonblock puts f's socket in non-blocking mode. Node accepts in its
+// event loop: woken by epoll, libuv calls accept(2) until EAGAIN. A socket
+// Node receives as a handle keeps the mode it came with (libuv sets it
+// only on sockets it creates), and on a blocking socket shared by several
+// processes the accept that finds the queue empty — another instance took
+// the connection — blocks the whole event loop until the next connection
+// arrives, while the app's open connections wait. O_NONBLOCK belongs to
+// the socket (the open file description), so this holds for every holder.
+func setNonblock(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // listenReply is the answer to a listen request; with a handle it is the

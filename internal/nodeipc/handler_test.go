@@ -66,6 +66,13 @@ func TestHandlerAnswersWithHandle(t *testing.T) {
 		t.Fatalf("%d descriptors", len(fds))
 	}
 	syscall.Close(fds[0])
+	// Node needs a non-blocking socket: libuv accepts until EAGAIN.
+	rc, _ := l.File().SyscallConn()
+	rc.Control(func(fd uintptr) {
+		if fl, _ := unix.FcntlInt(fd, unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+			t.Error("the socket handed to the app is blocking")
+		}
+	})
 }
 
 func TestHandlerSendsHandlesOneAtATime(t *testing.T) {

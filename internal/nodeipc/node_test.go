@@ -883,3 +883,86 @@ process.exit(0);
 	}
 	t.Logf("for comparison, without keel's preload: %d of %d lines", run(true), lines)
 }
+
+// Two instances share a socket, each with a kept-alive connection; new
+// connections come and go. With a blocking socket, the instance that
+// loses the race for a new connection blocks its event loop in accept(2)
+// until the next one arrives, and its kept-alive connection stalls. The
+// handler hands Node a non-blocking socket, so neither ever stalls.
+func TestNodeKeptAliveConnectionsNeverStall(t *testing.T) {
+	port := holdPort(t)
+	l := listenTCP(t)
+	for i := 0; i < 2; i++ {
+		app := startNode(t, nodeOpts{
+			script: helloApp,
+			env:    []string{"PORT=" + strconv.Itoa(port)},
+			listen: serveOn(port, l, nil),
+		})
+		app.event(t, EventListening)
+	}
+	addr := l.LocalAddr().String()
+	// One kept-alive connection to each instance.
+	kept := map[string]*keptConn{}
+	limit := time.Now().Add(waitLimit)
+	for len(kept) < 2 {
+		if time.Now().After(limit) {
+			t.Fatalf("kept-alive connections reach only %d instances", len(kept))
+		}
+		c := dialKept(t, addr)
+		body := c.get(t)
+		if kept[body] == nil {
+			kept[body] = c
+		} else {
+			c.close()
+		}
+	}
+	defer func() {
+		for _, c := range kept {
+			c.close()
+		}
+	}()
+	for round := 0; round < 20; round++ {
+		httpGet(t, addr, "/")
+		for who, c := range kept {
+			if body := c.get(t); body != who {
+				t.Fatalf("kept-alive connection to %q answered by %q", who, body)
+			}
+		}
+	}
+}
+
+// keptConn is a kept-alive HTTP/1.1 connection whose requests must be
+// answered within a few seconds.
+type keptConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialKept(t *testing.T, addr string) *keptConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &keptConn{c: c, br: bufio.NewReader(c)}
+}
+
+func (k *keptConn) get(t *testing.T) string {
+	t.Helper()
+	k.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := k.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil {
+		t.Fatalf("a kept-alive connection stalled: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (k *keptConn) close() { k.c.Close() }
