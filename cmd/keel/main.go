@@ -25,7 +25,7 @@ func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "__keeper":
-			os.Exit(keeper.Main(os.Args[2:]))
+			os.Exit(keeper.MainWith(os.Args[2:], keeper.Options{NodeIPC: keeper.OpenNodeChannel}))
 		case "__exec":
 			os.Exit(proc.ExecMain(os.Args[2:]))
 		}

@@ -120,10 +120,12 @@ func Run(ctx context.Context, o Options) error {
 	d.socks = newSocketSet(o.Logger)
 	defer d.socks.close()
 	spawner := keeper.NewSpawner(keeper.SpawnerConfig{
-		Home:      o.Home,
-		Exe:       o.Exe,
-		Logger:    o.Logger,
-		Listeners: d.socks.files,
+		Home:         o.Home,
+		Exe:          o.Exe,
+		Logger:       o.Logger,
+		Listeners:    d.socks.files,
+		ListenFor:    d.socks.listenFor,
+		AdoptSockets: d.socks.adopt,
 	})
 	defer spawner.Close()
 	d.crash = newCrashRecorder(o.Home, d.store, o.Logger)
@@ -151,11 +153,16 @@ func Run(ctx context.Context, o Options) error {
 		<-supDone
 		return fmt.Errorf("starting the supervisor: %w", err)
 	}
+	specs := make([]*spec.App, 0, len(apps))
 	for _, a := range apps {
+		specs = append(specs, a.Spec)
 		if err := d.socks.ensure(a.Spec); err != nil {
 			d.log.Error("opening sockets of a restored app", "app", a.Spec.Name, "err", err)
 		}
 	}
+	// Sockets the surviving instances handed back for apps that are no
+	// longer defined.
+	d.socks.prune(specs)
 	d.trig.sync(ctx)
 
 	statsDone := make(chan struct{})

@@ -66,6 +66,12 @@
 //	{"type":"exit","exit":{"code":0,"signal":null,"at":"…"}}
 //	{"type":"reply","seq":N}               a command succeeded
 //	{"type":"reply","seq":N,"error":"…","code":"exited"|"running"|"bad_command"}
+//	{"type":"listen","listen":{"id":K,"host":"","port":3000,"backlog":0,"ipv6_only":false,"exclusive":false}}
+//	        the app (a Node server in cluster mode) listens on a port that
+//	        all its instances share: the daemon is asked for the socket.
+//	        Sent to every connected daemon, and again to each daemon that
+//	        connects until one answered; after the app's exit it is
+//	        forgotten. The first answer counts.
 //
 // The daemon sends commands; each gets a reply with its seq:
 //
@@ -77,10 +83,44 @@
 //	{"cmd":"release","seq":N}
 //	        the exit is recorded: the keeper removes its files and exits.
 //	        Refused ("running") before the exit.
+//	{"cmd":"socket","seq":N,"id":K,"name":"cluster-tcp-3000","fds":1}  + the socket
+//	{"cmd":"socket","seq":N,"id":K,"error":"…","code":"EADDRINUSE"}
+//	        the answer to listen request K (SpawnerConfig.ListenFor). The
+//	        keeper keeps the socket, under its name, until it ends (a later
+//	        socket of the same name takes its place in the list) and hands
+//	        it to the app; an error reaches the app's server with the code.
+//	        An answer to a request nobody waits for any more is dropped.
+//	{"cmd":"sockets","seq":N}
+//	        hand back every listening socket: the reply is
+//	        {"type":"reply","seq":N,"sockets":[{"name":"tcp-3000","kind":"listen"},
+//	        {"name":"cluster-tcp-3000","kind":"cluster"}],"fds":2} with the
+//	        sockets in that order. Answered also after the app's exit.
+//
+// A line with "fds":N carries N descriptors as SCM_RIGHTS: the sender
+// writes it with one sendmsg, so they arrive with its first byte, and the
+// reader gives the line the first N descriptors it received and no line
+// took yet. Only socket commands and sockets replies carry any.
 //
 // Signalling an app that exited answers code "exited". The hello carries
 // the pid, so there is no separate "started" event: a keeper serves its
 // socket only once its app runs.
+//
+// The listen message and the socket and sockets commands were added to
+// protocol version 1 without changing it: a keeper that does not know
+// "sockets" answers bad_command, which a daemon takes as "no sockets",
+// and only a keeper of this version sends listen.
+//
+// # Sockets across a daemon's restart
+//
+// A keeper holds its app's listening sockets — the `listen` sockets it
+// inherited and those a daemon bound for it in cluster mode — until it
+// ends, also while no daemon runs and after the app exited. A daemon that
+// adopts keepers (Spawner.Survivors) asks each for its sockets before
+// Survivors returns, and hands them to SpawnerConfig.AdoptSockets, so the
+// new daemon shares the sockets its surviving instances accept on instead
+// of binding their ports again (which would fail, or split the
+// connections between two sockets). Listen requests are answered only
+// once that is done.
 //
 // # Invariants
 //
@@ -105,6 +145,18 @@
 //
 // The `message` and `listen` ready modes and unmodified Node servers need
 // Node's IPC channel. The keeper opens one through Options.NodeIPC (see
-// NodeIPC) when its Config asks for it; this package does not implement
-// the channel. Without the hook such an app is treated as ready at once.
+// NodeIPC) when its Config asks for it (every Node app, and any app whose
+// readiness comes through the channel); without the hook such an app is
+// treated as ready at once. OpenNodeChannel is keel's hook, over package
+// nodeipc: node runs with `--require <preload>` (written once into the run
+// directory), and the app's listen(port) gets
+//
+//   - the inherited socket, for a port named in the app's `listen`;
+//   - in cluster mode (instances > 1 or cluster: true) without `listen`,
+//     the socket the daemon binds once per app and address and shares
+//     with every instance, asked for with a listen message;
+//   - otherwise nothing: the app binds the port itself, as without keel.
+//
+// process.send('ready') makes the app ready for `ready: message`, a server
+// listening for `ready: listen`.
 package keeper

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -51,17 +53,22 @@ type keeper struct {
 	nodeDone  chan struct{}  // closed when node.Serve returned; nil without a node channel
 	wg        sync.WaitGroup // every goroutine the keeper started
 
-	joinC  chan *net.UnixConn
-	leaveC chan *peer
-	cmdC   chan peerCommand
-	readyC chan struct{}
-	nodeC  chan NodeEvent
-	exitC  chan spec.Exit
-	quit   chan struct{} // closed when run ends, so nobody blocks on the channels above
+	joinC   chan *net.UnixConn
+	leaveC  chan *peer
+	cmdC    chan peerCommand
+	readyC  chan struct{}
+	nodeC   chan NodeEvent
+	listenC chan *listenAsk
+	exitC   chan spec.Exit
+	quit    chan struct{} // closed when run ends, so nobody blocks on the channels above
 
 	// owned by run
 	state       State
 	peers       map[*peer]struct{}
+	asks        map[int]*listenAsk // listen requests no daemon answered yet, by id
+	lastAsk     int
+	cluster     []Socket   // sockets daemons bound for the app (ListenFor); closed at the end
+	retired     []*os.File // cluster sockets replaced by a later answer; closed at the end
 	killTimer   *time.Timer
 	killC       <-chan time.Time
 	killAt      time.Time
@@ -112,6 +119,46 @@ type peerCommand struct {
 	cmd command
 }
 
+// listenAsk is a listen request of the app's Node channel waiting for a
+// daemon's answer.
+type listenAsk struct {
+	req   ListenRequest
+	reply chan listenAnswer // capacity 1: run never blocks on it
+}
+
+type listenAnswer struct {
+	file *os.File // the keeper's; open until the keeper ends
+	err  error
+}
+
+// errKeeperEnding answers requests that arrive while the keeper shuts down.
+var errKeeperEnding = errors.New("the keeper is ending")
+
+// askDaemon returns a function that asks, through run, a daemon for the
+// socket of a cluster-mode listen (NodeIPCRequest.ListenFor). It waits
+// for a daemon to connect if none is, and for its answer, until ctx is
+// done or the keeper ends.
+func askDaemon(listenC chan<- *listenAsk, quit <-chan struct{}) func(context.Context, ListenRequest) (*os.File, error) {
+	return func(ctx context.Context, req ListenRequest) (*os.File, error) {
+		a := &listenAsk{req: req, reply: make(chan listenAnswer, 1)}
+		select {
+		case listenC <- a:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-quit:
+			return nil, errKeeperEnding
+		}
+		select {
+		case ans := <-a.reply:
+			return ans.file, ans.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-quit:
+			return nil, errKeeperEnding
+		}
+	}
+}
+
 // run is the keeper's owner loop. It returns after a release, or after a
 // termination signal once the exit was reported, having stopped every
 // goroutine and removed the keeper's files.
@@ -133,6 +180,8 @@ func (k *keeper) run(sigC <-chan os.Signal) {
 			k.setReady()
 		case ev := <-k.nodeC:
 			k.onNode(ev)
+		case a := <-k.listenC:
+			k.onListen(a)
 		case m, ok := <-notifyC:
 			if !ok {
 				notifyC = nil
@@ -192,6 +241,9 @@ func (k *keeper) handle(pc peerCommand) {
 	fail := func(code string, err error) {
 		r.Code, r.Error = code, err.Error()
 	}
+	if c.Cmd != cmdSocket {
+		closeFiles(c.files) // none is expected
+	}
 	switch c.Cmd {
 	case cmdSignal, cmdStop:
 		sig, err := spec.ParseSignal(c.Signal)
@@ -217,11 +269,95 @@ func (k *keeper) handle(pc peerCommand) {
 			break
 		}
 		k.released = true
+	case cmdSocket:
+		if err := k.onSocket(c); err != nil {
+			fail(codeBadCommand, err)
+		}
+	case cmdSockets:
+		for i, f := range k.listeners {
+			r.Sockets = append(r.Sockets, socketInfo{Name: k.cfg.ListenNames[i], Kind: SocketListen})
+			r.files = append(r.files, f)
+		}
+		for _, s := range k.cluster {
+			r.Sockets = append(r.Sockets, socketInfo{Name: s.Name, Kind: SocketCluster})
+			r.files = append(r.files, s.File)
+		}
+		r.FDs = len(r.files)
 	default:
 		fail(codeBadCommand, errors.New("unknown command "+c.Cmd))
 	}
 	k.send(pc.p, r)
 }
+
+// onListen sends a listen request to every connected daemon; one that
+// connects later gets it on joining. The first answer counts.
+func (k *keeper) onListen(a *listenAsk) {
+	if k.state.Exit != nil {
+		a.reply <- listenAnswer{err: errors.New("the app has exited")}
+		return
+	}
+	k.lastAsk++
+	a.req.ID = k.lastAsk
+	k.asks[a.req.ID] = a
+	k.log.Info("keeper: asking the daemon for the app's socket", "request", a.req.ID, "host", a.req.Host, "port", a.req.Port, "daemons", len(k.peers))
+	req := a.req
+	k.broadcast(message{Type: msgListen, Listen: &req})
+}
+
+// onSocket takes a daemon's answer to a listen request. The socket is kept
+// (and handed back by the sockets command) until the keeper ends; a
+// second socket under the same name replaces the first in that list (the
+// app holds its own copy of whichever it got). An answer nobody waits for
+// any more (another daemon answered first, the app exited) is dropped.
+func (k *keeper) onSocket(c command) error {
+	a, ok := k.asks[c.ID]
+	if !ok {
+		closeFiles(c.files)
+		return nil
+	}
+	if c.Error != "" {
+		delete(k.asks, c.ID)
+		closeFiles(c.files)
+		a.reply <- listenAnswer{err: daemonError(c.Error, c.Code)}
+		return nil
+	}
+	if len(c.files) != 1 || c.Name == "" {
+		closeFiles(c.files)
+		return fmt.Errorf("a socket answer needs a name and one descriptor, got %q and %d", c.Name, len(c.files))
+	}
+	delete(k.asks, c.ID)
+	f := c.files[0]
+	if i := slices.IndexFunc(k.cluster, func(s Socket) bool { return s.Name == c.Name }); i >= 0 {
+		// Closed at the end, not now: a reply being written may hold it.
+		k.retired = append(k.retired, k.cluster[i].File)
+		k.cluster[i].File = f
+	} else {
+		k.cluster = append(k.cluster, Socket{Name: c.Name, Kind: SocketCluster, File: f})
+	}
+	a.reply <- listenAnswer{file: f}
+	return nil
+}
+
+// daemonError is a daemon's refusal of a listen request; a code that
+// names an errno wraps it, so the Node app's server emits that code.
+func daemonError(msg, code string) error {
+	if code != "" && code != "EKEEL" {
+		for e := syscall.Errno(1); e < 256; e++ {
+			if unix.ErrnoName(e) == code {
+				return &listenError{msg: msg, errno: e}
+			}
+		}
+	}
+	return errors.New(msg)
+}
+
+type listenError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *listenError) Error() string { return e.msg }
+func (e *listenError) Unwrap() error { return e.errno }
 
 func (k *keeper) setReady() {
 	if k.state.Ready || k.state.Exit != nil {
@@ -295,6 +431,10 @@ func (k *keeper) exited(ex spec.Exit) {
 		}
 	}
 	k.state.Exit = &ex
+	for id, a := range k.asks {
+		delete(k.asks, id)
+		a.reply <- listenAnswer{err: errors.New("the app has exited")}
+	}
 	k.stopReady()
 	if k.killTimer != nil {
 		k.killTimer.Stop()
@@ -424,19 +564,39 @@ func (k *keeper) join(c *net.UnixConn) {
 	go k.writePeer(p)
 	st := k.state
 	k.send(p, message{Type: msgHello, State: &st})
+	ids := make([]int, 0, len(k.asks))
+	for id := range k.asks {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		req := k.asks[id].req
+		k.send(p, message{Type: msgListen, Listen: &req})
+	}
 }
 
 func (k *keeper) readPeer(p *peer) {
 	defer k.wg.Done()
-	dec := json.NewDecoder(p.conn)
+	r := newWireReader(p.conn)
+	defer r.close()
 	for {
+		line, err := r.next()
+		if err != nil {
+			break
+		}
 		var c command
-		if err := dec.Decode(&c); err != nil {
+		if err := json.Unmarshal(line, &c); err != nil {
+			k.log.Warn("keeper: a daemon sent a line that is not a command", "err", err)
+			break
+		}
+		if c.files, err = r.take(c.FDs); err != nil {
+			k.log.Warn("keeper: reading a command", "err", err)
 			break
 		}
 		select {
 		case k.cmdC <- peerCommand{p, c}:
 		case <-k.quit:
+			closeFiles(c.files)
 			return
 		}
 	}
@@ -465,17 +625,32 @@ func (k *keeper) writePeer(p *peer) {
 			continue
 		}
 		buf = buf[:0]
+		p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
 		for _, m := range batch {
 			b, err := json.Marshal(m)
 			if err != nil {
 				k.log.Error("keeper: encoding a message", "err", err)
 				continue
 			}
-			buf = append(append(buf, b...), '\n')
+			if len(m.files) == 0 {
+				buf = append(append(buf, b...), '\n')
+				continue
+			}
+			// A line with descriptors goes in a sendmsg of its own.
+			if len(buf) > 0 {
+				if _, err := p.conn.Write(buf); err != nil {
+					return
+				}
+				buf = buf[:0]
+			}
+			if err := writeWithFiles(p.conn, append(b, '\n'), m.files); err != nil {
+				return
+			}
 		}
-		p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
-		if _, err := p.conn.Write(buf); err != nil {
-			return
+		if len(buf) > 0 {
+			if _, err := p.conn.Write(buf); err != nil {
+				return
+			}
 		}
 	}
 }
@@ -530,6 +705,10 @@ func (k *keeper) shutdown() {
 	for _, f := range k.listeners {
 		f.Close()
 	}
+	for _, s := range k.cluster {
+		s.File.Close()
+	}
+	closeFiles(k.retired)
 	if err := k.paths.remove(); err != nil {
 		k.log.Warn("keeper: removing files", "err", err)
 	}

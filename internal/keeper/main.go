@@ -350,12 +350,15 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		env.set("NOTIFY_SOCKET", addr)
 	}
 
+	listenC := make(chan *listenAsk)
+	quit := make(chan struct{})
 	var node NodeChannel
 	if cfg.NodeIPC && opts.NodeIPC != nil {
 		node, err = opts.NodeIPC(NodeIPCRequest{
 			App: app, Instance: cfg.Instance, Argv: argv,
 			Listeners: listeners, ListenNames: cfg.ListenNames,
-			RunDir: p.dir, Log: log,
+			ListenFor: askDaemon(listenC, quit),
+			RunDir:    p.dir, Log: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("opening node ipc channel: %w", err)
@@ -410,8 +413,10 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		cmdC:      make(chan peerCommand),
 		readyC:    make(chan struct{}, 1),
 		nodeC:     make(chan NodeEvent, 16),
+		listenC:   listenC,
+		asks:      map[int]*listenAsk{},
 		exitC:     make(chan spec.Exit, 1),
-		quit:      make(chan struct{}),
+		quit:      quit,
 		state: State{
 			Version:     protocolVersion,
 			ID:          cfg.ID,

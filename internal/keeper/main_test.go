@@ -3,6 +3,7 @@ package keeper
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,6 +156,8 @@ func helper(name string, args []string) int {
 		f := os.NewFile(uintptr(fd), "channel")
 		fmt.Fprintf(f, "%q\n", args[0])
 		block()
+	case "ask-listen":
+		return askListen(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", name)
 	return 2
@@ -167,19 +171,107 @@ func sdNotify(state string) {
 	}
 }
 
-// fakeNodeChannel stands in for internal/nodeipc: a socketpair whose lines
-// "ready", "listening" and "stopping" (JSON strings) become NodeEvents.
-type fakeNodeChannel struct {
-	parent, child *os.File
+// askListen is a cluster-mode server in miniature: (once a byte arrives
+// through the FIFO args[1], if given) it asks the fake Node channel for
+// port args[0], serves HTTP ("pid <pid>") on the socket it gets and says
+// "ready"; an error answer ends it with code 98 for EADDRINUSE, 97
+// otherwise.
+func askListen(args []string) int {
+	if len(args) > 1 {
+		fifo, err := os.Open(args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fifo.Read(make([]byte, 1))
+	}
+	fd, _ := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD"))
+	if _, err := unix.Write(fd, []byte(`"listen `+args[0]+`"`+"\n")); err != nil {
+		fmt.Fprintln(os.Stderr, "asking:", err)
+		return 1
+	}
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "answer:", err)
+		return 1
+	}
+	answer := strings.TrimSpace(string(buf[:n]))
+	if code, ok := strings.CutPrefix(answer, "error "); ok {
+		fmt.Println("listen failed:", code)
+		if strings.HasPrefix(code, "EADDRINUSE ") {
+			return 98
+		}
+		return 97
+	}
+	msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+	if answer != "socket" || len(msgs) != 1 {
+		fmt.Fprintf(os.Stderr, "answer %q with %d control messages\n", answer, len(msgs))
+		return 1
+	}
+	fds, _ := unix.ParseUnixRights(&msgs[0])
+	l, err := net.FileListener(os.NewFile(uintptr(fds[0]), "socket"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "pid %d", os.Getpid())
+	}))
+	unix.Write(fd, []byte(`"ready"`+"\n"))
+	block()
+	return 0
 }
 
-func fakeNodeIPC(NodeIPCRequest) (NodeChannel, error) {
+// fakeNodeChannel stands in for internal/nodeipc: a socketpair whose lines
+// "ready", "listening" and "stopping" (JSON strings) become NodeEvents,
+// and whose "listen <port>" is answered through NodeIPCRequest.ListenFor:
+// "socket" with the descriptor, or "error <errno name> <message>".
+type fakeNodeChannel struct {
+	parent, child *os.File
+	listenFor     func(context.Context, ListenRequest) (*os.File, error)
+}
+
+func fakeNodeIPC(req NodeIPCRequest) (NodeChannel, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	unix.SetNonblock(fds[0], true)
-	return &fakeNodeChannel{parent: os.NewFile(uintptr(fds[0]), "parent"), child: os.NewFile(uintptr(fds[1]), "child")}, nil
+	return &fakeNodeChannel{
+		parent:    os.NewFile(uintptr(fds[0]), "parent"),
+		child:     os.NewFile(uintptr(fds[1]), "child"),
+		listenFor: req.ListenFor,
+	}, nil
+}
+
+// answer answers a listen request of the app.
+func (c *fakeNodeChannel) answer(ctx context.Context, port int) {
+	f, err := c.listenFor(ctx, ListenRequest{Port: port})
+	line, rights := "socket\n", []byte(nil)
+	if err != nil {
+		code := "EKEEL"
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			code = unix.ErrnoName(errno)
+		}
+		line = "error " + code + " " + err.Error() + "\n"
+	}
+	write := func() {
+		if err := unix.Sendmsg(int(c.parent.Fd()), []byte(line), rights, nil, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "fake node channel:", err)
+		}
+	}
+	if f == nil {
+		write()
+		return
+	}
+	rc, _ := f.SyscallConn()
+	rc.Control(func(fd uintptr) {
+		rights = unix.UnixRights(int(fd))
+		write()
+	})
 }
 
 func (c *fakeNodeChannel) Child() *os.File { return c.child }
@@ -191,9 +283,22 @@ func (c *fakeNodeChannel) Prepare(fd int, argv []string) ([]string, []string) {
 func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
 	stop := context.AfterFunc(ctx, func() { c.parent.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	var answers sync.WaitGroup
+	defer answers.Wait()
+	defer cancel()
 	sc := bufio.NewScanner(c.parent)
 	for sc.Scan() {
-		switch strings.Trim(sc.Text(), `"`) {
+		line := strings.Trim(sc.Text(), `"`)
+		if port, ok := strings.CutPrefix(line, "listen "); ok && c.listenFor != nil {
+			answers.Add(1)
+			go func() {
+				defer answers.Done()
+				c.answer(ctx, atoi(port))
+			}()
+			continue
+		}
+		switch line {
 		case "ready":
 			report(NodeReady)
 		case "listening":

@@ -32,6 +32,13 @@ type NodeIPCRequest struct {
 	// closes them.
 	Listeners   []*os.File
 	ListenNames []string
+	// ListenFor asks the daemon for the socket that the app's instances
+	// share for a listen in cluster mode (SpawnerConfig.ListenFor). It
+	// waits for a daemon while none is connected, and for its answer,
+	// until ctx is done or the keeper ends. The file stays the keeper's:
+	// it is open until the keeper ends, and a daemon that adopts the
+	// keeper gets it back.
+	ListenFor func(ctx context.Context, req ListenRequest) (*os.File, error)
 	// RunDir is keel's private run directory (for a preload script, say).
 	RunDir string
 	Log    *slog.Logger

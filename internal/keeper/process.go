@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -59,7 +61,7 @@ type process struct {
 
 var _ supervisor.Process = (*process)(nil)
 
-func newProcess(s *Spawner, pp paths, conn *net.UnixConn, dec *json.Decoder, st *State) *process {
+func newProcess(s *Spawner, pp paths, conn *net.UnixConn, rd *wireReader, st *State) *process {
 	p := &process{
 		s:       s,
 		paths:   pp,
@@ -74,7 +76,7 @@ func newProcess(s *Spawner, pp paths, conn *net.UnixConn, dec *json.Decoder, st 
 	p.applyLocked(st)
 	p.wg.Add(2)
 	go p.pump()
-	go p.read(dec)
+	go p.read(rd)
 	return p
 }
 
@@ -94,7 +96,7 @@ func (p *process) Events() <-chan supervisor.Event { return p.events }
 // Signal sends sig to the app's process group through the keeper. It
 // returns os.ErrProcessDone once the app has exited.
 func (p *process) Signal(sig syscall.Signal) error {
-	_, err := p.call(command{Cmd: cmdSignal, Signal: spec.SignalName(sig)})
+	_, err := p.call(command{Cmd: cmdSignal, Signal: spec.SignalName(sig)}, false)
 	if err != nil {
 		return fmt.Errorf("signalling pid %d: %w", p.st.Pid, err)
 	}
@@ -105,7 +107,7 @@ func (p *process) Signal(sig syscall.Signal) error {
 // returns once the keeper took the command; a process that has exited is
 // no error.
 func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
-	_, err := p.call(command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()})
+	_, err := p.call(command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()}, false)
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("stopping pid %d: %w", p.st.Pid, err)
 	}
@@ -136,14 +138,16 @@ func (p *process) sendReleaseLocked() {
 // call sends a command and waits for its reply, over a reconnection if
 // one is under way or the write finds the connection broken (a command
 // whose write failed did not reach the keeper, so it is sent again). A
-// reply with code "exited" is os.ErrProcessDone.
-func (p *process) call(c command) (message, error) {
+// reply with code "exited" is os.ErrProcessDone, and so is any command
+// once the exit was queued — unless afterExit: a keeper answers until it
+// is released. The reply's descriptors, if any, are the caller's.
+func (p *process) call(c command, afterExit bool) (message, error) {
 	t := time.NewTimer(callTimeout)
 	defer t.Stop()
 	var ch chan message
 	for attempt := 0; ; attempt++ {
 		p.mu.Lock()
-		for p.conn == nil && !p.exited && p.reconnected != nil {
+		for p.conn == nil && (afterExit || !p.exited) && p.reconnected != nil {
 			wait := p.reconnected
 			p.mu.Unlock()
 			select {
@@ -153,7 +157,7 @@ func (p *process) call(c command) (message, error) {
 			}
 			p.mu.Lock()
 		}
-		if p.exited {
+		if p.exited && !afterExit {
 			p.mu.Unlock()
 			return message{}, os.ErrProcessDone
 		}
@@ -193,6 +197,11 @@ func (p *process) call(c command) (message, error) {
 		p.mu.Lock()
 		delete(p.pending, c.Seq)
 		p.mu.Unlock()
+		select {
+		case m := <-ch: // it came just now: drop it
+			closeFiles(m.files)
+		default:
+		}
 		return message{}, fmt.Errorf("the keeper did not answer %s within %s", c.Cmd, callTimeout)
 	}
 }
@@ -210,21 +219,89 @@ func (p *process) brokenLocked() {
 	}
 }
 
-// writeLocked writes one command line. p.mu must be held.
+// writeLocked writes one command line, with c.files as SCM_RIGHTS. p.mu
+// must be held.
 func (p *process) writeLocked(c command) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
 	p.conn.SetWriteDeadline(time.Now().Add(callTimeout))
-	_, err = p.conn.Write(append(b, '\n'))
-	return err
+	return writeWithFiles(p.conn, append(b, '\n'), c.files)
+}
+
+// sockets asks the keeper for the listening sockets it holds (the app's
+// `listen` sockets and those a daemon bound for it), also after the app
+// exited. The files are the caller's.
+func (p *process) sockets() ([]Socket, error) {
+	m, err := p.call(command{Cmd: cmdSockets}, true)
+	if err != nil {
+		closeFiles(m.files)
+		return nil, err
+	}
+	if len(m.files) != len(m.Sockets) {
+		closeFiles(m.files)
+		return nil, fmt.Errorf("the keeper named %d sockets and sent %d", len(m.Sockets), len(m.files))
+	}
+	out := make([]Socket, len(m.files))
+	for i, f := range m.files {
+		out[i] = Socket{Name: m.Sockets[i].Name, Kind: m.Sockets[i].Kind, File: f}
+	}
+	return out, nil
+}
+
+// answerListen answers a keeper's listen request with the daemon's
+// socket for it (SpawnerConfig.ListenFor), once any adoption of
+// survivors' sockets is done. An answer that cannot be delivered now is
+// dropped: the keeper asks again when a daemon connects.
+func (p *process) answerListen(req ListenRequest) {
+	defer p.wg.Done()
+	c := command{Cmd: cmdSocket, ID: req.ID}
+	if p.s.cfg.ListenFor == nil {
+		c.Error, c.Code = "this keel daemon does not bind sockets for apps", "EKEEL"
+	} else {
+		if !p.s.adopted(p.detach) {
+			return
+		}
+		f, name, err := p.s.cfg.ListenFor(p.st.App, req)
+		switch {
+		case err != nil:
+			c.Error, c.Code = err.Error(), errnoName(err)
+			p.log.Warn("no socket for the app's listen", "host", req.Host, "port", req.Port, "err", err)
+		case f == nil || name == "":
+			c.Error, c.Code = "the daemon has no socket for this listen", "EKEEL"
+		default:
+			c.Name, c.FDs, c.files = name, 1, []*os.File{f}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil || p.exited || p.detached {
+		return
+	}
+	p.seq++
+	c.Seq = p.seq
+	if err := p.writeLocked(c); err != nil {
+		p.log.Warn("answering the keeper's listen request", "err", err)
+		p.brokenLocked()
+	}
+}
+
+// errnoName is the errno err wraps, by name ("EADDRINUSE"), or "EKEEL".
+func errnoName(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if name := unix.ErrnoName(errno); name != "" {
+			return name
+		}
+	}
+	return "EKEEL"
 }
 
 // read reads the keeper's lines, reconnecting while the keeper lives. When
 // the keeper is gone before the exit, it kills the app's group and queues
 // an exit with Reason "keeper lost".
-func (p *process) read(dec *json.Decoder) {
+func (p *process) read(rd *wireReader) {
 	defer p.wg.Done()
 	defer p.s.remove(p)
 	defer func() {
@@ -236,7 +313,8 @@ func (p *process) read(dec *json.Decoder) {
 		p.mu.Unlock()
 	}()
 	for redials := 0; ; redials++ {
-		err := p.readConn(dec)
+		err := p.readConn(rd)
+		rd.close()
 
 		p.mu.Lock()
 		p.brokenLocked()
@@ -253,7 +331,7 @@ func (p *process) read(dec *json.Decoder) {
 		var conn *net.UnixConn
 		var st *State
 		if redials < maxRedials {
-			conn, dec, st, err = connect(p.paths.sock)
+			conn, rd, st, err = connect(p.paths.sock)
 		}
 		if conn == nil {
 			p.lost(err)
@@ -279,11 +357,21 @@ func (p *process) read(dec *json.Decoder) {
 	}
 }
 
-func (p *process) readConn(dec *json.Decoder) error {
+func (p *process) readConn(rd *wireReader) error {
 	for {
-		var m message
-		if err := dec.Decode(&m); err != nil {
+		line, err := rd.next()
+		if err != nil {
 			return err
+		}
+		var m message
+		if err := json.Unmarshal(line, &m); err != nil {
+			return fmt.Errorf("a line from the keeper: %w", err)
+		}
+		if m.files, err = rd.take(m.FDs); err != nil {
+			return err
+		}
+		if m.Type != msgReply {
+			closeFiles(m.files) // only a reply carries descriptors
 		}
 		p.mu.Lock()
 		switch m.Type {
@@ -305,6 +393,13 @@ func (p *process) readConn(dec *json.Decoder) error {
 			if ch, ok := p.pending[m.Seq]; ok {
 				delete(p.pending, m.Seq)
 				ch <- m
+			} else {
+				closeFiles(m.files)
+			}
+		case msgListen:
+			if m.Listen != nil && !p.detached {
+				p.wg.Add(1)
+				go p.answerListen(*m.Listen)
 			}
 		default:
 			p.log.Warn("unknown message from keeper", "type", m.Type)

@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"os"
 	"time"
 
 	"github.com/keel-run/keel/internal/spec"
@@ -44,6 +45,7 @@ const (
 	msgStopping = "stopping"
 	msgExit     = "exit"
 	msgReply    = "reply"
+	msgListen   = "listen"
 )
 
 // Reply codes.
@@ -55,13 +57,19 @@ const (
 
 // message is one line from a keeper.
 type message struct {
-	Type  string     `json:"type"`
-	State *State     `json:"state,omitempty"` // hello
-	Text  string     `json:"text,omitempty"`  // status
-	Exit  *spec.Exit `json:"exit,omitempty"`  // exit
-	Seq   int        `json:"seq,omitempty"`   // reply
-	Error string     `json:"error,omitempty"` // reply
-	Code  string     `json:"code,omitempty"`  // reply
+	Type    string         `json:"type"`
+	State   *State         `json:"state,omitempty"`   // hello
+	Text    string         `json:"text,omitempty"`    // status
+	Exit    *spec.Exit     `json:"exit,omitempty"`    // exit
+	Seq     int            `json:"seq,omitempty"`     // reply
+	Error   string         `json:"error,omitempty"`   // reply
+	Code    string         `json:"code,omitempty"`    // reply
+	Listen  *ListenRequest `json:"listen,omitempty"`  // listen
+	Sockets []socketInfo   `json:"sockets,omitempty"` // reply to sockets
+	// FDs is how many descriptors travel with the line (SCM_RIGHTS).
+	FDs int `json:"fds,omitempty"`
+
+	files []*os.File // the descriptors: sent with the line, or received with it
 }
 
 // Commands, daemon to keeper.
@@ -69,6 +77,8 @@ const (
 	cmdSignal  = "signal"
 	cmdStop    = "stop"
 	cmdRelease = "release"
+	cmdSocket  = "socket"  // the answer to a listen message
+	cmdSockets = "sockets" // hand back every listening socket
 )
 
 // command is one line from a daemon.
@@ -77,6 +87,55 @@ type command struct {
 	Seq       int    `json:"seq"`
 	Signal    string `json:"signal,omitempty"`
 	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	// socket: the listen request answered, and the socket's name (with
+	// one descriptor) or why there is none.
+	ID    int    `json:"id,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+	FDs   int    `json:"fds,omitempty"`
+
+	files []*os.File
+}
+
+// Kinds of Socket.
+const (
+	// SocketListen is one of the app's `listen` sockets, named by its
+	// LISTEN_FDNAMES name.
+	SocketListen = "listen"
+	// SocketCluster is a socket the daemon bound for a Node app in
+	// cluster mode (ListenFor), named as the daemon named it.
+	SocketCluster = "cluster"
+)
+
+// ListenRequest is a Node app's listen() on a port that the app's
+// instances share in cluster mode: the keeper asks its daemon for the
+// socket (SpawnerConfig.ListenFor).
+type ListenRequest struct {
+	// ID tells the keeper's requests apart; the answer names it.
+	ID int `json:"id"`
+	// Host is as the app wrote it; "" is every interface.
+	Host string `json:"host"`
+	// Port 0 asks for a free port, bound once and shared like any other.
+	Port int `json:"port"`
+	// Backlog is the app's own (0: none); the app applies it itself.
+	Backlog   int  `json:"backlog"`
+	IPv6Only  bool `json:"ipv6_only"`
+	Exclusive bool `json:"exclusive"`
+}
+
+// Socket is a listening socket a keeper holds, handed back to a daemon
+// that adopts the keeper (SpawnerConfig.AdoptSockets).
+type Socket struct {
+	Name string
+	Kind string // SocketListen or SocketCluster
+	File *os.File
+}
+
+// socketInfo is a Socket on the wire; its descriptor travels with the line.
+type socketInfo struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
 }
 
 // handshake is the line a keeper writes to its stdout once it started the

@@ -61,6 +61,24 @@ type SpawnerConfig struct {
 	// one keeper started ahead of time (from the first Spawn on), so that
 	// a respawn does not wait for a process to start.
 	NoStandby bool
+	// ListenFor yields the socket for a keeper's listen request: a Node
+	// app in cluster mode listening on a port, which the daemon binds
+	// once per app and address and shares with every instance. It returns
+	// the socket (which stays the caller's, open for as long as the app
+	// may ask again) and a name for it that is stable across restarts of
+	// the daemon (AdoptSockets hands it back under that name), or an
+	// error; an error that wraps a syscall.Errno reaches the app's server
+	// with that code ("EADDRINUSE"). Nil: such requests are refused. It is
+	// called from the Spawner's goroutines, never while Survivors hands
+	// over sockets.
+	ListenFor func(app string, req ListenRequest) (*os.File, string, error)
+	// AdoptSockets receives, during Survivors and before it returns, the
+	// listening sockets each adopted keeper holds (its app's `listen`
+	// sockets and those ListenFor gave it), so that a new daemon shares
+	// the sockets its surviving instances hold instead of binding their
+	// ports again. It owns the files. Called once per keeper that
+	// answered, so the same socket may come several times.
+	AdoptSockets func(app string, socks []Socket)
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -77,6 +95,10 @@ type Spawner struct {
 	standby   *keeperProc         // a keeper waiting for a config, or nil
 	refilling bool                // a standby is on its way
 	closed    bool
+	// adopting is open while Survivors hands the survivors' sockets over
+	// (nil otherwise): listen requests are answered once it is closed, so
+	// none gets a socket bound anew for a port a survivor holds.
+	adopting chan struct{}
 }
 
 var _ supervisor.Spawner = (*Spawner)(nil)
@@ -147,12 +169,12 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		s.abort(k)
 		return nil, err
 	}
-	conn, dec, st, err := connect(pp.sock)
+	conn, rd, st, err := connect(pp.sock)
 	if err != nil {
 		s.abort(k)
 		return nil, fmt.Errorf("connecting to keeper: %w", err)
 	}
-	p := newProcess(s, pp, conn, dec, st)
+	p := newProcess(s, pp, conn, rd, st)
 	if !s.add(p) {
 		// Closed meanwhile: the process runs on, for the next daemon.
 		p.detachNow()
@@ -450,9 +472,42 @@ func (s *Spawner) remove(p *process) {
 // exit that happened while no daemon was connected (delivered as the
 // process's EventExit). For a keeper that is dead, the app's process
 // group is SIGKILLed if the recorded app still runs, and the keeper's
-// files are removed. It returns an error only if the run directory cannot
-// be read.
+// files are removed. Every adopted keeper's listening sockets go to
+// AdoptSockets before Survivors returns. It returns an error only if the
+// run directory cannot be read.
 func (s *Spawner) Survivors(ctx context.Context) ([]supervisor.Survivor, error) {
+	gate := make(chan struct{})
+	s.mu.Lock()
+	if s.adopting != nil {
+		s.mu.Unlock()
+		return nil, errors.New("survivors: already being adopted")
+	}
+	s.adopting = gate
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.adopting = nil
+		s.mu.Unlock()
+		close(gate)
+	}()
+	out, err := s.survivors(ctx)
+	if s.cfg.AdoptSockets != nil {
+		for _, sv := range out {
+			p := sv.Process.(*process)
+			socks, serr := p.sockets()
+			if serr != nil {
+				p.log.Warn("the keeper did not hand back its sockets", "err", serr)
+				continue
+			}
+			if len(socks) > 0 {
+				s.cfg.AdoptSockets(sv.App, socks)
+			}
+		}
+	}
+	return out, err
+}
+
+func (s *Spawner) survivors(ctx context.Context) ([]supervisor.Survivor, error) {
 	ents, err := os.ReadDir(RunDir(s.cfg.Home))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -488,12 +543,12 @@ func (s *Spawner) Survivors(ctx context.Context) ([]supervisor.Survivor, error) 
 			continue
 		}
 		pp := pathsFor(s.cfg.Home, id)
-		conn, dec, st, err := connect(pp.sock)
+		conn, rd, st, err := connect(pp.sock)
 		if err != nil {
 			s.reclaim(pp, true)
 			continue
 		}
-		p := newProcess(s, pp, conn, dec, st)
+		p := newProcess(s, pp, conn, rd, st)
 		if !s.add(p) {
 			p.detachNow()
 			return out, errors.New("survivors: the spawner is closed")
@@ -599,29 +654,52 @@ func keeperEnv(env []string) []string {
 	return out
 }
 
+// adopted waits until no Survivors hands sockets over, or until stop is
+// closed (then it reports false).
+func (s *Spawner) adopted(stop <-chan struct{}) bool {
+	s.mu.Lock()
+	gate := s.adopting
+	s.mu.Unlock()
+	if gate == nil {
+		return true
+	}
+	select {
+	case <-gate:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
 // connect dials a keeper and reads its hello.
-func connect(sock string) (*net.UnixConn, *json.Decoder, *State, error) {
+func connect(sock string) (*net.UnixConn, *wireReader, *State, error) {
 	c, err := dialUnix(sock)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	dec := json.NewDecoder(c)
+	rd := newWireReader(c)
+	fail := func(err error) (*net.UnixConn, *wireReader, *State, error) {
+		rd.close()
+		c.Close()
+		return nil, nil, nil, err
+	}
+	rd.setReadDeadline(time.Now().Add(helloTimeout))
+	line, err := rd.next()
+	if err != nil {
+		return fail(fmt.Errorf("reading the keeper's hello: %w", err))
+	}
 	var m message
-	if err := dec.Decode(&m); err != nil {
-		c.Close()
-		return nil, nil, nil, fmt.Errorf("reading the keeper's hello: %w", err)
+	if err := json.Unmarshal(line, &m); err != nil {
+		return fail(fmt.Errorf("reading the keeper's hello: %w", err))
 	}
-	c.SetReadDeadline(time.Time{})
+	rd.setReadDeadline(time.Time{})
 	switch {
-	case m.Type != msgHello || m.State == nil:
-		c.Close()
-		return nil, nil, nil, fmt.Errorf("keeper said %q before hello", m.Type)
+	case m.Type != msgHello || m.State == nil || m.FDs != 0:
+		return fail(fmt.Errorf("keeper said %q before hello", m.Type))
 	case m.State.Version != protocolVersion:
-		c.Close()
-		return nil, nil, nil, fmt.Errorf("keeper speaks protocol version %d, not %d", m.State.Version, protocolVersion)
+		return fail(fmt.Errorf("keeper speaks protocol version %d, not %d", m.State.Version, protocolVersion))
 	}
-	return c, dec, m.State, nil
+	return c, rd, m.State, nil
 }
 
 // tail returns the end of a file, for diagnostics.

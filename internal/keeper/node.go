@@ -1,0 +1,138 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+
+	"github.com/keel-run/keel/internal/nodeipc"
+	"github.com/keel-run/keel/internal/sockets"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// OpenNodeChannel is keel's NodeIPC hook: Node's IPC channel of package
+// nodeipc, with keel's preload for a Node app (`node --require <preload>`,
+// the script written once into the run directory).
+//
+// The app's listen(port) is answered (nodeipc.Handler) as SPEC.md says:
+//
+//   - a port named in the app's `listen`: the inherited socket of that
+//     address (sockets.MatchPort);
+//   - otherwise, in cluster mode (instances > 1 or cluster: true) with no
+//     `listen`: the socket the daemon binds once for the app and that
+//     address and shares with every instance (NodeIPCRequest.ListenFor),
+//     unless the app asked for an exclusive listen;
+//   - otherwise the app binds the port itself, as without keel.
+//
+// The app's process.send('ready') is NodeReady, a server of the app
+// listening (on keel's socket or its own) is NodeListening, and the
+// preload closing the servers on the stop signal is NodeStopping.
+func OpenNodeChannel(req NodeIPCRequest) (NodeChannel, error) {
+	if req.App == nil {
+		return nil, errors.New("node ipc: no app")
+	}
+	c := &nodeChannel{
+		app:       req.App,
+		listeners: req.Listeners,
+		names:     req.ListenNames,
+		listenFor: req.ListenFor,
+		log:       req.Log,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	for _, l := range req.App.Listen {
+		if a, err := sockets.Parse(l); err == nil {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+	if req.App.IsNode() {
+		path, err := nodeipc.PreloadPath(req.RunDir)
+		if err != nil {
+			return nil, err
+		}
+		c.preload = path
+	}
+	conn, child, err := nodeipc.NewChannel()
+	if err != nil {
+		return nil, err
+	}
+	c.conn, c.child = conn, child
+	return c, nil
+}
+
+var _ NodeIPC = OpenNodeChannel
+
+type nodeChannel struct {
+	app       *spec.App
+	addrs     []sockets.Addr // the app's `listen`, parsed
+	listeners []*os.File
+	names     []string
+	listenFor func(context.Context, ListenRequest) (*os.File, error)
+	preload   string // "" unless the app runs under node
+	log       *slog.Logger
+
+	conn  *nodeipc.Conn
+	child *os.File
+}
+
+func (c *nodeChannel) Child() *os.File { return c.child }
+
+// Prepare puts `--require <preload>` right after node (before the app's
+// own node flags), and adds the channel's environment.
+func (c *nodeChannel) Prepare(fd int, argv []string) ([]string, []string) {
+	if c.preload != "" && len(argv) > 0 {
+		argv = append([]string{argv[0], "--require", c.preload}, argv[1:]...)
+	}
+	return argv, nodeipc.ChildEnv(fd, c.app.KillSignal)
+}
+
+func (c *nodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
+	events := make(chan nodeipc.Event)
+	relayed := make(chan struct{})
+	go func() {
+		defer close(relayed)
+		for ev := range events {
+			switch ev.Kind {
+			case nodeipc.EventReady:
+				report(NodeReady)
+			case nodeipc.EventListening:
+				report(NodeListening)
+			case nodeipc.EventStopping:
+				report(NodeStopping)
+			}
+		}
+	}()
+	h := nodeipc.Handler{Listen: c.listen, Events: events, Log: c.log}
+	err := h.Serve(ctx, c.conn)
+	// Serve's goroutines have all ended: nothing sends on events any more.
+	close(events)
+	<-relayed
+	return err
+}
+
+// clusterMode is pm2's cluster mode: the instances share the ports the
+// app listens on.
+func (c *nodeChannel) clusterMode() bool {
+	return len(c.app.Listen) == 0 && (c.app.Cluster || c.app.Instances > 1)
+}
+
+// listen answers the app's listen(port); see OpenNodeChannel.
+func (c *nodeChannel) listen(ctx context.Context, r nodeipc.ListenRequest) (*os.File, error) {
+	if i := sockets.MatchPort(c.addrs, r.Port); i >= 0 {
+		name := c.addrs[i].Name()
+		if j := slices.Index(c.names, name); j >= 0 && j < len(c.listeners) {
+			return c.listeners[j], nil
+		}
+		return nil, fmt.Errorf("keel's socket %s for port %d did not reach this process", name, r.Port)
+	}
+	if !c.clusterMode() || r.Exclusive || c.listenFor == nil {
+		return nil, nil
+	}
+	return c.listenFor(ctx, ListenRequest{Host: r.Host, Port: r.Port, Backlog: r.Backlog, IPv6Only: r.IPv6Only, Exclusive: r.Exclusive})
+}
+
+func (c *nodeChannel) Close() error { return c.conn.Close() }

@@ -1,0 +1,171 @@
+package keeper
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxLine bounds one protocol line; a longer one fails the connection.
+const maxLine = 4 << 20
+
+// maxWireFDs is how many descriptors one read may carry. A message carries
+// at most one per listening socket of an app.
+const maxWireFDs = 64
+
+// wireReader reads the protocol's JSON lines from a unix stream socket
+// together with the descriptors that travel with them as SCM_RIGHTS. The
+// sender writes each line that carries descriptors with one sendmsg, so
+// the descriptors arrive with the line's first byte: no later than the
+// line is complete. A line that says "fds":N takes the first N
+// descriptors received and not yet taken (take), in order. Not safe for
+// concurrent use.
+type wireReader struct {
+	c    *net.UnixConn
+	buf  []byte // read, not yet returned
+	fds  []*os.File
+	rbuf []byte
+	oob  []byte
+	err  error
+}
+
+func newWireReader(c *net.UnixConn) *wireReader {
+	return &wireReader{c: c, rbuf: make([]byte, 32<<10), oob: make([]byte, unix.CmsgSpace(maxWireFDs*4))}
+}
+
+// next returns the next non-empty line, without its newline. The slice is
+// valid until the next call.
+func (r *wireReader) next() ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(r.buf, '\n'); i >= 0 {
+			line := r.buf[:i]
+			r.buf = r.buf[i+1:]
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			return line, nil
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		if len(r.buf) > maxLine {
+			r.err = errors.New("a protocol line longer than 4 MiB")
+			return nil, r.err
+		}
+		if len(r.buf) == 0 {
+			if cap(r.buf) > 64<<10 {
+				r.buf = nil // let a large buffer go
+			} else {
+				r.buf = r.buf[:0:cap(r.buf)]
+			}
+		}
+		n, oobn, flags, _, err := r.c.ReadMsgUnix(r.rbuf, r.oob)
+		if oobn > 0 {
+			r.takeRights(r.oob[:oobn])
+		}
+		if flags&unix.MSG_CTRUNC != 0 && err == nil {
+			err = errors.New("descriptors were dropped (too many in one message)")
+		}
+		if n > 0 {
+			r.buf = append(r.buf, r.rbuf[:n]...)
+		}
+		if err == nil && n == 0 && oobn == 0 {
+			err = io.EOF
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A deadline is not the end of the connection.
+				return nil, err
+			}
+			r.err = err
+		}
+	}
+}
+
+func (r *wireReader) takeRights(oob []byte) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			// Received with MSG_CMSG_CLOEXEC (net does that). os.NewFile
+			// leaves the descriptor's blocking mode alone, and so does its
+			// Fd: the mode belongs to the socket every holder shares.
+			r.fds = append(r.fds, os.NewFile(uintptr(fd), "socket"))
+		}
+	}
+}
+
+// take returns the first n descriptors received and not yet taken.
+func (r *wireReader) take(n int) ([]*os.File, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	if n > len(r.fds) {
+		got := len(r.fds)
+		closeFiles(r.fds)
+		r.fds = nil
+		return nil, fmt.Errorf("a message announced %d descriptors, %d came", n, got)
+	}
+	out := r.fds[:n:n]
+	r.fds = r.fds[n:]
+	return out, nil
+}
+
+// close closes the descriptors nobody took.
+func (r *wireReader) close() {
+	closeFiles(r.fds)
+	r.fds = nil
+}
+
+func (r *wireReader) setReadDeadline(t time.Time) error { return r.c.SetReadDeadline(t) }
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// writeWithFiles writes line (one protocol line, newline included) with
+// files as SCM_RIGHTS in one sendmsg, so the descriptors go with its first
+// byte. The files stay the caller's; their blocking mode is not changed.
+func writeWithFiles(c *net.UnixConn, line []byte, files []*os.File) error {
+	if len(files) == 0 {
+		_, err := c.Write(line)
+		return err
+	}
+	fds := make([]int, 0, len(files))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, f := range files {
+		fd, err := dupFd(f)
+		if err != nil {
+			return fmt.Errorf("passing %s: %w", f.Name(), err)
+		}
+		fds = append(fds, fd)
+	}
+	n, _, err := c.WriteMsgUnix(line, unix.UnixRights(fds...), nil)
+	if err == nil && n < len(line) {
+		// A short sendmsg on a stream socket: the descriptors went with the
+		// first byte; the rest follows as plain data.
+		_, err = c.Write(line[n:])
+	}
+	return err
+}
