@@ -71,6 +71,12 @@ func TestRunForegroundStopsOnSIGTERM(t *testing.T) {
 	l := e.waitFor("3 online", func(l []api.Instance) bool {
 		return allStatus("a", 1, "online")(l) && allStatus("b", 2, "online")(l)
 	})
+	// ready: none counts an app online at spawn; wait until each says it
+	// handles SIGTERM (it prints "sleeping" after signal.Notify).
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(out.String(), "sleeping") < 3 && time.Now().Before(deadline) {
+		<-time.After(10 * time.Millisecond)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, cmd); code != 0 {
 		t.Fatalf("keel run exited %d after SIGTERM; output:\n%s", code, out.String())
