@@ -498,3 +498,24 @@ func TestSocketsSurviveADaemonCrash(t *testing.T) {
 		})
 	}
 }
+
+// A plain `keel start server.js`: one instance, no --listen. Its port is
+// still keel's socket, so it scales to two instances sharing it, and a
+// reload is rolling with no request lost.
+func TestNodeSingleInstanceScalesAndReloads(t *testing.T) {
+	requireNode(t)
+	e := newEnv(t)
+	port := freePort(t)
+	path := script(t, "server.js", httpApp)
+	e.ok("start", path, "--name", "solo", "--ready", "listen", "--env", "PORT="+strconv.Itoa(port))
+	e.waitFor("online", allStatus("solo", 1, "online"))
+	e.ok("scale", "solo", "2")
+	l := e.waitFor("2 online", allStatus("solo", 2, "online"))
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/"
+	bothServe(t, url, pidsOf(l, "solo"))
+	res := reloadUnderLoad(t, e, "solo", url, 2)
+	t.Logf("2 reloads under 16 connections: %d requests, %d failed (%v)", res.Requests, res.Failures(), res.Failed)
+	if res.Failures() != 0 || res.OK == 0 {
+		t.Fatalf("reloads under load: %d ok, failed %v %v", res.OK, res.Failed, res.Errors)
+	}
+}

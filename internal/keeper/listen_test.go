@@ -339,7 +339,7 @@ func TestNodeChannelAnswers(t *testing.T) {
 		{"cluster mode, port 0 too", clusterApp, nodeipc.ListenRequest{Port: 0}, clusterSock.File(), false},
 		{"exclusive binds itself", clusterApp, nodeipc.ListenRequest{Port: 4000, Exclusive: true}, nil, false},
 		{"cluster: true with one instance", pm2Cluster, nodeipc.ListenRequest{Port: 4000}, clusterSock.File(), false},
-		{"fork mode binds itself", forkApp, nodeipc.ListenRequest{Port: 4000}, nil, false},
+		{"one instance without listen asks the daemon too (scale, rolling reload)", forkApp, nodeipc.ListenRequest{Port: 4000}, clusterSock.File(), false},
 		{"a listen socket that did not come", lost, nodeipc.ListenRequest{Port: 3000}, nil, true},
 	} {
 		asked = nil

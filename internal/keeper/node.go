@@ -21,11 +21,14 @@ import (
 //
 //   - a port named in the app's `listen`: the inherited socket of that
 //     address (sockets.MatchPort);
-//   - otherwise, in cluster mode (instances > 1 or cluster: true) with no
-//     `listen`: the socket the daemon binds once for the app and that
-//     address and shares with every instance (NodeIPCRequest.ListenFor),
-//     unless the app asked for an exclusive listen;
-//   - otherwise the app binds the port itself, as without keel.
+//   - otherwise, for an app with no `listen` — in cluster mode or not: one
+//     instance today may be scaled to several, and a rolling reload needs
+//     the old and new process on one socket — the socket the daemon binds
+//     once for the app and that address and shares with every instance
+//     (NodeIPCRequest.ListenFor), unless the app asked for an exclusive
+//     listen;
+//   - otherwise (a port the app's `listen` does not name, or an exclusive
+//     listen) the app binds the port itself, as without keel.
 //
 // The app's process.send('ready') is NodeReady, a server of the app
 // listening (on keel's socket or its own) is NodeListening, and the
@@ -114,10 +117,10 @@ func (c *nodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
 	return err
 }
 
-// clusterMode is pm2's cluster mode: the instances share the ports the
-// app listens on.
-func (c *nodeChannel) clusterMode() bool {
-	return len(c.app.Listen) == 0 && (c.app.Cluster || c.app.Instances > 1)
+// sharedPorts reports whether the ports the app listens on are keel's to
+// bind and share: when the app's `listen` does not name them explicitly.
+func (c *nodeChannel) sharedPorts() bool {
+	return len(c.app.Listen) == 0
 }
 
 // listen answers the app's listen(port); see OpenNodeChannel.
@@ -129,7 +132,7 @@ func (c *nodeChannel) listen(ctx context.Context, r nodeipc.ListenRequest) (*os.
 		}
 		return nil, fmt.Errorf("keel's socket %s for port %d did not reach this process", name, r.Port)
 	}
-	if !c.clusterMode() || r.Exclusive || c.listenFor == nil {
+	if !c.sharedPorts() || r.Exclusive || c.listenFor == nil {
 		return nil, nil
 	}
 	return c.listenFor(ctx, ListenRequest{Host: r.Host, Port: r.Port, Backlog: r.Backlog, IPv6Only: r.IPv6Only, Exclusive: r.Exclusive})

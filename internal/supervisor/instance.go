@@ -82,9 +82,10 @@ func (a *app) select_(t spec.Target) ([]*instance, error) {
 }
 
 // sharesSockets reports whether the app's instances share listening
-// sockets that keel holds, which is what makes a rolling reload lossless.
+// sockets that keel holds, which is what makes a rolling reload lossless:
+// its `listen` sockets, or — for a Node app — every port it listens on.
 func (a *app) sharesSockets() bool {
-	return len(a.spec.Listen) > 0 || (a.spec.IsNode() && (a.spec.Cluster || a.spec.Instances > 1))
+	return len(a.spec.Listen) > 0 || a.spec.IsNode()
 }
 
 func (a *app) infos() []InstanceInfo {
