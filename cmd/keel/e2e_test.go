@@ -177,13 +177,7 @@ func TestDaemonSIGKILLRecovery(t *testing.T) {
 	e := newEnv(t)
 	e.app("svc", "sleep", "-i", "2")
 	before := e.waitFor("2 online", allStatus("svc", 2, "online"))
-	dpid := e.daemonPid()
-	if err := syscall.Kill(dpid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for alive(dpid) {
-		<-time.After(5 * time.Millisecond)
-	}
+	dpid := e.killDaemon()
 	for _, in := range before {
 		if !alive(in.Pid) {
 			t.Fatalf("instance %d (pid %d) died with the daemon", in.Instance, in.Pid)
@@ -323,11 +317,7 @@ func TestCrashesGroup(t *testing.T) {
 		t.Fatalf("keel crash output:\n%s", human)
 	}
 	// The groups are kept across a crash of the daemon itself.
-	dpid := e.daemonPid()
-	syscall.Kill(dpid, syscall.SIGKILL)
-	for alive(dpid) {
-		<-time.After(5 * time.Millisecond)
-	}
+	e.killDaemon()
 	var again []api.CrashGroup
 	if err := jsonUnmarshal(e.ok("crashes", "panicky", "--json"), &again); err != nil || len(again) != 1 || again[0].ID != g.ID || again[0].Count != 5 {
 		t.Fatalf("after a daemon restart: %v %+v", err, again)

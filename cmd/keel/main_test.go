@@ -273,6 +273,33 @@ func (e *env) daemonPid() int {
 	return pid
 }
 
+// killDaemon SIGKILLs the daemon and waits until it is gone: until its
+// control socket refuses connections. (Its pid is no guide: a SIGKILLed
+// leader thread shows as a zombie while other threads still hold its
+// files, so a connection could still be queued, then reset.)
+func (e *env) killDaemon() int {
+	e.t.Helper()
+	dpid := e.daemonPid()
+	if err := syscall.Kill(dpid, syscall.SIGKILL); err != nil {
+		e.t.Fatal(err)
+	}
+	sock := filepath.Join(e.home, "keel.sock")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err != nil && !alive(dpid) {
+			return dpid
+		}
+		if c != nil {
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("daemon %d still answers after SIGKILL", dpid)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
 // kill runs `keel kill` if a daemon is up, then checks that no process of
 // this KEEL_HOME survives.
 func (e *env) kill() {

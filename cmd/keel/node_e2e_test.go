@@ -433,13 +433,7 @@ func TestSocketsSurviveADaemonCrash(t *testing.T) {
 				done <- r
 			}()
 
-			dpid := e.daemonPid()
-			if err := syscall.Kill(dpid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			for alive(dpid) {
-				<-time.After(5 * time.Millisecond)
-			}
+			e.killDaemon()
 			victim := before[1]
 			syscall.Kill(victim.Pid, syscall.SIGKILL)
 			for alive(victim.Pid) {
