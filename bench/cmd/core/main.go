@@ -145,6 +145,8 @@ func moduleRoot() (string, error) {
 func goBuild(ctx context.Context, root, out, pkg string) error {
 	c := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	c.Dir = root
+	// The static binary keel ships as: no dynamic loader at every start.
+	c.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := c.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
