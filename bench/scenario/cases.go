@@ -13,7 +13,8 @@ type Case struct {
 	Scenario string
 	App      App
 	// Managers names the managers that run it, in order: "keel", "pm2",
-	// "node cluster", "direct".
+	// "node cluster", "node cluster, setsid" (in a session of its own),
+	// "direct".
 	Managers []string
 }
 
@@ -47,7 +48,7 @@ func Cases(apps map[string]App, withPM2 bool) []Case {
 	if withPM2 {
 		both = append(both, "pm2")
 	}
-	tp := []string{"keel", "node cluster"}
+	tp := []string{"keel", "node cluster", "node cluster, setsid"}
 	if withPM2 {
 		tp = append(tp, "pm2")
 	}

@@ -192,3 +192,7 @@ func (k *Keel) Close() error {
 	}
 	return err
 }
+
+// ServerCPU is the CPU time used so far by every live process of this
+// KEEL_HOME: daemon, keepers, instances.
+func (k *Keel) ServerCPU() time.Duration { return ProcsCPU(PidsWithEnv("KEEL_HOME=" + k.home)) }

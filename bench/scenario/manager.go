@@ -197,3 +197,76 @@ func reap(entry string, grace time.Duration) error {
 	}
 	return fmt.Errorf("processes with %s outlived the stop by %v and were SIGKILLed: %v", entry, grace, left)
 }
+
+// clockTick is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100 on
+// every Linux this runs on).
+const clockTick = 10 * time.Millisecond
+
+// ParseStat reads the process group and the CPU time (user + system) from
+// the contents of /proc/<pid>/stat.
+func ParseStat(b []byte) (pgrp int, cpu time.Duration, err error) {
+	// The command name is in parentheses and may hold anything, ')' too.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("stat: no command name in %q", b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("stat: %d fields after the name", len(f))
+	}
+	pgrp, err = strconv.Atoi(f[2])
+	if err != nil {
+		return 0, 0, fmt.Errorf("stat: pgrp: %w", err)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("stat: cpu times %q %q", f[11], f[12])
+	}
+	return pgrp, time.Duration(ut+st) * clockTick, nil
+}
+
+// ProcsCPU is the CPU time the live processes among pids have used.
+func ProcsCPU(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		if _, cpu, err := ParseStat(b); err == nil {
+			sum += cpu
+		}
+	}
+	return sum
+}
+
+// GroupPids lists the processes in process group pgid.
+func GroupPids(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		if g, _, err := ParseStat(b); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cpuUser is a Manager that can say how much CPU its processes (daemon,
+// helpers, instances) have used so far.
+type cpuUser interface {
+	ServerCPU() time.Duration
+}

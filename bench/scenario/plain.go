@@ -23,6 +23,11 @@ type Plain struct {
 	// Cluster passes n as WORKERS; otherwise one process is started
 	// whatever n is.
 	Cluster bool
+	// Setsid starts it in a session of its own, as a daemon's children
+	// are (and so, with the kernel's scheduler autogroups, in a CPU
+	// group apart from the load client); otherwise in a process group of
+	// its own within the caller's session.
+	Setsid bool
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -39,7 +44,7 @@ func (p *Plain) Start(ctx context.Context, app App, n, port int) error {
 	p.cmd = exec.Command(p.Node, p.Script)
 	p.cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "WORKERS="+strconv.Itoa(n), "KEEL_INSTANCE=0")
 	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !p.Setsid, Setsid: p.Setsid}
 	if err := p.cmd.Start(); err != nil {
 		return err
 	}
@@ -81,4 +86,13 @@ func (p *Plain) Close() error {
 	// Workers of a primary that died first: the group outlives it.
 	syscall.Kill(-pgid, syscall.SIGKILL)
 	return err
+}
+
+// ServerCPU is the CPU time used so far by the live processes of the
+// group (the primary and its workers).
+func (p *Plain) ServerCPU() time.Duration {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return ProcsCPU(GroupPids(p.cmd.Process.Pid))
 }

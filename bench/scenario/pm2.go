@@ -188,3 +188,7 @@ func (p *PM2) Close() error {
 	}
 	return err
 }
+
+// ServerCPU is the CPU time used so far by every live process of this
+// PM2_HOME: pm2's daemon and its workers.
+func (p *PM2) ServerCPU() time.Duration { return ProcsCPU(PidsWithEnv("PM2_HOME=" + p.home)) }

@@ -331,8 +331,8 @@ func ThroughputTable(gs []*Group) string {
 		byName[g.Manager] = g
 	}
 	var b strings.Builder
-	b.WriteString("| mode | runs | req/s median (min–max) | × direct, per run | instance shares (min–max over runs) | target |\n")
-	b.WriteString("|---|---|---|---|---|---|\n")
+	b.WriteString("| mode | runs | req/s median (min–max) | × direct, per run | server CPU per request | cores busy: server + load client | instance shares (min–max over runs) | target |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	var notes []string
 	for _, g := range tg {
 		shares, fair := ShareText(g.results())
@@ -351,7 +351,8 @@ func ThroughputTable(gs []*Group) string {
 		} else if g.Manager != "direct" && !fair {
 			target = "(a share outside 35–65 %)"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s |\n", g.Manager, len(g.Runs), rangeOf(g.rps(), "%.0f"), ratio, shares, target)
+		perReq, cores := cpuText(g)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", g.Manager, len(g.Runs), rangeOf(g.rps(), "%.0f"), ratio, perReq, cores, shares, target)
 		for _, e := range g.errs() {
 			notes = append(notes, fmt.Sprintf("- throughput %s, %s", g.Manager, e))
 		}
@@ -362,6 +363,25 @@ func ThroughputTable(gs []*Group) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// cpuText is the median server CPU per OK request ("21.3 µs (20.1–22.0)")
+// and the median cores kept busy by the server and by the load client
+// ("1.12 + 0.80"), over the runs that measured them.
+func cpuText(g *Group) (perReq, cores string) {
+	var us, sc, cc []float64
+	for _, r := range g.Runs {
+		if r.Result == nil || r.ServerCPU <= 0 || r.Result.OK == 0 || r.Result.Elapsed <= 0 {
+			continue
+		}
+		us = append(us, float64(r.ServerCPU.Microseconds())/float64(r.Result.OK))
+		sc = append(sc, r.ServerCPU.Seconds()/r.Result.Elapsed.Seconds())
+		cc = append(cc, r.ClientCPU.Seconds()/r.Result.Elapsed.Seconds())
+	}
+	if len(us) == 0 {
+		return "-", "-"
+	}
+	return rangeOf(us, "%.1f") + " µs", fmt.Sprintf("%.2f + %.2f", Median(sc), Median(cc))
 }
 
 // ThroughputMet says whether keel's throughput row (if any) meets its

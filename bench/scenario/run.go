@@ -47,6 +47,10 @@ type Run struct {
 	Skipped int
 	// Restarts is the manager's restart count at the end (-1: unknown).
 	Restarts int
+	// ServerCPU is the CPU time the manager's processes (daemon, helpers,
+	// instances) used during the load of a throughput run (0: unknown);
+	// ClientCPU is this process's (the load client's) over the same time.
+	ServerCPU, ClientCPU time.Duration
 	// Errs are what went wrong: a failed start, reload or stop.
 	Errs []string
 }
@@ -76,6 +80,12 @@ func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
 		r.fail(fmt.Errorf("start: %w", err))
 		return r
 	}
+	cu, measureCPU := m.(cpuUser)
+	measureCPU = measureCPU && spec.Scenario == ScenarioThroughput
+	var server0, client0 time.Duration
+	if measureCPU {
+		server0, client0 = cu.ServerCPU(), selfCPU()
+	}
 	began := time.Now()
 	type loaded struct {
 		res *load.Result
@@ -93,6 +103,9 @@ func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
 		kills(ctx, m, spec, began, r)
 	}
 	l := <-done
+	if measureCPU {
+		r.ServerCPU, r.ClientCPU = cu.ServerCPU()-server0, selfCPU()-client0
+	}
 	r.Result = l.res
 	r.fail(l.err)
 	if rs, ok := m.(restarter); ok && spec.Scenario != ScenarioThroughput {
@@ -101,6 +114,15 @@ func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
 		}
 	}
 	return r
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ReloadTimes are the moments, from the start of a run of d, at which k

@@ -3,10 +3,12 @@ package scenario
 import (
 	"context"
 	"net"
+	"os"
 	"net/http"
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,7 +282,12 @@ func TestTables(t *testing.T) {
 func TestThroughputTable(t *testing.T) {
 	even := map[string]int64{"0": 50, "1": 50}
 	tp := func(m string, rps float64, shares map[string]int64) *Run {
-		return &Run{Scenario: ScenarioThroughput, App: "hello", Manager: m, Result: result(100, nil, rps, shares), Restarts: -1}
+		r := &Run{Scenario: ScenarioThroughput, App: "hello", Manager: m, Result: result(100, nil, rps, shares), Restarts: -1}
+		r.Result.Elapsed = 2 * time.Second
+		if m == "keel" {
+			r.ServerCPU, r.ClientCPU = 2*time.Millisecond, time.Second // 20 µs a request, 0.001 + 0.5 cores
+		}
+		return r
 	}
 	runs := []*Run{
 		tp("keel", 110, even), tp("node cluster", 100, even), tp("pm2", 80, map[string]int64{"0": 70, "1": 30}), tp("direct", 60, map[string]int64{"0": 100}),
@@ -290,9 +297,9 @@ func TestThroughputTable(t *testing.T) {
 	gs := Groups(runs)
 	table := ThroughputTable(gs)
 	for _, want := range []string{
-		"| keel | 3 | 110 (90–120) | 1.83 1.80 2.18 (median 1.83) | 0: 50.0 %, 1: 50.0 % | **yes**: keel ÷ node cluster 1.10 0.90 1.20 (median 1.10); keel ÷ pm2 1.38 1.29 1.60 (median 1.38) |",
-		"| pm2 | 3 | 75 (70–80) | 1.33 1.40 1.36 (median 1.36) | 0: 50.0–70.0 %, 1: 30.0–50.0 % | (a share outside 35–65 %) |",
-		"| direct | 3 | 55 (50–60) | - | 0: 100.0 % |  |",
+		"| keel | 3 | 110 (90–120) | 1.83 1.80 2.18 (median 1.83) | 20.0 (20.0–20.0) µs | 0.00 + 0.50 | 0: 50.0 %, 1: 50.0 % | **yes**: keel ÷ node cluster 1.10 0.90 1.20 (median 1.10); keel ÷ pm2 1.38 1.29 1.60 (median 1.38) |",
+		"| pm2 | 3 | 75 (70–80) | 1.33 1.40 1.36 (median 1.36) | - | - | 0: 50.0–70.0 %, 1: 30.0–50.0 % | (a share outside 35–65 %) |",
+		"| direct | 3 | 55 (50–60) | - | - | - | 0: 100.0 % |  |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
@@ -307,6 +314,30 @@ func TestThroughputTable(t *testing.T) {
 	}
 	if !ThroughputMet(nil) {
 		t.Error("ThroughputMet without a throughput run")
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	b := []byte("4242 (node (x) y) S 1 4200 4200 0 -1 4194560 2371 0 0 0 123 45 0 0 20 0 11 0 5 0 0\n")
+	pgrp, cpu, err := ParseStat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgrp != 4200 || cpu != 168*clockTick {
+		t.Errorf("ParseStat = %d, %v; want 4200, %v", pgrp, cpu, 168*clockTick)
+	}
+	for _, bad := range []string{"", "1 (x S 1", "1 (x) S 1 2 3", "1 (x) S 1 g 3 0 -1 0 0 0 0 0 1 2"} {
+		if _, _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) accepted it", bad)
+		}
+	}
+	// This process: its own group, some CPU.
+	self, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	if pg, _, err := ParseStat(self); err != nil || pg != syscall.Getpgrp() {
+		t.Errorf("ParseStat(self) = %d, %v; want pgrp %d", pg, err, syscall.Getpgrp())
 	}
 }
 

@@ -185,6 +185,8 @@ func bench(ctx context.Context, o options) (int, error) {
 			return scenario.NewPM2(pm2)
 		case "node cluster":
 			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true}, nil
+		case "node cluster, setsid":
+			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true, Setsid: true}, nil
 		case "direct":
 			return &scenario.Plain{Label: name, Node: node, Script: helloJS}, nil
 		}
