@@ -3,8 +3,8 @@ package scenario
 import (
 	"context"
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"sync/atomic"
