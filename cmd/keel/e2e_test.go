@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -362,5 +363,32 @@ func TestOnCrashHookFiresOncePerGroup(t *testing.T) {
 	}
 	if err := jsonUnmarshal(lines[0], &n); err != nil || n.Event != "crash" || !n.New || n.Group.App != "hooked" || !strings.Contains(n.Group.Title, "cannot open config") {
 		t.Fatalf("hook got %v %+v from %q", err, n, lines[0])
+	}
+}
+
+// A descriptor the CLI inherits (a shell's stray fd without close-on-exec)
+// reaches neither the daemon it starts nor the keepers and apps.
+func TestStrayDescriptorsDoNotLeak(t *testing.T) {
+	e := newEnv(t)
+	stray, err := os.Create(filepath.Join(t.TempDir(), "stray-fd-marker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stray.Close()
+	cmd := exec.Command(os.Args[0], "start", os.Args[0], "--name", "clean", "--env", "KEEL_E2E_APP=sleep")
+	cmd.Env = append(os.Environ(), "KEEL_E2E_MAIN=1", "KEEL_HOME="+e.home, "GORACE=atexit_sleep_ms=0")
+	cmd.ExtraFiles = []*os.File{stray} // fd 3 in the CLI, not close-on-exec
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start: %v\n%s", err, out)
+	}
+	e.waitFor("online", allStatus("clean", 1, "online"))
+	for _, pid := range processesOf(e.home) {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == stray.Name() {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				t.Fatalf("pid %d (%q) holds the CLI's stray descriptor as fd %s", pid, b, fd.Name())
+			}
+		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/proc"
 )
 
 // LogName is the daemon's log file inside KEEL_HOME: its stdout and stderr
@@ -163,6 +165,11 @@ func (c *Client) spawnDaemon(exe, logPath string) (pid int, logStart int64, err 
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf // stdin stays nil: /dev/null
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The daemon outlives this CLI: it must not keep what the CLI's shell
+	// left open (a pipe's end would keep a pipeline from finishing).
+	if err := proc.CloseOnExecAbove2(); err != nil {
+		return 0, 0, fmt.Errorf("starting the daemon: %w", err)
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, 0, fmt.Errorf("starting the daemon: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/keeper"
 	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/store"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -87,6 +88,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.StatsInterval == 0 {
 		o.StatsInterval = time.Second
+	}
+	// Whatever the CLI that started us inherited (a shell's stray fds) must
+	// not reach the keepers and apps.
+	if err := proc.CloseOnExecAbove2(); err != nil {
+		o.Logger.Warn("marking inherited descriptors close-on-exec", "err", err)
 	}
 	if err := os.MkdirAll(o.Home, 0o700); err != nil {
 		return fmt.Errorf("creating KEEL_HOME %s: %w", o.Home, err)
