@@ -88,6 +88,7 @@ type options struct {
 	conns, connsTP   int
 	dReload, dKill   time.Duration
 	dTP              time.Duration
+	noAutogroup      bool
 }
 
 func run() int {
@@ -102,6 +103,10 @@ func run() int {
 	flag.DurationVar(&o.dReload, "d-reload", 8*time.Second, "load duration of a reload run")
 	flag.DurationVar(&o.dKill, "d-kill", 15*time.Second, "load duration of a kill run")
 	flag.DurationVar(&o.dTP, "d-throughput", 5*time.Second, "load duration of a throughput run")
+	flag.BoolVar(&o.noAutogroup, "no-autogroup", false,
+		"turn the kernel's per-session CPU grouping off for the run (root; restored after): with the load client on the same "+
+			"cores, autogroup favours a server in the client's session (node cluster) over one in sessions of its own (keel's "+
+			"keepers, pm2's daemon), which a remote client would not see")
 	flag.Parse()
 	if flag.NArg() > 0 || o.runs < 1 || o.runs > 20 || o.conns < 1 || o.connsTP < 1 {
 		fmt.Fprintln(os.Stderr, "scenarios: -runs in 1..20, -c and -c-throughput at least 1, no arguments")
@@ -115,6 +120,14 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.noAutogroup {
+		restore, err := autogroupOff()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "scenarios: -no-autogroup:", err)
+			return 1
+		}
+		defer restore()
+	}
 	code, err := bench(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scenarios:", err)
@@ -308,6 +321,9 @@ func describe(o options, node, pm2 string, at time.Time) string {
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		parts = append(parts, "load average "+strings.Join(strings.Fields(string(la))[:3], " "))
 	}
+	if ag, err := os.ReadFile(autogroupPath); err == nil {
+		parts = append(parts, "sched_autogroup_enabled "+strings.TrimSpace(string(ag)))
+	}
 	fmt.Fprintln(&b, strings.Join(parts, ", "))
 	fmt.Fprintf(&b, "reload: 2 instances, %d connections, %v, 2 reloads; kill: 4 instances, %d connections, %v, SIGKILL every 1s; throughput: 2 instances, %d connections, %v; %d runs of each, managers interleaved\n",
 		o.conns, o.dReload, o.conns, o.dKill, o.connsTP, o.dTP, o.runs)
@@ -341,4 +357,20 @@ func pm2Version(bin string) string {
 		return "?"
 	}
 	return scenario.PackageVersion(b)
+}
+
+const autogroupPath = "/proc/sys/kernel/sched_autogroup_enabled"
+
+// autogroupOff turns the scheduler's session autogrouping off and returns
+// the function that puts back what was there.
+func autogroupOff() (func(), error) {
+	was, err := os.ReadFile(autogroupPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(autogroupPath, []byte("0\n"), 0o644); err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(os.Stderr, "scenarios: sched_autogroup_enabled 0 for this run (was "+strings.TrimSpace(string(was))+")")
+	return func() { os.WriteFile(autogroupPath, was, 0o644) }, nil
 }
