@@ -10,11 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -25,63 +23,13 @@ import (
 
 	"github.com/keel-run/keel/bench/load"
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/nodeipc/nodetest"
 )
 
-func requireNode(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed (not in PATH): skipping the end-to-end tests of Node apps")
-	}
-}
+func requireNode(t *testing.T) { nodetest.Require(t) }
 
-// expressVersion is the Express the tests install from npm (the same as
-// internal/nodeipc's tests, so they share the cache).
-const expressVersion = "5.3.0"
-
-// installExpress installs Express into a cache shared by test runs
-// (os.UserCacheDir()/keel-test/express-<version>) and returns its
-// node_modules. Concurrent installs are harmless: each goes into a
-// directory of its own, renamed into place.
-func installExpress(t *testing.T) string {
-	t.Helper()
-	requireNode(t)
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	base := filepath.Join(cache, "keel-test")
-	final := filepath.Join(base, "express-"+expressVersion)
-	modules := filepath.Join(final, "node_modules")
-	if _, err := os.Stat(filepath.Join(modules, "express", "package.json")); err == nil {
-		return modules
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Skip("npm is not installed: cannot install Express for the Express tests")
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp, err := os.MkdirTemp(base, ".express-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", tmp, "--no-audit", "--no-fund",
-		"--ignore-scripts", "--no-package-lock", "express@"+expressVersion)
-	cmd.Env = append(os.Environ(), "npm_config_update_notifier=false")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install express@%s: %v\n%s", expressVersion, err, out)
-	}
-	if err := os.Rename(tmp, final); err != nil && !errors.Is(err, fs.ErrExist) {
-		if _, serr := os.Stat(filepath.Join(modules, "express", "package.json")); serr != nil {
-			t.Fatalf("installing express: %v", err)
-		}
-	}
-	return modules
-}
+// installExpress installs Express from npm into the shared test cache.
+func installExpress(t *testing.T) string { return nodetest.InstallExpress(t) }
 
 // Unmodified servers: nothing in them knows keel. They name their instance
 // (pm2's NODE_APP_INSTANCE) in a header so the tests can tell them apart.

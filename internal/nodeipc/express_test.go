@@ -1,65 +1,15 @@
 package nodeipc
 
 import (
-	"context"
-	"errors"
-	"io/fs"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/keel-run/keel/internal/nodeipc/nodetest"
 )
 
-// expressVersion is the Express the tests install from npm.
-const expressVersion = "5.3.0"
-
-// installExpress installs Express into a cache directory shared by test
-// runs (os.UserCacheDir()/keel-test/express-<version>) and returns its
-// node_modules. A concurrent run installing too is harmless: each installs
-// into a directory of its own and renames it into place.
-func installExpress(t *testing.T) string {
-	t.Helper()
-	requireNode(t)
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	base := filepath.Join(cache, "keel-test")
-	final := filepath.Join(base, "express-"+expressVersion)
-	modules := filepath.Join(final, "node_modules")
-	if _, err := os.Stat(filepath.Join(modules, "express", "package.json")); err == nil {
-		return modules
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Skip("npm is not installed: cannot install Express for the Express test")
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp, err := os.MkdirTemp(base, ".express-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", tmp, "--no-audit", "--no-fund",
-		"--ignore-scripts", "--no-package-lock", "express@"+expressVersion)
-	cmd.Env = append(os.Environ(), "npm_config_update_notifier=false")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install express@%s: %v\n%s", expressVersion, err, out)
-	}
-	if err := os.Rename(tmp, final); err != nil && !errors.Is(err, fs.ErrExist) {
-		if _, serr := os.Stat(filepath.Join(modules, "express", "package.json")); serr != nil {
-			t.Fatalf("installing express: %v", err)
-		}
-	}
-	return modules
-}
+// installExpress installs Express from npm into the shared test cache.
+func installExpress(t *testing.T) string { return nodetest.InstallExpress(t) }
 
 func TestNodeExpressAppListen(t *testing.T) {
 	modules := installExpress(t)
