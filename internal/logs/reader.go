@@ -47,7 +47,12 @@ func closeFiles(files []*openFile) {
 // every name still names what it opened and retries if not.
 func openFiles(path string) ([]*openFile, error) {
 	for attempt := 0; ; attempt++ {
+		// Writers rotate only under the exclusive flock of the file at
+		// path; a shared one held while listing keeps rotations out, so
+		// the snapshot is consistent even while a writer rotates fast.
+		unlock := lockCurrent(path)
 		files, names, err := openFilesOnce(path)
+		unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -98,6 +103,29 @@ func openFilesOnce(path string) ([]*openFile, []string, error) {
 		opened = append(opened, name)
 	}
 	return files, opened, nil
+}
+
+// lockCurrent takes a shared flock on the file that path names, making
+// sure it is still the one path names once locked, and returns the
+// function that releases it. Without a file at path it does nothing.
+func lockCurrent(path string) func() {
+	for i := 0; i < 10; i++ {
+		f, err := os.Open(path)
+		if err != nil {
+			return func() {}
+		}
+		fd := int(f.Fd())
+		if flock(fd, unix.LOCK_SH) != nil {
+			f.Close()
+			return func() {}
+		}
+		var a, b unix.Stat_t
+		if unix.Fstat(fd, &a) == nil && unix.Stat(path, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino {
+			return func() { flock(fd, unix.LOCK_UN); f.Close() }
+		}
+		f.Close() // rotated before we had the lock: take the new file's
+	}
+	return func() {}
 }
 
 // stillNamed reports whether each of names still names the file opened
