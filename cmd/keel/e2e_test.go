@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/internal/api"
 )
 
@@ -99,13 +101,9 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 	l := e.waitFor("online", allStatus("stubborn", 1, "online"))
 	pid := l[0].Pid
 	// Give the app time to install its handler: wait for its log line.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(e.ok("logs", "stubborn", "--raw"), "ignoring SIGTERM") {
-		if time.Now().After(deadline) {
-			t.Fatal("app never said it ignores SIGTERM")
-		}
-		<-time.After(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the app to say it ignores SIGTERM", func() bool {
+		return strings.Contains(e.ok("logs", "stubborn", "--raw"), "ignoring SIGTERM")
+	})
 	e.ok("stop", "stubborn")
 	l = e.ls()
 	ex := l[0].LastExit
@@ -187,9 +185,7 @@ func TestDaemonSIGKILLRecovery(t *testing.T) {
 	// One instance dies while nobody supervises.
 	victim := before[1]
 	syscall.Kill(victim.Pid, syscall.SIGKILL)
-	for alive(victim.Pid) {
-		<-time.After(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the victim to die", func() bool { return !alive(victim.Pid) })
 
 	start := time.Now()
 	after := e.waitFor("2 online after recovery", allStatus("svc", 2, "online"))
@@ -257,19 +253,11 @@ func TestKillStopsEverything(t *testing.T) {
 	dpid := e.daemonPid()
 	e.ok("kill")
 	for _, in := range l {
-		deadline := time.Now().Add(10 * time.Second)
-		for alive(in.Pid) && time.Now().Before(deadline) {
-			<-time.After(5 * time.Millisecond)
-		}
-		if alive(in.Pid) {
+		if !poll.Within(10*time.Second, func() bool { return !alive(in.Pid) }) {
 			t.Fatalf("pid %d survived keel kill", in.Pid)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(dpid) && time.Now().Before(deadline) {
-		<-time.After(5 * time.Millisecond)
-	}
-	if alive(dpid) {
+	if !poll.Within(10*time.Second, func() bool { return !alive(dpid) }) {
 		t.Fatal("daemon survived keel kill")
 	}
 }
@@ -282,16 +270,12 @@ func TestCrashesGroup(t *testing.T) {
 	l := e.waitFor("errored", allStatus("panicky", 1, "errored"))
 	// Crashes are filed off the supervisor's loop, just after the exit.
 	var groups []api.CrashGroup
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Within(10*time.Second, func() bool {
 		if err := jsonUnmarshal(e.ok("crashes", "--json"), &groups); err != nil {
 			t.Fatal(err)
 		}
-		if len(groups) != 1 || groups[0].Count >= 5 || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(10 * time.Millisecond)
-	}
+		return len(groups) != 1 || groups[0].Count >= 5
+	})
 	if len(groups) != 1 {
 		t.Fatalf("%d groups, want 1: %+v", len(groups), groups)
 	}
@@ -336,20 +320,13 @@ func TestOnCrashHookFiresOncePerGroup(t *testing.T) {
 	e.waitFor("errored", allStatus("hooked", 1, "errored"))
 	// Every crash filed (each a Notify decision), then keel kill, which
 	// waits for hook runs under way: the file is final.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, "the four crashes to be filed", func() bool {
 		var gs []api.CrashGroup
 		if err := jsonUnmarshal(e.ok("crashes", "--json"), &gs); err != nil {
 			t.Fatal(err)
 		}
-		if len(gs) == 1 && gs[0].Count == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("crash groups %+v", gs)
-		}
-		<-time.After(10 * time.Millisecond)
-	}
+		return len(gs) == 1 && gs[0].Count == 4
+	})
 	e.ok("kill")
 	b, _ := os.ReadFile(out)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/internal/api"
 )
 
@@ -56,16 +58,12 @@ func TestGuardedServiceUnderKeel(t *testing.T) {
 		return restarted == 1 && allStatus("lib", 2, "online")(l)
 	})
 	var groups []api.CrashGroup
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Within(10*time.Second, func() bool {
 		if err := jsonUnmarshal(e.ok("crashes", "lib", "--json"), &groups); err != nil {
 			t.Fatal(err)
 		}
-		if len(groups) > 0 || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(10 * time.Millisecond)
-	}
+		return len(groups) > 0
+	})
 	if len(groups) != 1 || !strings.HasPrefix(groups[0].Title, "panic: assignment to entry in nil map") {
 		t.Fatalf("crash groups: %+v", groups)
 	}

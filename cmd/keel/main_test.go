@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/guard"
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/serve"
@@ -235,14 +237,9 @@ func (e *env) ls() []api.Instance {
 // waitFor polls ls until cond holds or the deadline passes.
 func (e *env) waitFor(what string, cond func([]api.Instance) bool) []api.Instance {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var l []api.Instance
-	for time.Now().Before(deadline) {
-		l = e.ls()
-		if cond(l) {
-			return l
-		}
-		<-time.After(20 * time.Millisecond) // polling a condition, with a deadline
+	if poll.Within(20*time.Second, func() bool { l = e.ls(); return cond(l) }) {
+		return l
 	}
 	e.t.Fatalf("timed out waiting for %s; ls: %+v", what, l)
 	return nil
@@ -284,20 +281,14 @@ func (e *env) killDaemon() int {
 		e.t.Fatal(err)
 	}
 	sock := filepath.Join(e.home, "keel.sock")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(e.t, 10*time.Second, fmt.Sprintf("daemon %d to stop answering after SIGKILL", dpid), func() bool {
 		c, err := net.Dial("unix", sock)
-		if err != nil && !alive(dpid) {
-			return dpid
-		}
 		if c != nil {
 			c.Close()
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("daemon %d still answers after SIGKILL", dpid)
-		}
-		<-time.After(5 * time.Millisecond)
-	}
+		return err != nil && !alive(dpid)
+	})
+	return dpid
 }
 
 // kill runs `keel kill` if a daemon is up, then checks that no process of
@@ -306,20 +297,12 @@ func (e *env) kill() {
 	if _, err := os.Stat(filepath.Join(e.home, "keel.sock")); err == nil {
 		e.keel("kill")
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		left := processesOf(e.home)
-		if len(left) == 0 {
-			return
+	var left []int
+	if !poll.Within(15*time.Second, func() bool { left = processesOf(e.home); return len(left) == 0 }) {
+		e.t.Errorf("processes left behind after keel kill: %v", left)
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
-		if time.Now().After(deadline) {
-			e.t.Errorf("processes left behind after keel kill: %v", left)
-			for _, pid := range left {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-			return
-		}
-		<-time.After(20 * time.Millisecond)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/bench/load"
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/nodeipc/nodetest"
@@ -249,13 +251,9 @@ func TestNodeOnlineOnlyWhenReady(t *testing.T) {
 			}
 			e.ok(args...)
 			// Both run (they said so in their logs), and neither is online.
-			deadline := time.Now().Add(20 * time.Second)
-			for strings.Count(e.ok("logs", "gated", "--raw", "--lines", "10"), "waiting ") < 2 {
-				if time.Now().After(deadline) {
-					t.Fatalf("the instances never started; ls: %+v", e.ls())
-				}
-				<-time.After(10 * time.Millisecond)
-			}
+			poll.Until(t, 20*time.Second, "both instances to start", func() bool {
+				return strings.Count(e.ok("logs", "gated", "--raw", "--lines", "10"), "waiting ") >= 2
+			})
 			for _, in := range e.ls() {
 				if in.Status != "starting" || in.Pid == 0 || !alive(in.Pid) {
 					t.Fatalf("before the app is ready: %+v", in)
@@ -289,16 +287,12 @@ server.listen(0, () => {
 		t.Fatalf("last exit %+v, want code 1", l[0].LastExit)
 	}
 	var groups []api.CrashGroup
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Within(10*time.Second, func() bool {
 		if err := jsonUnmarshal(e.ok("crashes", "--json"), &groups); err != nil {
 			t.Fatal(err)
 		}
-		if len(groups) == 1 && groups[0].Count == 3 || time.Now().After(deadline) {
-			break
-		}
-		<-time.After(10 * time.Millisecond)
-	}
+		return len(groups) == 1 && groups[0].Count == 3
+	})
 	if len(groups) != 1 || groups[0].Count != 3 || !strings.Contains(groups[0].Title, "TypeError") {
 		t.Fatalf("crash groups %+v, want one TypeError group of 3", groups)
 	}
@@ -384,9 +378,7 @@ func TestSocketsSurviveADaemonCrash(t *testing.T) {
 			e.killDaemon()
 			victim := before[1]
 			syscall.Kill(victim.Pid, syscall.SIGKILL)
-			for alive(victim.Pid) {
-				<-time.After(5 * time.Millisecond)
-			}
+			poll.Until(t, 10*time.Second, "the victim to die", func() bool { return !alive(victim.Pid) })
 			// Served meanwhile by the surviving instance.
 			fetch(t, url)
 
@@ -423,20 +415,13 @@ func TestSocketsSurviveADaemonCrash(t *testing.T) {
 			// The socket lives as long as the app.
 			// (Its keepers, released, close their copies as they exit.)
 			e.ok("delete", "web")
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			poll.Until(t, 20*time.Second, "port "+port+" to refuse after the app was deleted", func() bool {
 				c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 5*time.Second)
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					break
-				}
 				if c != nil {
 					c.Close()
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("port %s still accepts after the app was deleted (%v)", port, err)
-				}
-				<-time.After(10 * time.Millisecond)
-			}
+				return errors.Is(err, syscall.ECONNREFUSED)
+			})
 		})
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/internal/api"
 )
 
@@ -73,10 +75,7 @@ func TestRunForegroundStopsOnSIGTERM(t *testing.T) {
 	})
 	// ready: none counts an app online at spawn; wait until each says it
 	// handles SIGTERM (it prints "sleeping" after signal.Notify).
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(out.String(), "sleeping") < 3 && time.Now().Before(deadline) {
-		<-time.After(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "three apps to handle SIGTERM", func() bool { return strings.Count(out.String(), "sleeping") >= 3 })
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, cmd); code != 0 {
 		t.Fatalf("keel run exited %d after SIGTERM; output:\n%s", code, out.String())
@@ -103,10 +102,7 @@ func TestRunForegroundFailsWhenAnAppNeedsSIGKILL(t *testing.T) {
 `, os.Args[0])), 0o644)
 	cmd, out := e.startRun(cfg)
 	e.waitFor("online", allStatus("stubborn", 1, "online"))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "ignoring SIGTERM") && time.Now().Before(deadline) {
-		<-time.After(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the app to ignore SIGTERM", func() bool { return strings.Contains(out.String(), "ignoring SIGTERM") })
 	cmd.Process.Signal(syscall.SIGTERM)
 	if code := waitExit(t, cmd); code == 0 {
 		t.Fatalf("keel run exited 0 though its app had to be killed; output:\n%s", out.String())

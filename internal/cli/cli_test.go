@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"go.uber.org/goleak"
 
 	"github.com/keel-run/keel/internal/api"
@@ -634,13 +636,7 @@ func TestLogs(t *testing.T) {
 	var buf syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- Run(ctx, []string{"logs", "web", "-f", "--raw"}, Stdio{Out: &buf, Err: &buf}, e.deps) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(buf.String(), "world") {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs -f printed %q", buf.String())
-		}
-		time.Sleep(2 * time.Millisecond) // polling a condition with a deadline
-	}
+	poll.Until(t, 20*time.Second, "logs -f to print world", func() bool { return strings.Contains(buf.String(), "world") })
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("logs -f interrupted: exit %d, output %q", code, buf.String())

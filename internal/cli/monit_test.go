@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-run/keel/internal/api"
@@ -135,13 +137,7 @@ func TestMonitOnTerminal(t *testing.T) {
 	go func() {
 		done <- Run(context.Background(), []string{"monit", "--interval", "100ms"}, Stdio{In: slave, Out: slave, Err: slave}, e.deps)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(screen.String(), "keel monit") < 2 { // two frames drawn
-		if time.Now().After(deadline) {
-			t.Fatalf("monit drew %q", screen.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	poll.Until(t, 20*time.Second, "monit to draw two frames", func() bool { return strings.Count(screen.String(), "keel monit") >= 2 })
 	if _, err := master.Write([]byte("q")); err != nil {
 		t.Fatal(err)
 	}
@@ -153,12 +149,7 @@ func TestMonitOnTerminal(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("monit did not quit on q")
 	}
-	for !strings.Contains(screen.String(), escMainScreen) {
-		if time.Now().After(deadline) {
-			t.Fatalf("monit did not leave the alternate screen: %q", screen.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	poll.Until(t, 20*time.Second, "monit to leave the alternate screen", func() bool { return strings.Contains(screen.String(), escMainScreen) })
 	out := screen.String()
 	if !strings.Contains(out, escAltScreen) || !strings.Contains(out, escMainScreen) || !strings.Contains(out, "web") {
 		t.Errorf("screen %q", out)

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keel-run/keel/internal/poll"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -251,18 +254,11 @@ func killDaemon(t *testing.T, c *Client) {
 // reap waits for a child of the test to exit, with a deadline.
 func reap(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	poll.Until(t, 20*time.Second, fmt.Sprintf("daemon %d to exit", pid), func() bool {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		if wpid == pid || errors.Is(err, unix.ECHILD) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon %d did not exit", pid)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+		return wpid == pid || errors.Is(err, unix.ECHILD)
+	})
 }
 
 // TestEnsureDaemonRace starts the test binary as a fake daemon from
@@ -361,19 +357,15 @@ func TestEnsureDaemonReportsAFailingDaemon(t *testing.T) {
 // killHanging kills the "hang" fake daemon of h once it has said its pid.
 func killHanging(t *testing.T, h string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	pid := 0
+	poll.Until(t, 20*time.Second, "the hanging daemon to write its pid", func() bool {
 		b, err := os.ReadFile(filepath.Join(h, "hang.pid"))
-		if pid, perr := strconv.Atoi(string(b)); err == nil && perr == nil {
-			unix.Kill(pid, unix.SIGKILL)
-			reap(t, pid)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the hanging daemon never wrote its pid")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+		p, perr := strconv.Atoi(string(b))
+		pid = p
+		return err == nil && perr == nil
+	})
+	unix.Kill(pid, unix.SIGKILL)
+	reap(t, pid)
 }
 
 func TestEnsureDaemonTimesOut(t *testing.T) {
@@ -436,16 +428,10 @@ func TestEnsureDaemonOutlivesADyingDaemon(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.EnsureDaemon(context.Background(), exe) }()
 
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, lost, _ := controltest.Starts(h); lost > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no daemon tried and lost the lock")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
-	}
+	poll.Until(t, 20*time.Second, "a daemon to try and lose the lock", func() bool {
+		_, lost, _ := controltest.Starts(h)
+		return lost > 0
+	})
 	unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	select {
 	case err := <-done:

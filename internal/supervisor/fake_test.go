@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -350,16 +352,19 @@ func (h *harness) list() []InstanceInfo {
 // waitStatus waits until instance app:i has status st and returns it.
 func (h *harness) waitStatus(app string, i int, st Status) InstanceInfo {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
 	var last []InstanceInfo
-	for time.Now().Before(deadline) {
+	var found InstanceInfo
+	if poll.Within(10*time.Second, func() bool {
 		last = h.list()
 		for _, in := range last {
 			if in.App == app && in.Instance == i && in.Status == st {
-				return in
+				found = in
+				return true
 			}
 		}
-		<-time.After(time.Millisecond) // polling a condition, with a deadline
+		return false
+	}) {
+		return found
 	}
 	h.t.Fatalf("%s:%d never became %s; instances: %+v", app, i, st, last)
 	return InstanceInfo{}

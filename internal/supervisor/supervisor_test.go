@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-run/keel/internal/poll"
+
 	"go.uber.org/goleak"
 
 	"github.com/keel-run/keel/internal/spec"
@@ -223,17 +225,13 @@ func TestStopSignalsAndWaits(t *testing.T) {
 		t.Fatalf("last exit %+v", in.LastExit)
 	}
 	h.noSpawn()
-	rec, _ := h.store.get("st")
-	if len(rec.Instances) != 1 || !rec.Instances[0].Stopped {
-		// The persister writes asynchronously; the record settles quickly.
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) && (len(rec.Instances) != 1 || !rec.Instances[0].Stopped) {
-			<-time.After(time.Millisecond)
-			rec, _ = h.store.get("st")
-		}
-		if len(rec.Instances) != 1 || !rec.Instances[0].Stopped {
-			t.Fatalf("stored record %+v", rec)
-		}
+	// The persister writes asynchronously; the record settles quickly.
+	var rec AppRecord
+	if !poll.Within(5*time.Second, func() bool {
+		rec, _ = h.store.get("st")
+		return len(rec.Instances) == 1 && rec.Instances[0].Stopped
+	}) {
+		t.Fatalf("stored record %+v", rec)
 	}
 }
 
@@ -415,16 +413,10 @@ func TestDeleteForgets(t *testing.T) {
 	if _, err := h.sup.Stop(h.ctx(), spec.Target{App: "d", Instance: -1}); !errors.As(err, &nf) {
 		t.Fatalf("stop of deleted app: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := h.store.get("d"); !ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("deleted app is still stored")
-		}
-		<-time.After(time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, "the deleted app to leave the store", func() bool {
+		_, ok := h.store.get("d")
+		return !ok
+	})
 }
 
 func TestStartTwiceIsRefused(t *testing.T) {
@@ -501,10 +493,7 @@ func TestRestoreAdoptsSurvivorsAndStartsTheRest(t *testing.T) {
 	}
 	h.waitStatus("off", 0, Stopped)
 	for _, p := range []*fakeProc{dupOld, stray} {
-		deadline := time.Now().Add(5 * time.Second)
-		for p.stopCount() == 0 && time.Now().Before(deadline) {
-			<-time.After(time.Millisecond)
-		}
+		poll.Within(5*time.Second, func() bool { return p.stopCount() > 0 })
 		if p.stopCount() != 1 {
 			t.Fatalf("pid %d was not stopped", p.pid)
 		}
