@@ -1,7 +1,9 @@
 package archtest
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -85,6 +87,32 @@ func TestNoGrabBagPackages(t *testing.T) {
 		switch base {
 		case "util", "utils", "common", "helpers", "misc":
 			t.Errorf("package %s: name it after what it holds", p)
+		}
+	}
+}
+
+// The daemon's resident memory is mostly the binary's own pages, so a
+// bigger binary is a bigger daemon. One reflective method lookup
+// reachable anywhere (text/template evaluating a field, as a custom cobra
+// template does) makes the linker keep every exported method of every
+// type that reaches an interface: a third more binary.
+func TestLinkerDropsUnusedMethods(t *testing.T) {
+	if testing.Short() {
+		t.Skip("links keel")
+	}
+	out := filepath.Join(t.TempDir(), "keel")
+	cmd := exec.Command("go", "build", "-o", out, "-ldflags=-dumpdep", mod+"cmd/keel")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	dump, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build -ldflags=-dumpdep: %v\n%.2000s", err, dump)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(dump), "\n") {
+		from, _, ok := strings.Cut(line, " -> ")
+		if ok && strings.HasSuffix(from, "<ReflectMethod>") && !seen[from] {
+			seen[from] = true
+			t.Errorf("%s: a reflective method call in keel's binary stops dead-method elimination", strings.TrimSuffix(from, " <ReflectMethod>"))
 		}
 	}
 }
