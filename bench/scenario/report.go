@@ -348,6 +348,8 @@ func ThroughputTable(gs []*Group) string {
 			} else {
 				target = "**NO**: " + why
 			}
+		} else if g.Manager == SameSessionCluster {
+			target = "(reference, not a target: shares the load client's CPU group)"
 		} else if g.Manager != "direct" && !fair {
 			target = "(a share outside 35–65 %)"
 		}
@@ -414,7 +416,7 @@ func keelThroughput(tg []*Group) (bool, string) {
 	met := len(keel.Runs) > 0 && len(keel.results()) == len(keel.Runs)
 	var parts []string
 	for _, other := range tg {
-		if other.Manager == "keel" || other.Manager == "direct" {
+		if other.Manager == "keel" || other.Manager == "direct" || other.Manager == SameSessionCluster {
 			continue
 		}
 		rs := perRun(keel, other)

@@ -308,6 +308,20 @@ func TestThroughputTable(t *testing.T) {
 	if !ThroughputMet(gs) {
 		t.Error("ThroughputMet = false")
 	}
+	// The same-session cluster is a reference row: faster than keel in
+	// every run, it is shown but does not fail the target.
+	withRef := append([]*Run(nil), runs...)
+	for i := 0; i < 3; i++ {
+		withRef = append(withRef, tp(SameSessionCluster, 200, even))
+	}
+	gs = Groups(withRef)
+	if !ThroughputMet(gs) {
+		t.Error("ThroughputMet = false with a faster same-session reference row")
+	}
+	if table := ThroughputTable(gs); !strings.Contains(table, "| "+SameSessionCluster+" | 3 | 200 (200–200) | 3.33 4.00 3.64 (median 3.64) | - | - | 0: 50.0 %, 1: 50.0 % | (reference, not a target: shares the load client's CPU group) |") ||
+		strings.Contains(table, "keel ÷ "+SameSessionCluster) {
+		t.Errorf("reference row wrong:\n%s", table)
+	}
 	runs[4].Result.RPS, runs[8].Result.RPS = 80, 95 // keel below node cluster in 2 of 3 runs
 	if ThroughputMet(Groups(runs)) {
 		t.Error("ThroughputMet with keel behind node cluster")

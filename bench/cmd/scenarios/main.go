@@ -105,8 +105,8 @@ func run() int {
 	flag.DurationVar(&o.dTP, "d-throughput", 5*time.Second, "load duration of a throughput run")
 	flag.BoolVar(&o.noAutogroup, "no-autogroup", false,
 		"turn the kernel's per-session CPU grouping off for the run (root; restored after): with the load client on the same "+
-			"cores, autogroup favours a server in the client's session (node cluster) over one in sessions of its own (keel's "+
-			"keepers, pm2's daemon), which a remote client would not see")
+			"cores, autogroup favours a server in the client's session over one in a session of its own, which a remote "+
+			"client would not see; every compared server runs in a session of its own either way")
 	flag.Parse()
 	if flag.NArg() > 0 || o.runs < 1 || o.runs > 20 || o.conns < 1 || o.connsTP < 1 {
 		fmt.Fprintln(os.Stderr, "scenarios: -runs in 1..20, -c and -c-throughput at least 1, no arguments")
@@ -197,11 +197,11 @@ func bench(ctx context.Context, o options) (int, error) {
 		case "pm2":
 			return scenario.NewPM2(pm2)
 		case "node cluster":
-			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true}, nil
-		case "node cluster, setsid":
 			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true, Setsid: true}, nil
+		case scenario.SameSessionCluster:
+			return &scenario.Plain{Label: name, Node: node, Script: clusterJS, Cluster: true}, nil
 		case "direct":
-			return &scenario.Plain{Label: name, Node: node, Script: helloJS}, nil
+			return &scenario.Plain{Label: name, Node: node, Script: helloJS, Setsid: true}, nil
 		}
 		return nil, fmt.Errorf("unknown manager %q", name)
 	}
