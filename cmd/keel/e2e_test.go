@@ -369,3 +369,31 @@ func TestStrayDescriptorsDoNotLeak(t *testing.T) {
 		}
 	}
 }
+
+// An app gets the environment of the `keel start` that defined it, as
+// under pm2, not the one the daemon happened to start with; and keeps it
+// across a restart.
+func TestAppGetsTheStartersEnvironment(t *testing.T) {
+	e := newEnv(t)
+	// The daemon starts here, with a variable the later start lacks.
+	if r := e.keelWith([]string{"KEEL_E2E_DAEMON=stale"}, "ls"); r.code != 0 {
+		t.Fatalf("keel ls: exit %d: %s", r.code, r.err)
+	}
+	start := []string{"start", os.Args[0], "--name", "envy", "--env", "KEEL_E2E_APP=env"}
+	if r := e.keelWith([]string{"KEEL_E2E_SHELL=fresh"}, start...); r.code != 0 {
+		t.Fatalf("keel start: exit %d: %s", r.code, r.err)
+	}
+	want := `from the shell: "fresh", from the daemon: ""`
+	poll.Until(t, 10*time.Second, "the app to print its environment", func() bool {
+		return strings.Contains(e.ok("logs", "envy", "--raw"), want)
+	})
+	e.waitFor("online", allStatus("envy", 1, "online"))
+	e.ok("restart", "envy") // from an environment without the variable
+	poll.Until(t, 10*time.Second, "the restarted app to print its environment", func() bool {
+		return strings.Count(e.ok("logs", "envy", "--raw"), want) == 2
+	})
+	// describe shows the app's definition, not the shell's environment.
+	if out := e.ok("describe", "envy", "--json"); strings.Contains(out, "KEEL_E2E_SHELL") || strings.Contains(out, "shell_env") {
+		t.Errorf("describe shows the start's environment:\n%.500s", out)
+	}
+}

@@ -63,6 +63,12 @@ func runApp(name string) int {
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ignoring SIGTERM")
 		select {}
+	case "env": // prints two variables, then runs until SIGTERM
+		fmt.Printf("from the shell: %q, from the daemon: %q\n", os.Getenv("KEEL_E2E_SHELL"), os.Getenv("KEEL_E2E_DAEMON"))
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		return 0
 	case "crash": // fails at once
 		fmt.Fprintln(os.Stderr, "fatal: cannot open config")
 		return 3
@@ -197,11 +203,18 @@ type result struct {
 // keel runs the CLI and returns what it printed and its exit code.
 func (e *env) keel(args ...string) result {
 	e.t.Helper()
+	return e.keelWith(nil, args...)
+}
+
+// keelWith runs keel with extra variables in its environment.
+func (e *env) keelWith(extra []string, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	// Race-built children sleep 1s at exit by default; not ours.
 	cmd.Env = append(os.Environ(), "KEEL_E2E_MAIN=1", "KEEL_HOME="+e.home, "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(cmd.Env, extra...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

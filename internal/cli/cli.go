@@ -49,6 +49,9 @@ type Deps struct {
 	RunForeground func(ctx context.Context, home string, apps []*spec.App) error
 	// Getenv reads the environment (KEEL_HOME, HOME). Default: os.Getenv.
 	Getenv func(string) string
+	// Environ is the whole environment, which `keel start` hands to the
+	// apps it defines. Default: os.Environ.
+	Environ func() []string
 }
 
 // Exit codes.
@@ -63,6 +66,9 @@ const (
 func Run(ctx context.Context, args []string, stdio Stdio, deps Deps) int {
 	if deps.Getenv == nil {
 		deps.Getenv = os.Getenv
+	}
+	if deps.Environ == nil {
+		deps.Environ = os.Environ
 	}
 	if stdio.In == nil {
 		stdio.In = strings.NewReader("")

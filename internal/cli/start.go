@@ -194,8 +194,10 @@ func (r *runner) startCommand() *cobra.Command {
 		}
 
 		var names []string
+		env := r.deps.Environ()
 		for _, a := range apps {
 			names = append(names, a.Name)
+			a.ShellEnv = env
 		}
 		what := "start " + strings.Join(names, ", ")
 		c, err := r.daemon(cmd.Context())

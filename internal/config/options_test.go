@@ -61,7 +61,7 @@ func TestOptionsCoverApp(t *testing.T) {
 	for i := range typ.NumField() {
 		f := typ.Field(i)
 		key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if key == "" || key == "-" {
+		if key == "" || key == "-" || key == "shell_env" { // shell_env: set by keel start, not a config key
 			continue
 		}
 		o, ok := byKey[key]

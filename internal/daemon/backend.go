@@ -81,8 +81,12 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 	}
 	out := make([]api.AppDetail, 0, len(apps))
 	for _, a := range apps {
+		// The start's whole shell environment is not the app's definition
+		// and would bury it; the app's own env stays.
+		sp := a.Spec.Clone()
+		sp.ShellEnv = nil
 		det := api.AppDetail{
-			Spec:      a.Spec,
+			Spec:      sp,
 			Desired:   "running",
 			Instances: d.instances(a.Instances),
 			Triggers:  d.trig.info(a.Spec.Name),

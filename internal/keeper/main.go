@@ -333,7 +333,11 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 	}
 	undo = append(undo, func() { wErr.Close() })
 
-	env := appEnv(os.Environ(), cfg, app)
+	base := app.ShellEnv
+	if base == nil {
+		base = os.Environ()
+	}
+	env := appEnv(base, cfg, app)
 	argv := app.Argv()
 	extra := slices.Clone(listeners)
 
@@ -514,8 +518,9 @@ func daemonOnly(key string) bool {
 	return false
 }
 
-// appEnv is the app's environment: the keeper's own minus the daemon's
-// sockets, then Config.Env, then the app's env, then keel's variables.
+// appEnv is the app's environment: base (the environment `keel start` ran
+// in, else the keeper's own) minus the daemon's variables, then
+// Config.Env, then the app's env, then keel's variables.
 func appEnv(base []string, cfg *Config, app *spec.App) *envList {
 	e := &envList{vals: map[string]string{}}
 	for _, kv := range base {

@@ -74,6 +74,13 @@ type App struct {
 
 	LogMaxSize Size `json:"log_max_size,omitempty"`
 	LogKeep    int  `json:"log_keep,omitempty"`
+
+	// ShellEnv is the environment (KEY=VALUE) of the `keel start` that
+	// defined the app: the base of every instance's environment, under Env
+	// and keel's own variables, as pm2 does, so that `PORT=4000 keel start
+	// app.js` works. Kept across restarts, reloads, daemon restarts and
+	// resurrect. Not a config key; nil means the daemon's environment.
+	ShellEnv []string `json:"shell_env,omitempty"`
 }
 
 // ValidName reports whether s may name an app: letters, digits, '.', '_'
@@ -296,6 +303,7 @@ func (a *App) Clone() *App {
 	b.StopExitCodes = append([]int(nil), a.StopExitCodes...)
 	b.Watch = append([]string(nil), a.Watch...)
 	b.WatchIgnore = append([]string(nil), a.WatchIgnore...)
+	b.ShellEnv = append([]string(nil), a.ShellEnv...)
 	if a.Env != nil {
 		b.Env = make(map[string]string, len(a.Env))
 		for k, v := range a.Env {
