@@ -1,5 +1,6 @@
 // Package control is the daemon's side of the control socket: HTTP/1.1 with
-// JSON bodies over the unix socket $KEEL_HOME/keel.sock.
+// JSON bodies over the unix socket $KEEL_HOME/keel.sock, served by
+// internal/http1.
 //
 // # Protocol
 //
@@ -25,8 +26,11 @@
 // the server could not make sense of (bad JSON, bad target, a
 // *spec.FieldError from the backend), 403 for a peer of another uid, 404 for
 // a *NotFoundError or an unknown endpoint, 405 for a known endpoint called
-// with the wrong method, 500 for any other backend error. Arrays are never
-// null: an empty list is [].
+// with the wrong method, 500 for any other backend error; and, for a request
+// the server will not read (see internal/http1), 400, 413 (a body over
+// 8 MB), 431 (a head over 64 KB), 501 (a chunked body: send a
+// Content-Length) or 505, after which the connection is closed. Arrays are
+// never null: an empty list is [].
 //
 // # Security
 //

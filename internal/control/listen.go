@@ -112,7 +112,7 @@ func peerOf(c net.Conn) peer {
 	return peer{uid: int(cred.Uid), pid: int(cred.Pid)}
 }
 
-// connContext is the http.Server's ConnContext: it records the peer's
+// connContext is the http1.Server's ConnContext: it records the peer's
 // credentials once per connection.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, peerOf(c))

@@ -1,19 +1,21 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/http1"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -25,13 +27,13 @@ const maxBody = 8 << 20
 const DefaultShutdownGrace = 10 * time.Second
 
 // Server answers the control protocol (see the package doc) by calling a
-// Backend. It is an http.Handler; Serve and ServeListener run it on the
-// control socket. A Server may serve several listeners at once.
+// Backend; Serve and ServeListener run it on the control socket. A Server
+// may serve several listeners at once.
 type Server struct {
-	b      Backend
-	logger *slog.Logger
-	uid    int
-	mux    *http.ServeMux
+	b         Backend
+	logger    *slog.Logger
+	uid       int
+	endpoints []endpoint
 	// ShutdownGrace is how long Serve waits for requests in flight once its
 	// context is done; DefaultShutdownGrace when zero. Set it before Serve.
 	ShutdownGrace time.Duration
@@ -43,8 +45,8 @@ func NewServer(b Backend, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, logger: logger, uid: os.Getuid(), mux: http.NewServeMux()}
-	s.routes()
+	s := &Server{b: b, logger: logger, uid: os.Getuid()}
+	s.endpoints = s.routes()
 	return s
 }
 
@@ -65,12 +67,15 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 // Listen). It closes ln before it returns. Requests on connections that are
 // not unix sockets are refused, since their peer cannot be known.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s,
+	srv := &http1.Server{
+		Handler:           s.handle,
 		ConnContext:       connContext,
+		OnRequestError:    s.refuse,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
 		IdleTimeout:       time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		MaxBodyBytes:      maxBody,
+		Logger:            s.logger,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -89,13 +94,13 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		s.logger.Warn("control requests still running after the shutdown grace; closing them", "grace", grace)
 		srv.Close()
 	}
-	<-errc // http.ErrServerClosed
+	<-errc // http1.ErrServerClosed
 	return nil
 }
 
-// ServeHTTP checks the peer's uid, then dispatches. A refused request gets
-// a 403 and reaches no Backend method.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// handle checks the peer's uid, then dispatches. A refused request gets a
+// 403 and reaches no Backend method.
+func (s *Server) handle(w *http1.ResponseWriter, r *http1.Request) {
 	p, ok := r.Context().Value(peerKey{}).(peer)
 	switch {
 	case !ok:
@@ -104,41 +109,52 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p.err != nil:
 		s.logger.Warn("control request refused: unknown peer", "err", p.err, "path", r.URL.Path)
 		w.Header().Set("Connection", "close")
-		writeJSON(w, http.StatusForbidden, api.Error{Error: fmt.Sprintf("keel: refused: cannot tell who is calling (%v)", p.err)})
+		writeJSON(w, http1.StatusForbidden, api.Error{Error: fmt.Sprintf("keel: refused: cannot tell who is calling (%v)", p.err)})
 		return
 	case p.uid != s.uid:
 		s.logger.Warn("control request refused: foreign uid", "uid", p.uid, "pid", p.pid, "path", r.URL.Path)
 		w.Header().Set("Connection", "close")
-		writeJSON(w, http.StatusForbidden, api.Error{Error: fmt.Sprintf("keel: uid %d may not control the daemon of uid %d", p.uid, s.uid)})
+		writeJSON(w, http1.StatusForbidden, api.Error{Error: fmt.Sprintf("keel: uid %d may not control the daemon of uid %d", p.uid, s.uid)})
 		return
 	}
 	defer s.recoverPanic(w, r)
 	start := time.Now()
-	s.mux.ServeHTTP(w, r)
+	s.route(w, r)
 	s.logger.Debug("control request", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
 }
 
-// recoverPanic turns a panic in a backend method into a 500, as net/http
-// would do for itself, but logged with slog and answered in JSON.
-func (s *Server) recoverPanic(w http.ResponseWriter, r *http.Request) {
+// refuse answers a request the server could not read, in JSON like every
+// other error.
+func (s *Server) refuse(w *http1.ResponseWriter, e *http1.RequestError) {
+	writeJSON(w, e.Status, api.Error{Error: "keel: request refused: " + e.Msg})
+}
+
+// recoverPanic turns a panic in a backend method into a 500, logged with
+// slog and answered in JSON; http1.ErrAbortHandler passes on, to close the
+// connection without an answer.
+func (s *Server) recoverPanic(w *http1.ResponseWriter, r *http1.Request) {
 	v := recover()
 	if v == nil {
 		return
 	}
-	if v == http.ErrAbortHandler {
+	if v == http1.ErrAbortHandler {
 		panic(v)
 	}
 	s.logger.Error("panic in control request", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-	writeJSON(w, http.StatusInternalServerError, api.Error{Error: fmt.Sprintf("internal error: %v", v)})
+	w.Reset()
+	writeJSON(w, http1.StatusInternalServerError, api.Error{Error: fmt.Sprintf("internal error: %v", v)})
 }
 
-// endpoint is one route: the method it takes and its handler.
+// endpoint is one route: the method it takes, its path under api.Prefix
+// (a last segment "{id}" matches any one segment) and its handler.
 type endpoint struct {
 	method, path string
-	h            http.HandlerFunc
+	h            handlerFunc
 }
 
-func (s *Server) endpoints() []endpoint {
+type handlerFunc func(w *http1.ResponseWriter, r *http1.Request)
+
+func (s *Server) routes() []endpoint {
 	return []endpoint{
 		{"POST", "/start", s.start},
 		{"POST", "/stop", s.target(s.b.Stop)},
@@ -157,23 +173,50 @@ func (s *Server) endpoints() []endpoint {
 	}
 }
 
-func (s *Server) routes() {
-	methods := map[string][]string{}
-	for _, e := range s.endpoints() {
-		s.mux.HandleFunc(e.method+" "+api.Prefix+e.path, e.h)
-		methods[e.path] = append(methods[e.path], e.method)
+// route calls the endpoint for r's method and path; a path it knows
+// called with another method is answered 405, anything else 404, both in
+// JSON. A GET endpoint also answers HEAD.
+func (s *Server) route(w *http1.ResponseWriter, r *http1.Request) {
+	var allow []string
+	if rest, ok := strings.CutPrefix(r.URL.EscapedPath(), api.Prefix); ok {
+		for _, e := range s.endpoints {
+			if !matches(e.path, rest) {
+				continue
+			}
+			if e.method == r.Method || (e.method == "GET" && r.Method == "HEAD") {
+				e.h(w, r)
+				return
+			}
+			allow = append(allow, e.method)
+		}
 	}
-	// Everything else: JSON errors instead of net/http's plain text.
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
-	})
-	for path, ms := range methods {
-		allow := strings.Join(ms, ", ")
-		s.mux.HandleFunc(api.Prefix+path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			writeJSON(w, http.StatusMethodNotAllowed, api.Error{Error: fmt.Sprintf("%s %s: method not allowed (want %s)", r.Method, r.URL.Path, allow)})
-		})
+	if len(allow) == 0 {
+		writeJSON(w, http1.StatusNotFound, api.Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+		return
 	}
+	a := strings.Join(allow, ", ")
+	w.Header().Set("Allow", a)
+	writeJSON(w, http1.StatusMethodNotAllowed, api.Error{Error: fmt.Sprintf("%s %s: method not allowed (want %s)", r.Method, r.URL.Path, a)})
+}
+
+// matches reports whether the escaped path p matches pattern.
+func matches(pattern, p string) bool {
+	prefix, ok := strings.CutSuffix(pattern, "{id}")
+	if !ok {
+		return p == pattern
+	}
+	seg, ok := strings.CutPrefix(p, prefix)
+	return ok && seg != "" && !strings.Contains(seg, "/")
+}
+
+// pathValue is the unescaped last segment of r's path: the {id}.
+func pathValue(r *http1.Request) string {
+	p := r.URL.EscapedPath()
+	v, err := url.PathUnescape(p[strings.LastIndexByte(p, '/')+1:])
+	if err != nil {
+		return ""
+	}
+	return v
 }
 
 // badRequest marks an error in the request itself: 400.
@@ -192,30 +235,30 @@ func statusOf(err error) int {
 	var fe *spec.FieldError
 	switch {
 	case errors.As(err, &nf):
-		return http.StatusNotFound
+		return http1.StatusNotFound
 	case errors.As(err, &br), errors.As(err, &fe):
-		return http.StatusBadRequest
+		return http1.StatusBadRequest
 	}
-	return http.StatusInternalServerError
+	return http1.StatusInternalServerError
 }
 
 // reply writes v as JSON, or err as an api.Error.
-func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
+func (s *Server) reply(w *http1.ResponseWriter, r *http1.Request, v any, err error) {
 	if err != nil {
 		code := statusOf(err)
-		if code == http.StatusInternalServerError {
+		if code == http1.StatusInternalServerError {
 			s.logger.Warn("control request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
 		writeJSON(w, code, api.Error{Error: oneLine(err.Error())})
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http1.StatusOK, v)
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+func writeJSON(w *http1.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		code = http.StatusInternalServerError
+		code = http1.StatusInternalServerError
 		b, _ = json.Marshal(api.Error{Error: "encoding the answer: " + err.Error()})
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -232,18 +275,19 @@ func oneLine(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
 }
 
-// decode reads a JSON request body into v.
-func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+// decode reads a JSON request body into v. The server has already
+// refused a body over maxBody.
+func decode(r *http1.Request, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
 	if err := dec.Decode(v); err != nil {
 		return badRequestf("reading the request: %v", err)
 	}
 	return nil
 }
 
-func (s *Server) start(w http.ResponseWriter, r *http.Request) {
+func (s *Server) start(w *http1.ResponseWriter, r *http1.Request) {
 	var req api.StartRequest
-	if err := decode(w, r, &req); err != nil {
+	if err := decode(r, &req); err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
@@ -262,10 +306,10 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 }
 
 // target serves a command that takes an api.TargetRequest.
-func (s *Server) target(call func(context.Context, spec.Target) (api.Result, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) target(call func(context.Context, spec.Target) (api.Result, error)) handlerFunc {
+	return func(w *http1.ResponseWriter, r *http1.Request) {
 		var req api.TargetRequest
-		if err := decode(w, r, &req); err != nil {
+		if err := decode(r, &req); err != nil {
 			s.reply(w, r, nil, err)
 			return
 		}
@@ -280,16 +324,16 @@ func (s *Server) target(call func(context.Context, spec.Target) (api.Result, err
 }
 
 // plain serves a command without arguments.
-func (s *Server) plain(call func(context.Context) (api.Result, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) plain(call func(context.Context) (api.Result, error)) handlerFunc {
+	return func(w *http1.ResponseWriter, r *http1.Request) {
 		res, err := call(r.Context())
 		s.reply(w, r, res, err)
 	}
 }
 
-func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
+func (s *Server) scale(w *http1.ResponseWriter, r *http1.Request) {
 	var req api.ScaleRequest
-	if err := decode(w, r, &req); err != nil {
+	if err := decode(r, &req); err != nil {
 		s.reply(w, r, nil, err)
 		return
 	}
@@ -305,18 +349,16 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, res, err)
 }
 
-// kill answers, flushes the answer and asks the client to close the
-// connection, so the answer is out before the daemon goes away.
-func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
+// kill answers and closes the connection; a server shutting down still
+// writes the answers of requests in flight, so the answer is out before
+// the daemon goes away.
+func (s *Server) kill(w *http1.ResponseWriter, r *http1.Request) {
 	res, err := s.b.Kill(r.Context())
 	w.Header().Set("Connection", "close")
 	s.reply(w, r, res, err)
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+func (s *Server) list(w *http1.ResponseWriter, r *http1.Request) {
 	l, err := s.b.List(r.Context())
 	if l == nil {
 		l = []api.Instance{}
@@ -324,7 +366,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, l, err)
 }
 
-func (s *Server) describe(w http.ResponseWriter, r *http.Request) {
+func (s *Server) describe(w *http1.ResponseWriter, r *http1.Request) {
 	ts := r.URL.Query().Get("target")
 	if ts == "" {
 		ts = "all"
@@ -341,7 +383,7 @@ func (s *Server) describe(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, d, err)
 }
 
-func (s *Server) crashes(w http.ResponseWriter, r *http.Request) {
+func (s *Server) crashes(w *http1.ResponseWriter, r *http1.Request) {
 	app := r.URL.Query().Get("app")
 	if app != "" && !spec.ValidName(app) {
 		s.reply(w, r, nil, badRequestf("crashes: %q is not an app name", app))
@@ -354,12 +396,12 @@ func (s *Server) crashes(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, g, err)
 }
 
-func (s *Server) crash(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+func (s *Server) crash(w *http1.ResponseWriter, r *http1.Request) {
+	id := pathValue(r)
 	d, err := s.b.Crash(r.Context(), id)
 	s.reply(w, r, d, err)
 }
 
-func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+func (s *Server) version(w *http1.ResponseWriter, r *http1.Request) {
 	s.reply(w, r, s.b.Version(), nil)
 }

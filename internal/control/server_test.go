@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/http1"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -76,6 +77,7 @@ type fakeBackend struct {
 	err   error // returned by every method when set
 	list  []api.Instance
 	panic bool
+	abort bool   // panic with http1.ErrAbortHandler
 	kill  func() // run inside Kill, before it returns
 }
 
@@ -85,6 +87,9 @@ func (f *fakeBackend) record(format string, args ...any) error {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 	if f.panic {
 		panic("boom")
+	}
+	if f.abort {
+		panic(http1.ErrAbortHandler)
 	}
 	return f.err
 }
@@ -255,6 +260,7 @@ func TestEndpoints(t *testing.T) {
 		{"GET", "/crashes", "", `Crashes ""`, `"id":"c1"`},
 		{"GET", "/crashes?app=web", "", `Crashes "web"`, `"count":2`},
 		{"GET", "/crashes/abc123", "", "Crash abc123", `"kind":"go-panic"`},
+		{"GET", "/crashes/a%2Fb", "", "Crash a/b", `"id":"a/b"`},
 		{"GET", "/version", "", "Version", `{"version":"v-test","pid":42,"home":"/h"}`},
 	}
 	for _, tt := range tests {
@@ -308,6 +314,9 @@ func TestErrors(t *testing.T) {
 		{"unknown endpoint", nil, "GET", "/nope", "", 404, "no such endpoint: GET /v1/nope", false},
 		{"wrong method", nil, "GET", "/stop", "", 405, "method not allowed (want POST)", false},
 		{"wrong method on a read", nil, "POST", "/list", "", 405, "method not allowed (want GET)", false},
+		{"crash without an id", nil, "GET", "/crashes/", "", 404, "no such endpoint", false},
+		{"crash id with a slash", nil, "GET", "/crashes/a/b", "", 404, "no such endpoint", false},
+		{"outside the prefix", nil, "GET", "/../list", "", 404, "no such endpoint", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,6 +340,43 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// TestRefusedRequestsAnswerJSON: requests the server will not read are
+// answered with an api.Error like every other error, and the connection
+// is closed.
+func TestRefusedRequestsAnswerJSON(t *testing.T) {
+	b := &fakeBackend{}
+	s := serve(t, b)
+	for _, tc := range []struct {
+		req  string
+		code int
+		msg  string
+	}{
+		{"POST /v1/stop HTTP/1.1\r\nHost: keel\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"target\":\"all\"}\r\n0\r\n\r\n", 501, "send the body with a Content-Length"},
+		{fmt.Sprintf("POST /v1/start HTTP/1.1\r\nHost: keel\r\nContent-Length: %d\r\n\r\n{", maxBody+1), 413, "is over the 8388608 allowed"},
+		{"GET /v1/list HTTP/1.1\r\nHost: keel\r\nX: " + strings.Repeat("x", 80<<10) + "\r\n\r\n", 431, "request line and header over"},
+		{"GET /v1/list\r\n\r\n", 400, "malformed request line"},
+	} {
+		c, err := net.Dial("unix", s.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go io.WriteString(c, tc.req) // may fail once the server has answered
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%.30q: %v", tc.req, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		var e api.Error
+		if err := json.Unmarshal(body, &e); err != nil || resp.StatusCode != tc.code || !strings.Contains(e.Error, tc.msg) || !resp.Close {
+			t.Errorf("%.30q: %d %s (close %v), want %d with %q and the connection closed", tc.req, resp.StatusCode, body, resp.Close, tc.code, tc.msg)
+		}
+	}
+	if calls := b.Calls(); len(calls) != 0 {
+		t.Fatalf("backend called: %q", calls)
+	}
+}
+
 func TestPanicAnswers500(t *testing.T) {
 	s := serve(t, &fakeBackend{panic: true})
 	code, body := s.do(t, "POST", "/save", "")
@@ -341,6 +387,21 @@ func TestPanicAnswers500(t *testing.T) {
 	code, _ = s.do(t, "GET", "/crashes/x", "")
 	if code != 500 {
 		t.Fatalf("second request: %d, want 500 (still panicking)", code)
+	}
+}
+
+// TestAbortPasses: a deliberate abort closes the connection without an
+// answer, as net/http's ErrAbortHandler does.
+func TestAbortPasses(t *testing.T) {
+	b := &fakeBackend{abort: true}
+	s := serve(t, b)
+	resp, err := s.hc.Post("http://keel"+api.Prefix+"/save", "application/json", nil)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("an aborted request was answered %s", resp.Status)
+	}
+	if len(b.Calls()) != 1 {
+		t.Fatalf("backend calls %q, want the one that aborted", b.Calls())
 	}
 }
 
@@ -543,13 +604,33 @@ func copyTestBinary(t *testing.T) string {
 	return exe
 }
 
-func TestHandlerRefusesNonUnixPeers(t *testing.T) {
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", api.Prefix+"/list", nil)
+// TestRefusesNonUnixPeers serves a TCP listener: the peer of a TCP
+// connection cannot be known, so every request is refused.
+func TestRefusesNonUnixPeers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
 	b := &fakeBackend{}
-	NewServer(b, nil).ServeHTTP(rec, req)
-	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "cannot tell who is calling") {
-		t.Fatalf("got %d %s, want 403", rec.Code, rec.Body.String())
+	go func() { done <- NewServer(b, testLogger(t)).ServeListener(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+	}()
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://" + ln.Addr().String() + api.Prefix + "/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "cannot tell who is calling") {
+		t.Fatalf("got %d %s, want 403", resp.StatusCode, body)
 	}
 	if len(b.Calls()) != 0 {
 		t.Fatalf("backend called: %q", b.Calls())
