@@ -11,12 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/keel-run/keel/internal/http1"
 )
 
 // DefaultInterval is the pause between probes when Wait is given none.
@@ -28,9 +28,9 @@ const attemptTimeout = 2 * time.Second
 // Probe is one parsed readiness target. It is safe for concurrent use.
 type Probe struct {
 	target string
-	addr   string       // tcp: host:port
-	url    string       // http: the URL to GET
-	client *http.Client // http only
+	addr   string // tcp: host:port
+	url    string // http: the URL to GET
+	client http1.Client
 }
 
 // Parse reads "tcp://host:port" or "http://host:port/path". An empty host
@@ -47,16 +47,9 @@ func Parse(target string) (*Probe, error) {
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("ready target %q: want http://host:port/path", target)
 		}
-		tr := &http.Transport{
-			Proxy:             nil,
-			DisableKeepAlives: true,
-		}
-		return &Probe{target: target, url: u.String(), client: &http.Client{
-			Transport: tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		}}, nil
+		// http1.Client uses no proxy, keeps no connection and follows no
+		// redirect.
+		return &Probe{target: target, url: u.String()}, nil
 	}
 	return nil, fmt.Errorf("ready target %q: want tcp://host:port or http://host:port/path", target)
 }
@@ -69,7 +62,7 @@ func (p *Probe) String() string { return p.target }
 func (p *Probe) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	if p.client == nil {
+	if p.url == "" {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", p.addr)
 		if err != nil {
@@ -77,17 +70,10 @@ func (p *Probe) Check(ctx context.Context) error {
 		}
 		return c.Close()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	resp, err := p.client.Do(ctx, "GET", p.url, http1.Header{"User-Agent": {"keel-ready-probe"}}, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("GET %s: %w", p.url, err)
 	}
-	req.Header.Set("User-Agent", "keel-ready-probe")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("GET %s: %s", p.url, resp.Status)
 	}

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/keel-run/keel/internal/http1"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -57,15 +56,10 @@ func (h *health) describe() string {
 // h.failures failures in a row. While nothing is live it does not probe
 // and forgets earlier failures.
 func (h *health) run(ctx context.Context, fire func(Restart)) {
-	// No keep-alive (one request per interval; no idle connection or
-	// goroutine outlives a probe) and no proxy from the environment (the
-	// check is of this host's app, not of a proxy).
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       (&net.Dialer{Timeout: h.timeout}).DialContext,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: h.timeout}
+	// http1.Client keeps no connection (one request per interval; no
+	// idle connection or goroutine outlives a probe) and uses no proxy
+	// (the check is of this host's app, not of a proxy).
+	var client http1.Client
 
 	tick := time.NewTicker(h.interval)
 	defer tick.Stop()
@@ -80,7 +74,7 @@ func (h *health) run(ctx context.Context, fire func(Restart)) {
 			fails = 0
 			continue
 		}
-		why := h.probe(ctx, client)
+		why := h.probe(ctx, &client)
 		if ctx.Err() != nil {
 			return
 		}
@@ -102,13 +96,10 @@ func (h *health) run(ctx context.Context, fire func(Restart)) {
 
 // probe makes one request. It returns "" for a 2xx answer, else why not:
 // the status code, "connection refused", "timeout after 5s" or the error.
-func (h *health) probe(ctx context.Context, client *http.Client) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
-	if err != nil {
-		return err.Error()
-	}
-	req.Header.Set("User-Agent", "keel-health")
-	resp, err := client.Do(req)
+func (h *health) probe(ctx context.Context, client *http1.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	resp, err := client.Do(ctx, "GET", h.url, http1.Header{"User-Agent": {"keel-health"}}, nil)
 	if err != nil {
 		var ne net.Error
 		switch {
@@ -117,14 +108,8 @@ func (h *health) probe(ctx context.Context, client *http.Client) string {
 		case errors.As(err, &ne) && ne.Timeout():
 			return "timeout after " + h.timeout.String()
 		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return err.Error()
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return strconv.Itoa(resp.StatusCode)
 	}
