@@ -9,13 +9,15 @@ import (
 	"testing"
 )
 
-// TestImports keeps the package a leaf: the standard library and
-// internal/spec only, and the network and processes only in the notifier.
+// TestImports keeps the package a leaf: the standard library,
+// internal/spec and internal/http1 only, and the network and processes
+// only in the notifier. net/http never: keel's binary does not link it.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
+	const http1 = "github.com/keel-run/keel/internal/http1"
 	for _, file := range files {
 		if strings.HasSuffix(file, "_test.go") {
 			continue
@@ -28,11 +30,13 @@ func TestImports(t *testing.T) {
 			path, _ := strconv.Unquote(imp.Path.Value)
 			first, _, _ := strings.Cut(path, "/")
 			switch {
-			case path == "github.com/keel-run/keel/internal/spec":
-			case strings.Contains(first, "."):
-				t.Errorf("%s imports %s: only the standard library and internal/spec are allowed", file, path)
-			case (path == "net/http" || path == "os/exec") && file != "notify.go":
+			case path == "net/http":
+				t.Errorf("%s imports net/http: use internal/http1, keel's binary links no net/http", file)
+			case (path == http1 || path == "crypto/tls" || path == "os/exec") && file != "notify.go":
 				t.Errorf("%s imports %s: only notify.go may", file, path)
+			case path == "github.com/keel-run/keel/internal/spec", path == http1:
+			case strings.Contains(first, "."):
+				t.Errorf("%s imports %s: only the standard library, internal/spec and internal/http1 are allowed", file, path)
 			}
 		}
 	}

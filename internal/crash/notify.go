@@ -3,11 +3,11 @@ package crash
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/keel-run/keel/internal/http1"
 )
 
 // Defaults of NotifierOptions.
@@ -46,8 +48,10 @@ type NotifierOptions struct {
 	MaxInFlight int
 	// Logger gets one record per failed delivery (discarded if nil).
 	Logger *slog.Logger
-	// Client posts to URLs (a client without keep-alives if nil).
-	Client *http.Client
+	// TLSConfig configures the connections to https:// URLs: nil means
+	// the system's roots, the certificate verified for the URL's host
+	// (which is also sent as SNI). Tests trust their own server with it.
+	TLSConfig *tls.Config
 	// Done, if set, is called after each delivery with its outcome, from
 	// the delivery's goroutine.
 	Done func(Delivery)
@@ -77,7 +81,7 @@ type Delivery struct {
 // Its methods are safe for concurrent use.
 type Notifier struct {
 	o      NotifierOptions
-	client *http.Client
+	client *http1.Client // one connection per POST, no proxy
 
 	mu       sync.Mutex // guards the fields below
 	closed   bool
@@ -115,16 +119,9 @@ func NewNotifier(o NotifierOptions) *Notifier {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	client := o.Client
-	if client == nil {
-		client = &http.Client{Transport: &http.Transport{
-			Proxy:             http.ProxyFromEnvironment,
-			DisableKeepAlives: true, // one request now and then: keep no idle connections (or goroutines)
-		}}
-	}
 	return &Notifier{
 		o:      o,
-		client: client,
+		client: &http1.Client{TLSConfig: o.TLSConfig},
 		groups: make(map[string]*groupNote),
 		apps:   make(map[string][]time.Time),
 	}
@@ -199,9 +196,6 @@ func (n *Notifier) Close() {
 	n.closed = true
 	n.mu.Unlock()
 	n.wg.Wait()
-	if t, ok := n.client.Transport.(*http.Transport); ok && n.o.Client == nil {
-		t.CloseIdleConnections()
-	}
 }
 
 func (n *Notifier) deliver(target string, note Notification) {
@@ -232,23 +226,26 @@ func isURL(target string) bool {
 	return strings.HasPrefix(t, "http://") || strings.HasPrefix(t, "https://")
 }
 
-func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+func (n *Notifier) post(ctx context.Context, target string, body []byte) error {
+	h := http1.Header{"Content-Type": {"application/json"}, "User-Agent": {"keel-on-crash"}}
+	resp, err := n.client.Do(ctx, "POST", target, h, body)
 	if err != nil {
-		return fmt.Errorf("posting crash to on_crash URL: %w", err)
+		return fmt.Errorf("posting crash to on_crash URL %s: %w", redacted(target), err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "keel-on-crash")
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("posting crash to on_crash URL: %w", err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("posting crash to on_crash URL %s: answered %s", url, resp.Status)
+		return fmt.Errorf("posting crash to on_crash URL %s: answered %s", redacted(target), resp.Status)
 	}
 	return nil
+}
+
+// redacted is rawURL with the password in it, if any, replaced by "xxxxx",
+// for the log.
+func redacted(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	return u.Redacted()
 }
 
 // run runs the command with `sh -c`, the notification on stdin, in its

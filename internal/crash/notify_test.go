@@ -1,9 +1,13 @@
 package crash
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -115,6 +119,59 @@ func TestNotifierURL(t *testing.T) {
 	}
 	if len(got) != 0 {
 		t.Fatalf("%d unexpected notifications", len(got))
+	}
+}
+
+// TestNotifierHTTPS posts over TLS, with the server's certificate verified
+// for the URL's host: trusted through TLSConfig, refused without.
+func TestNotifierHTTPS(t *testing.T) {
+	got := make(chan string, 2)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n Notification
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		got <- r.TLS.ServerName + " " + r.Header.Get("Authorization") + " " + n.Group.App
+	}))
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	// httptest's certificate is for 127.0.0.1 and example.com: dial the
+	// one, name the other, so that SNI and verification use the name.
+	addr := srv.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	hook := "https://hook:s3cret@example.com:" + port + "/crash"
+
+	done := make(chan Delivery, 1)
+	n := NewNotifier(NotifierOptions{TLSConfig: &tls.Config{RootCAs: roots}, Done: func(d Delivery) { done <- d }})
+	n.client.Dial = dial
+	if !n.Notify(hook, group("api", "tls"), true, exitRec(1)) {
+		t.Fatal("not started")
+	}
+	n.Close()
+	if d := waitFor(t, done, "the delivery"); d.Err != nil {
+		t.Fatalf("delivery over TLS: %v", d.Err)
+	}
+	if g := waitFor(t, got, "the notification"); g != "example.com Basic aG9vazpzM2NyZXQ= api" {
+		t.Fatalf("server saw %q, want SNI example.com, basic auth and the crash", g)
+	}
+
+	// The system's roots do not know httptest's certificate authority.
+	n = NewNotifier(NotifierOptions{Done: func(d Delivery) { done <- d }})
+	n.client.Dial = dial
+	n.Notify(hook, group("api", "tls"), true, exitRec(1))
+	n.Close()
+	d := waitFor(t, done, "the delivery")
+	if d.Err == nil || !strings.Contains(d.Err.Error(), "certificate") || strings.Contains(d.Err.Error(), "s3cret") {
+		t.Fatalf("delivery to an untrusted server: %v, want a certificate error without the password", d.Err)
+	}
+	if len(got) != 0 {
+		t.Fatal("the untrusted server got the notification")
 	}
 }
 
