@@ -48,7 +48,8 @@ func TestLeavesStayLeaves(t *testing.T) {
 		"internal/sdnotify": nil,
 		"internal/sockets":  nil,
 		"internal/nodeipc":  nil,
-		"internal/crash":    {"internal/spec"},
+		"internal/crash":    {"internal/spec", "internal/http1"},
+		"internal/http1":    nil,
 		"internal/procstat": nil,
 		"internal/reaper":   nil,
 	}
@@ -62,6 +63,17 @@ func TestLeavesStayLeaves(t *testing.T) {
 				continue
 			}
 			t.Errorf("%s imports %s", leaf, d)
+		}
+	}
+}
+
+// keel's resident memory is mostly its binary's pages: net/http's package
+// inits alone cost the daemon about 0.5 MB of RSS, and its server code
+// another 350 KB per control request. internal/http1 does what keel needs.
+func TestKeelLinksNoNetHTTP(t *testing.T) {
+	for _, d := range deps(t, "cmd/keel") {
+		if d == "net/http" || strings.HasPrefix(d, "net/http/") {
+			t.Errorf("cmd/keel links %s: use internal/http1 (see its package doc)", d)
 		}
 	}
 }
