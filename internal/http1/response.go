@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 )
@@ -349,14 +350,15 @@ func (w *ResponseWriter) Reset() {
 
 // encode is the answer as it goes on the wire: HTTP/1.1, the status, the
 // handler's fields, Content-Length and, when close, Connection: close (or
-// Connection: keep-alive when keepAlive10, for an HTTP/1.0 client). The
-// body is left out for HEAD.
-func (w *ResponseWriter) encode(head, close, keepAlive10 bool) []byte {
+// Connection: keep-alive when keepAlive10, for an HTTP/1.0 client); then
+// the body, unless the request was a HEAD. The body is not copied.
+func (w *ResponseWriter) encode(head, close, keepAlive10 bool) net.Buffers {
 	status := w.status
 	if status < 100 || status > 999 {
 		status = StatusOK
 	}
 	var b strings.Builder
+	b.Grow(256)
 	b.WriteString("HTTP/1.1 ")
 	b.WriteString(strconv.Itoa(status))
 	b.WriteByte(' ')
@@ -373,9 +375,9 @@ func (w *ResponseWriter) encode(head, close, keepAlive10 bool) []byte {
 		b.WriteString("Connection: keep-alive\r\n")
 	}
 	b.WriteString("\r\n")
-	out := []byte(b.String())
-	if !head && !bodyless(status) {
-		out = append(out, w.body.Bytes()...)
+	out := net.Buffers{[]byte(b.String())}
+	if !head && !bodyless(status) && w.body.Len() > 0 {
+		out = append(out, w.body.Bytes())
 	}
 	return out
 }

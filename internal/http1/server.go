@@ -72,6 +72,10 @@ type Server struct {
 	Logger *slog.Logger
 
 	serving sync.WaitGroup // one per running Serve
+	// readers holds the bufio.Readers of closed connections for new ones:
+	// the control socket gets one connection per request, and 4 KB of
+	// fresh heap for each would grow the daemon's RSS between GCs.
+	readers sync.Pool
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]bool
@@ -260,7 +264,16 @@ func (s *Server) serveConn(c *conn) {
 	if s.ConnContext != nil {
 		ctx = s.ConnContext(ctx, c.rwc)
 	}
-	br := bufio.NewReader(c.rwc)
+	br, _ := s.readers.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReader(c.rwc)
+	} else {
+		br.Reset(c.rwc)
+	}
+	defer func() {
+		br.Reset(nil)
+		s.readers.Put(br)
+	}()
 	for {
 		if !s.await(c, br) {
 			return
@@ -303,7 +316,7 @@ func (s *Server) serveConn(c *conn) {
 		}
 		closing := req.Close || w.header.has("Connection", "close") || s.shuttingDown()
 		answer := w.encode(req.Method == "HEAD", closing, !closing && req.Proto == "HTTP/1.0")
-		if _, err := c.rwc.Write(answer); err != nil || closing {
+		if _, err := answer.WriteTo(c.rwc); err != nil || closing {
 			return
 		}
 	}
@@ -377,7 +390,8 @@ func (s *Server) refuse(c *conn, err error) {
 		io.WriteString(w, re.Msg+"\n")
 	}
 	c.rwc.SetWriteDeadline(time.Now().Add(lingerFor))
-	if _, err := c.rwc.Write(w.encode(false, true, false)); err != nil {
+	answer := w.encode(false, true, false)
+	if _, err := answer.WriteTo(c.rwc); err != nil {
 		return
 	}
 	// What the client still sends (a body too large, say) is read and
