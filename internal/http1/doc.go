@@ -13,7 +13,15 @@
 // code run on every control request, plus its pclntab and rodata — for a
 // few small jobs. This package does those jobs in a few hundred lines, and
 // internal/archtest keeps net/http out of cmd/keel. Test binaries may still
-// use net/http and httptest as the peer at the other end.
+// use net/http and httptest as the peer at the other end. Measured with
+// bench/cmd/core (go1.26, linux/amd64): the static binary went from 14.1 to
+// 12.2 MB, the idle daemon from 10.4 to 9.3 MB of RSS, each keeper by about
+// 0.8 MB.
+//
+// crypto/tls, for https:// health checks and on_crash URLs (Client), is
+// now the largest part of what is left: it and the crypto it pulls in are
+// about 2.8 MB of the binary and 1.3 MB of the idle daemon's RSS (their
+// package inits run whether or not https is ever used).
 //
 // # What it does
 //

@@ -204,8 +204,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listeners and every connection at once. Handlers still
-// running see their request's context cancelled; Close does not wait for
-// them.
+// running see their request's context cancelled (unless their client had
+// already sent its next request); Close does not wait for them.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.shutdownLocked()
