@@ -61,6 +61,7 @@ func newEnv(t *testing.T) *env {
 			}
 			return ""
 		},
+		Environ: func() []string { return []string{"KEEL_HOME=" + e.home, "PORT=4000"} },
 	}
 	return e
 }
@@ -391,6 +392,7 @@ func TestStartFlags(t *testing.T) {
 		Listen: []string{":3000", "unix:///tmp/x.sock"}, Ready: "notify", KillSignal: "SIGINT",
 		KillTimeout: spec.Duration(2 * time.Second), Restart: "on-failure", StopExitCodes: []int{3, 4},
 		MinUptime: spec.Duration(1500 * time.Millisecond), MaxMemory: 300 << 20,
+		ShellEnv: []string{"KEEL_HOME=" + e.home, "PORT=4000"}, // the starter's environment goes with the app
 	}
 	want.Normalize()
 	if !reflect.DeepEqual(a, want) {
