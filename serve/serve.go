@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -85,9 +86,17 @@ type Options struct {
 //  3. serves on every listener (TLS with srv.TLSConfig if it is set) and
 //     sends READY=1 with a STATUS= line naming the addresses (see Notify);
 //  4. when ctx is done, the panic policy says so, or serving fails: sends
-//     STOPPING=1, stops accepting, and shuts srv down gracefully, waiting for
-//     in-flight requests up to Options.ShutdownTimeout, then closes what is
-//     left.
+//     STOPPING=1, turns keep-alives off, stops accepting, lets every
+//     connection it already accepted have its first request handled (see
+//     below), and shuts srv down gracefully, waiting for in-flight requests
+//     up to Options.ShutdownTimeout, then closes what is left.
+//
+// Under keel the listening socket is shared: a connection this process
+// accepted a moment before its drain began was meant for it, and no other
+// instance can answer it. net/http's Shutdown drops a request it reads
+// once shutting down, without an answer, so Serve waits (up to
+// newConnGrace) for each accepted connection's first request to reach the
+// handler before it calls Shutdown.
 //
 // It returns:
 //   - nil after a clean stop because ctx was done;
@@ -141,7 +150,8 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 	if h == nil {
 		h = http.DefaultServeMux
 	}
-	srv.Handler = guard.Middleware(logger)(h)
+	pend := trackNew(srv)
+	srv.Handler = pend.handler(guard.Middleware(logger)(h))
 
 	serveErrs := make(chan error, len(lns))
 	addrs := make([]string, len(lns))
@@ -176,21 +186,32 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		logger.Error("serve: serving failed; stopping", "error", err)
 	}
 
+	// Answers from now on say Connection: close; idle connections close.
+	srv.SetKeepAlivesEnabled(false)
 	if err := Notify("STOPPING=1\nSTATUS=draining"); err != nil {
 		logger.Error("serve: could not report stopping", "error", err)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
+	// Stop accepting (the socket stays open in keel for the other
+	// instances), and wait for the accept loops to end, so that every
+	// connection this process took is known.
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for range running {
+		if err := <-serveErrs; err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) && result == nil {
+			result = fmt.Errorf("serve: serving: %w", err)
+		}
+	}
+	if n := pend.wait(sctx, min(newConnGrace, timeout)); n > 0 {
+		logger.Warn("serve: connections accepted before the drain sent no request in time; closing them", "count", n, "grace", min(newConnGrace, timeout))
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 		err = fmt.Errorf("serve: in-flight requests did not finish within %s; closed their connections: %w", timeout, err)
 		logger.Error(err.Error())
 		result = errors.Join(result, err)
-	}
-	for range running {
-		if err := <-serveErrs; err != nil && !errors.Is(err, http.ErrServerClosed) && result == nil {
-			result = fmt.Errorf("serve: serving: %w", err)
-		}
 	}
 	logger.Info("serve: stopped")
 	return result
@@ -247,4 +268,92 @@ func Run(srv *http.Server, opts Options) error {
 	unregister := context.AfterFunc(ctx, stop)
 	defer unregister()
 	return Serve(ctx, srv, opts)
+}
+
+// newConnGrace bounds how long a drain waits for a connection accepted
+// before it to send its first request.
+const newConnGrace = time.Second
+
+// pending tracks the connections that were accepted but whose first
+// request has not reached the handler yet. net/http calls the ConnState
+// hook and the handler from each connection's goroutine, so a mutex
+// guards the set.
+type pending struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	changed chan struct{} // a token after each removal
+}
+
+type connKey struct{}
+
+// trackNew chains srv's ConnState and ConnContext hooks to track new
+// connections.
+func trackNew(srv *http.Server) *pending {
+	p := &pending{conns: map[net.Conn]struct{}{}, changed: make(chan struct{}, 1)}
+	userState, userCtx := srv.ConnState, srv.ConnContext
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			p.mu.Lock()
+			p.conns[c] = struct{}{}
+			p.mu.Unlock()
+		case http.StateClosed, http.StateHijacked:
+			p.done(c)
+		}
+		if userState != nil {
+			userState(c, st)
+		}
+	}
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if userCtx != nil {
+			ctx = userCtx(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return p
+}
+
+func (p *pending) done(c net.Conn) {
+	p.mu.Lock()
+	_, ok := p.conns[c]
+	delete(p.conns, c)
+	p.mu.Unlock()
+	if ok {
+		select {
+		case p.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// handler marks the request's connection as served before calling h.
+func (p *pending) handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			p.done(c)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// wait returns once no accepted connection waits for its first request,
+// or after grace (or when ctx is done), with how many still wait.
+func (p *pending) wait(ctx context.Context, grace time.Duration) int {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		n := len(p.conns)
+		p.mu.Unlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-p.changed:
+		case <-t.C:
+			return n
+		case <-ctx.Done():
+			return n
+		}
+	}
 }

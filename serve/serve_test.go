@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -373,5 +374,62 @@ func TestServeTLS(t *testing.T) {
 	cancel()
 	if err := waitServe(t, done); err != nil {
 		t.Errorf("Serve() = %v", err)
+	}
+}
+
+// Under keel the socket is shared, so a connection this process accepted
+// just before its drain began can be answered by no one else: its request
+// is served (with Connection: close), not dropped as net/http's Shutdown
+// alone would drop a request it reads once shutting down.
+func TestDrainAnswersAConnectionAcceptedBeforeIt(t *testing.T) {
+	name, notify := notifySocket(t, true)
+	t.Setenv("NOTIFY_SOCKET", name)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	accepted := make(chan struct{}, 1)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "late but served") }),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				select {
+				case accepted <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, srv, Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	}()
+	addr, _ := strings.CutPrefix(waitState(t, notify, "READY=1")["STATUS"], "serving on ")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case <-accepted:
+	case <-time.After(waitFor):
+		t.Fatal("the server did not accept the connection")
+	}
+	cancel()
+	waitState(t, notify, "STOPPING=1")
+	// The drain has begun; only now does the request arrive.
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(waitFor))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v (the request was dropped)", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "late but served" || !resp.Close {
+		t.Errorf("answer %d %q, Connection: close %v; want 200, the body, close", resp.StatusCode, body, resp.Close)
+	}
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
 	}
 }
