@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -88,6 +89,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.StatsInterval == 0 {
 		o.StatsInterval = time.Second
+	}
+	// The daemon's live heap is about half a megabyte, but Go lets garbage
+	// grow to a 4 MB heap before collecting: under steady control traffic
+	// (a monitor running keel ls every second) that was 2 MB more RSS than
+	// with GOGC=50, which costs a sub-millisecond collection per ~150
+	// requests. A GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
 	}
 	// Whatever the CLI that started us inherited (a shell's stray fds) must
 	// not reach the keepers and apps.
