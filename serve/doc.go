@@ -22,10 +22,25 @@
 // # Stopping
 //
 // keel stops an instance with SIGTERM and, after kill_timeout (5s by
-// default), SIGKILL. Run turns SIGTERM and SIGINT into a cancellation; Serve
-// then stops accepting (the shared socket stays open in keel and the other
-// instances, which take the new connections), waits for in-flight requests
-// up to Options.ShutdownTimeout, closes what is left, and returns.
+// default), SIGKILL. Run turns SIGTERM and SIGINT into a cancellation, and
+// Serve drains, all within Options.ShutdownTimeout:
+//
+//  1. every answer from then on says "Connection: close", so a connection
+//     closes after its next answer;
+//  2. it stops accepting: the shared socket stays open in keel and the
+//     other instances, which take the new connections;
+//  3. it closes a connection only once it has stayed idle for a grace (one
+//     second): a request a client already sent on a keep-alive connection,
+//     or as the first request of a connection accepted just before the
+//     drain, is answered instead of reset, so a rolling reload does not
+//     fail the requests of busy keep-alive clients;
+//  4. once every HTTP/1 connection has closed it shuts the http.Server
+//     down, which drains HTTP/2 connections with GOAWAY.
+//
+// At the deadline Serve closes whatever is left and returns, with an error
+// if a request was still in progress. net/http's Shutdown alone closes idle
+// keep-alive connections at once, which fails the requests a busy client
+// has already sent on them; see Serve for the details.
 //
 // # Panics
 //

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,30 +87,59 @@ type Options struct {
 //     are not canceled by the stop;
 //  3. serves on every listener (TLS with srv.TLSConfig if it is set) and
 //     sends READY=1 with a STATUS= line naming the addresses (see Notify);
-//  4. when ctx is done, the panic policy says so, or serving fails: sends
-//     STOPPING=1, turns keep-alives off, stops accepting, lets every
-//     connection it already accepted have its first request handled (see
-//     below), and shuts srv down gracefully, waiting for in-flight requests
-//     up to Options.ShutdownTimeout, then closes what is left.
+//  4. when ctx is done, the panic policy says so, or serving fails, drains
+//     (below) and returns.
 //
-// Under keel the listening socket is shared: a connection this process
-// accepted a moment before its drain began was meant for it, and no other
-// instance can answer it. net/http's Shutdown drops a request it reads
-// once shutting down, without an answer, so Serve waits (up to
-// newConnGrace) for each accepted connection's first request to reach the
-// handler before it calls Shutdown.
+// The drain, in order:
+//
+//  1. from now on every answer says Connection: close (set before srv's
+//     handler runs, so the handler sees it and may change it): net/http
+//     closes an HTTP/1 connection after such an answer, and HTTP/2 sends
+//     GOAWAY; sends STOPPING=1;
+//  2. stops accepting: closes its listeners and waits for the accept loops
+//     to end, so every connection it took is known;
+//  3. closes each HTTP/1 connection once it has stayed idle for a grace of
+//     one second (or ShutdownTimeout, if shorter), and waits until no
+//     HTTP/1 connection is left. Idle means it has not sent its first
+//     request yet, or is between requests; the grace runs from the start of
+//     the drain, or from when the connection last became idle during it;
+//  4. calls srv.Shutdown, which runs the functions registered with
+//     srv.RegisterOnShutdown (so HTTP/2 connections get GOAWAY) and waits
+//     for the HTTP/2 connections to finish.
+//
+// The steps share one deadline, ShutdownTimeout from the start of the
+// drain. At it, Serve calls srv.Shutdown (if step 4 has not begun) and
+// srv.Close, closing every connection left.
+//
+// Under keel the listening socket is shared, and a client may reuse a
+// keep-alive connection at any moment: a request already on its way to
+// this process can be answered by no one else. So the drain never closes
+// a connection that may have a request on its way except after the grace
+// — net/http's SetKeepAlivesEnabled(false) and Shutdown close idle
+// connections at once, failing such a request (and Shutdown drops, without
+// an answer, a first request it reads once shutting down), which is why
+// Serve calls Shutdown only when no HTTP/1 connection is left. A request
+// that reaches the server within the grace is answered, with Connection:
+// close; that includes the first request of a connection accepted just
+// before the drain began. A connection is idle until net/http has read a
+// whole request header, so a client that takes longer than the grace to
+// send one loses it. An idle HTTP/2 connection over TLS is recognised when
+// its grace ends and left open for Shutdown's GOAWAY; unencrypted HTTP/2
+// (http.Protocols) is closed after the grace like HTTP/1. Hijacked
+// connections are not waited for, as with net/http's Shutdown.
 //
 // It returns:
-//   - nil after a clean stop because ctx was done;
+//   - nil after a clean stop because ctx was done (also when connections
+//     that were idle at the deadline had to be closed);
 //   - an error wrapping ErrPanicked and the *guard.PanicError after a drain
 //     under DrainAndExit;
-//   - an error wrapping context.DeadlineExceeded, joined to the above, if
-//     in-flight requests outlived ShutdownTimeout;
+//   - an error wrapping context.DeadlineExceeded, joined to the above, if a
+//     request was still in progress at the deadline;
 //   - the error from listening or serving otherwise.
 //
-// Serve modifies srv (Handler, BaseContext) and shuts it down; a server is
-// served once. Serve never exits the process or handles signals; Run does
-// the latter.
+// Serve modifies srv (Handler, BaseContext, ConnState; each wraps or calls
+// the one set) and shuts it down; a server is served once. Serve never
+// exits the process or handles signals; Run does the latter.
 func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 	logger := opts.Logger
 	if logger == nil {
@@ -150,8 +181,8 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 	if h == nil {
 		h = http.DefaultServeMux
 	}
-	pend := trackNew(srv)
-	srv.Handler = pend.handler(guard.Middleware(logger)(h))
+	cs := trackConns(srv)
+	srv.Handler = cs.handler(guard.Middleware(logger)(h))
 
 	serveErrs := make(chan error, len(lns))
 	addrs := make([]string, len(lns))
@@ -186,8 +217,10 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 		logger.Error("serve: serving failed; stopping", "error", err)
 	}
 
-	// Answers from now on say Connection: close; idle connections close.
-	srv.SetKeepAlivesEnabled(false)
+	// Not srv.SetKeepAlivesEnabled(false) nor srv.Shutdown yet: both close
+	// idle keep-alive connections at once, failing a request a client has
+	// already sent on one. Answers say Connection: close instead.
+	cs.beginDrain()
 	if err := Notify("STOPPING=1\nSTATUS=draining"); err != nil {
 		logger.Error("serve: could not report stopping", "error", err)
 	}
@@ -204,11 +237,25 @@ func Serve(ctx context.Context, srv *http.Server, opts Options) error {
 			result = fmt.Errorf("serve: serving: %w", err)
 		}
 	}
-	if n := pend.wait(sctx, min(newConnGrace, timeout)); n > 0 {
-		logger.Warn("serve: connections accepted before the drain sent no request in time; closing them", "count", n, "grace", min(newConnGrace, timeout))
+	grace := min(idleGrace, timeout)
+	closed, busy, err := cs.drain(sctx, grace)
+	if closed > 0 {
+		logger.Info("serve: closed connections idle through the grace", "count", closed, "grace", grace)
 	}
-	if err := srv.Shutdown(sctx); err != nil {
+	if err == nil {
+		// Only HTTP/2 connections may be left: Shutdown sends them GOAWAY,
+		// runs srv's RegisterOnShutdown functions, and waits for them.
+		err = srv.Shutdown(sctx)
+	} else {
+		srv.Shutdown(sctx) // runs the RegisterOnShutdown functions; returns at once
+		if busy == 0 {
+			err = nil // only idle connections were left
+		}
+	}
+	if sctx.Err() != nil {
 		srv.Close()
+	}
+	if err != nil {
 		err = fmt.Errorf("serve: in-flight requests did not finish within %s; closed their connections: %w", timeout, err)
 		logger.Error(err.Error())
 		result = errors.Join(result, err)
@@ -270,90 +317,208 @@ func Run(srv *http.Server, opts Options) error {
 	return Serve(ctx, srv, opts)
 }
 
-// newConnGrace bounds how long a drain waits for a connection accepted
-// before it to send its first request.
-const newConnGrace = time.Second
+// idleGrace is how long a drain leaves an HTTP/1 connection idle — not
+// sent its first request yet, or between requests — before it closes it: a
+// request the client has already sent arrives within it and is answered
+// instead of reset.
+const idleGrace = time.Second
 
-// pending tracks the connections that were accepted but whose first
-// request has not reached the handler yet. net/http calls the ConnState
-// hook and the handler from each connection's goroutine, so a mutex
-// guards the set.
-type pending struct {
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	changed chan struct{} // a token after each removal
+// drainSweep is how long a drain waits before it looks for connections to
+// close again when none is due sooner.
+const drainSweep = 50 * time.Millisecond
+
+// conns tracks srv's connections through its ConnState hook, so that a
+// drain knows which are idle and since when. net/http calls the hook from
+// each connection's goroutine (HTTP/2 from its serving goroutine), so mu
+// guards the set; the handler reads draining without it.
+type conns struct {
+	draining atomic.Bool // set when the drain begins
+
+	mu    sync.Mutex // guards the fields below; the hook holds it briefly
+	all   map[net.Conn]connInfo
+	http1 int           // connections in all not known to be HTTP/2
+	start time.Time     // when the drain began; zero before
+	gone  chan struct{} // a token when, draining, http1 drops to 0
 }
 
-type connKey struct{}
+type connInfo struct {
+	state     http.ConnState // StateNew, StateActive or StateIdle
+	idleSince time.Time      // once draining: when it last became idle, or the drain's start
+	http2     bool           // HTTP/2 over TLS: Shutdown's GOAWAY drains it
+	closing   bool           // closed by the drain; StateClosed not seen yet
+}
 
-// trackNew chains srv's ConnState and ConnContext hooks to track new
-// connections.
-func trackNew(srv *http.Server) *pending {
-	p := &pending{conns: map[net.Conn]struct{}{}, changed: make(chan struct{}, 1)}
-	userState, userCtx := srv.ConnState, srv.ConnContext
+// trackConns chains srv's ConnState hook (ours first, then the one set) to
+// a new conns.
+func trackConns(srv *http.Server) *conns {
+	cs := &conns{all: map[net.Conn]connInfo{}, gone: make(chan struct{}, 1)}
+	user := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			p.mu.Lock()
-			p.conns[c] = struct{}{}
-			p.mu.Unlock()
-		case http.StateClosed, http.StateHijacked:
-			p.done(c)
-		}
-		if userState != nil {
-			userState(c, st)
+		cs.track(c, st)
+		if user != nil {
+			user(c, st)
 		}
 	}
-	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		if userCtx != nil {
-			ctx = userCtx(ctx, c)
-		}
-		return context.WithValue(ctx, connKey{}, c)
-	}
-	return p
+	return cs
 }
 
-func (p *pending) done(c net.Conn) {
-	p.mu.Lock()
-	_, ok := p.conns[c]
-	delete(p.conns, c)
-	p.mu.Unlock()
-	if ok {
+func (cs *conns) track(c net.Conn, st http.ConnState) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		ci := connInfo{state: st}
+		if !cs.start.IsZero() { // accepted after the drain began, before the listener closed
+			ci.idleSince = time.Now()
+		}
+		cs.all[c] = ci
+		cs.http1++
+	case http.StateActive, http.StateIdle:
+		ci, ok := cs.all[c]
+		if !ok {
+			return
+		}
+		ci.state = st
+		if st == http.StateIdle && !cs.start.IsZero() {
+			ci.idleSince = time.Now()
+		}
+		cs.all[c] = ci
+	case http.StateHijacked, http.StateClosed:
+		ci, ok := cs.all[c]
+		if !ok {
+			return
+		}
+		delete(cs.all, c)
+		if !ci.http2 {
+			cs.http1--
+			cs.signalGoneLocked()
+		}
+	}
+}
+
+// signalGoneLocked wakes the drain if no HTTP/1 connection is left. cs.mu
+// must be held.
+func (cs *conns) signalGoneLocked() {
+	if cs.http1 == 0 && !cs.start.IsZero() {
 		select {
-		case p.changed <- struct{}{}:
+		case cs.gone <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// handler marks the request's connection as served before calling h.
-func (p *pending) handler(h http.Handler) http.Handler {
+// handler makes every answer given once the drain has begun say
+// Connection: close, before h runs (so h sees the header and may change
+// it). net/http closes an HTTP/1 connection after such an answer; HTTP/2
+// sends GOAWAY.
+func (cs *conns) handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
-			p.done(c)
+		if cs.draining.Load() {
+			w.Header().Set("Connection", "close")
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// wait returns once no accepted connection waits for its first request,
-// or after grace (or when ctx is done), with how many still wait.
-func (p *pending) wait(ctx context.Context, grace time.Duration) int {
-	t := time.NewTimer(grace)
-	defer t.Stop()
+// beginDrain starts every idle connection's grace now.
+func (cs *conns) beginDrain() {
+	cs.draining.Store(true)
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.start = time.Now()
+	for c, ci := range cs.all {
+		ci.idleSince = cs.start
+		cs.all[c] = ci
+	}
+}
+
+// drain closes each HTTP/1 connection once it has stayed idle (StateNew or
+// StateIdle) for grace, and returns once none is left, with how many it
+// closed and a nil error. If ctx is done first it also returns how many
+// connections had a request in progress then, and ctx's error, leaving every
+// connection still open to the caller. beginDrain must have been called.
+func (cs *conns) drain(ctx context.Context, grace time.Duration) (closed, busy int, err error) {
+	timer := time.NewTimer(drainSweep)
+	defer timer.Stop()
 	for {
-		p.mu.Lock()
-		n := len(p.conns)
-		p.mu.Unlock()
-		if n == 0 {
-			return 0
+		due, next, done := cs.due(grace)
+		if done {
+			return closed, 0, nil
 		}
+		for _, d := range due {
+			// Only an idle connection has certainly finished its TLS
+			// handshake, so only then can ConnectionState not block.
+			if tc, ok := d.c.(*tls.Conn); ok && d.state == http.StateIdle && tc.ConnectionState().NegotiatedProtocol == "h2" {
+				cs.markHTTP2(d.c)
+				continue
+			}
+			d.c.Close()
+			closed++
+		}
+		timer.Reset(next) // since Go 1.23, Reset drops a tick not yet received
 		select {
-		case <-p.changed:
-		case <-t.C:
-			return n
+		case <-cs.gone:
+		case <-timer.C:
 		case <-ctx.Done():
-			return n
+			return closed, cs.busy(), ctx.Err()
 		}
 	}
+}
+
+type dueConn struct {
+	c     net.Conn
+	state http.ConnState
+}
+
+// due marks the HTTP/1 connections idle for grace as closing and returns
+// them, with how long until the next one is due (at most drainSweep), or
+// reports that no HTTP/1 connection is left.
+func (cs *conns) due(grace time.Duration) (due []dueConn, next time.Duration, done bool) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.http1 == 0 {
+		return nil, 0, true
+	}
+	now := time.Now()
+	next = drainSweep
+	for c, ci := range cs.all {
+		if ci.http2 || ci.closing || ci.state == http.StateActive {
+			continue
+		}
+		if left := ci.idleSince.Add(grace).Sub(now); left > 0 {
+			next = min(next, left)
+			continue
+		}
+		ci.closing = true
+		cs.all[c] = ci
+		due = append(due, dueConn{c, ci.state})
+	}
+	return due, next, false
+}
+
+// markHTTP2 leaves c to Shutdown, which drains HTTP/2 with GOAWAY.
+func (cs *conns) markHTTP2(c net.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	ci, ok := cs.all[c]
+	if !ok || ci.http2 {
+		return
+	}
+	ci.http2, ci.closing = true, false
+	cs.all[c] = ci
+	cs.http1--
+	cs.signalGoneLocked()
+}
+
+// busy counts the connections with a request in progress.
+func (cs *conns) busy() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	n := 0
+	for _, ci := range cs.all {
+		if ci.state == http.StateActive {
+			n++
+		}
+	}
+	return n
 }

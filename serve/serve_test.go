@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -235,6 +236,12 @@ func TestListenersMalformedEnvironment(t *testing.T) {
 // STATUS) and its result.
 func serveInProcess(t *testing.T, ctx context.Context, h http.Handler, opts Options) (string, <-chan error, func(string) map[string]string) {
 	t.Helper()
+	return serveServer(t, ctx, &http.Server{Handler: h}, opts)
+}
+
+// serveServer is serveInProcess for a server the test made.
+func serveServer(t *testing.T, ctx context.Context, srv *http.Server, opts Options) (string, <-chan error, func(string) map[string]string) {
+	t.Helper()
 	name, notify := notifySocket(t, true)
 	t.Setenv("NOTIFY_SOCKET", name)
 	opts.Addr = "127.0.0.1:0"
@@ -242,7 +249,7 @@ func serveInProcess(t *testing.T, ctx context.Context, h http.Handler, opts Opti
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, &http.Server{Handler: h}, opts) }()
+	go func() { done <- Serve(ctx, srv, opts) }()
 	ready := waitState(t, notify, "READY=1")
 	addr, ok := strings.CutPrefix(ready["STATUS"], "serving on ")
 	if !ok {
@@ -431,5 +438,220 @@ func TestDrainAnswersAConnectionAcceptedBeforeIt(t *testing.T) {
 	}
 	if err := waitServe(t, done); err != nil {
 		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+// connEvent is a server-side connection's change of state, keyed by the
+// client's address.
+type connEvent struct {
+	client string
+	state  http.ConnState
+}
+
+// watchConns returns a ConnState hook that reports every change, and a
+// function that waits for the connection dialed as c to reach st.
+func watchConns(t *testing.T) (func(net.Conn, http.ConnState), func(c net.Conn, st http.ConnState)) {
+	events := make(chan connEvent, 100)
+	hook := func(c net.Conn, st http.ConnState) {
+		events <- connEvent{c.RemoteAddr().String(), st}
+	}
+	wait := func(c net.Conn, st http.ConnState) {
+		t.Helper()
+		deadline := time.After(waitFor)
+		for {
+			select {
+			case e := <-events:
+				if e.client == c.LocalAddr().String() && e.state == st {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("connection %s never reached %s on the server", c.LocalAddr(), st)
+			}
+		}
+	}
+	return hook, wait
+}
+
+// rawConn is an HTTP/1.1 client connection the test drives request by
+// request.
+type rawConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{c, bufio.NewReader(c)}
+}
+
+// get sends GET path and reads the answer; err says why there is none.
+func (c *rawConn) get(path string) (resp *http.Response, body string, err error) {
+	c.SetDeadline(time.Now().Add(waitFor))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return nil, "", err
+	}
+	resp, err = http.ReadResponse(c.br, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+// closedByServer reports whether the server closed c (the client reads
+// EOF), waiting for it up to waitFor.
+func (c *rawConn) closedByServer(t *testing.T) bool {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	_, err := c.br.ReadByte()
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Logf("reading from %s: %v", c.LocalAddr(), err)
+	}
+	return errors.Is(err, io.EOF)
+}
+
+// A keep-alive connection that was idle when the drain began may already
+// carry the client's next request: that request is answered (the handler
+// sees Connection: close already set, and the answer says it), not reset
+// as net/http's SetKeepAlivesEnabled(false) or Shutdown would reset it.
+func TestDrainAnswersARequestOnAnIdleKeepAliveConnection(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hook, waitConn := watchConns(t)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "connection=%q", w.Header().Get("Connection"))
+		}),
+		ConnState: hook,
+	}
+	addr, done, wait := serveServer(t, ctx, srv, Options{})
+	c := dialRaw(t, addr)
+	resp, body, err := c.get("/")
+	if err != nil || resp.StatusCode != 200 || resp.Close || body != `connection=""` {
+		t.Fatalf("before the drain: %v, %q, %v; want 200, keep-alive", resp, body, err)
+	}
+	waitConn(c, http.StateIdle)
+
+	cancel()
+	wait("STOPPING=1")
+	// The drain has begun with the connection idle; now the client reuses it.
+	resp, body, err = c.get("/")
+	if err != nil {
+		t.Fatalf("request on the idle keep-alive connection during the drain: %v (dropped)", err)
+	}
+	if resp.StatusCode != 200 || !resp.Close || body != `connection="close"` {
+		t.Errorf("answer %d %q, Connection: close %v; want 200, the handler seeing close, close", resp.StatusCode, body, resp.Close)
+	}
+	if !c.closedByServer(t) {
+		t.Error("the server did not close the connection after answering Connection: close")
+	}
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+// Connections that stay idle through the drain — one between requests, one
+// that never sent a request — are closed once the grace is over, and Serve
+// returns nil without waiting for ShutdownTimeout.
+func TestDrainClosesIdleConnectionsAfterTheGrace(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hook, waitConn := watchConns(t)
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: hook,
+	}
+	// waitServe gives up long before this deadline would end the drain.
+	addr, done, wait := serveServer(t, ctx, srv, Options{ShutdownTimeout: 10 * waitFor})
+	keptAlive := dialRaw(t, addr)
+	if resp, _, err := keptAlive.get("/"); err != nil || resp.Close {
+		t.Fatalf("before the drain: %v, %v; want a keep-alive answer", resp, err)
+	}
+	waitConn(keptAlive, http.StateIdle)
+	silent := dialRaw(t, addr)
+	waitConn(silent, http.StateNew)
+
+	cancel()
+	wait("STOPPING=1")
+	for name, c := range map[string]*rawConn{"idle keep-alive": keptAlive, "silent new": silent} {
+		if !c.closedByServer(t) {
+			t.Errorf("the %s connection was not closed", name)
+		}
+	}
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+// When the deadline comes with only idle connections left (ShutdownTimeout
+// no longer than the grace), closing them is a clean stop, not an error.
+func TestDrainDeadlineWithOnlyIdleConnectionsIsClean(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hook, waitConn := watchConns(t)
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: hook,
+	}
+	addr, done, _ := serveServer(t, ctx, srv, Options{ShutdownTimeout: 50 * time.Millisecond})
+	c := dialRaw(t, addr)
+	if _, _, err := c.get("/"); err != nil {
+		t.Fatal(err)
+	}
+	waitConn(c, http.StateIdle)
+	cancel()
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	if !c.closedByServer(t) {
+		t.Error("the idle connection was left open")
+	}
+}
+
+// An idle HTTP/2 connection is not cut when its grace ends: it is left to
+// Shutdown, whose GOAWAY lets the client stop using it cleanly.
+func TestDrainLeavesHTTP2ToShutdown(t *testing.T) {
+	ts := httptest.NewUnstartedServer(http.NotFoundHandler()) // for its certificate and client
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	certs, client := ts.TLS.Certificates, ts.Client()
+	ts.Close()
+	t.Cleanup(client.CloseIdleConnections)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var closed atomic.Int32
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.ProtoMajor) }),
+		TLSConfig: &tls.Config{Certificates: certs},
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed {
+				closed.Add(1)
+			}
+		},
+	}
+	closedAtShutdown := make(chan int32, 1)
+	srv.RegisterOnShutdown(func() { closedAtShutdown <- closed.Load() })
+	addr, done, _ := serveServer(t, ctx, srv, Options{})
+	if status, body := getBody(t, client, "https://"+addr+"/"); status != 200 || body != "2" {
+		t.Fatalf("GET = %d %q, want 200 over HTTP/2", status, body)
+	}
+	cancel()
+	if err := waitServe(t, done); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
+	}
+	select {
+	case n := <-closedAtShutdown:
+		if n != 0 {
+			t.Error("the idle HTTP/2 connection was closed before Shutdown could send GOAWAY")
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Shutdown never ran the RegisterOnShutdown functions")
 	}
 }
