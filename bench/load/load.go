@@ -126,6 +126,10 @@ type Result struct {
 	// Instances counts OK responses by instance id; requests without an
 	// id count under "".
 	Instances map[string]int64 `json:"instances"`
+	// ConnInstances counts connections by the instance that answered their
+	// first OK request: with keep-alive, how the connections were spread
+	// when they were accepted.
+	ConnInstances map[string]int64 `json:"conn_instances"`
 	// PerSecond is the run second by second.
 	PerSecond []Tick `json:"per_second"`
 }
@@ -186,6 +190,7 @@ type tally struct {
 	conns     int64
 	hist      histogram
 	instances map[string]int64
+	connInst  map[string]int64 // connections by their first answer's instance
 	ticks     []Tick
 }
 
@@ -266,7 +271,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	tallies := make([]*tally, cfg.Conns)
 	var wg sync.WaitGroup
 	for i := range tallies {
-		t := &tally{instances: map[string]int64{}}
+		t := &tally{instances: map[string]int64{}, connInst: map[string]int64{}}
 		tallies[i] = t
 		wg.Add(1)
 		go func() {
@@ -278,7 +283,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	r := &Result{Failed: map[string]int64{}, Instances: map[string]int64{}, Elapsed: elapsed}
+	r := &Result{Failed: map[string]int64{}, Instances: map[string]int64{}, ConnInstances: map[string]int64{}, Elapsed: elapsed}
 	var h histogram
 	for _, t := range tallies {
 		r.OK += t.ok
@@ -296,6 +301,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		for id, n := range t.instances {
 			r.Instances[id] += n
+		}
+		for id, n := range t.connInst {
+			r.ConnInstances[id] += n
 		}
 		for s, tk := range t.ticks {
 			for len(r.PerSecond) <= s {
@@ -338,9 +346,10 @@ type worker struct {
 	end    time.Time
 	issued *atomic.Int64
 
-	conn net.Conn
-	br   *bufio.Reader
-	stop func() bool // ends the AfterFunc that interrupts conn on ctx
+	conn  net.Conn
+	fresh bool // no OK answer on conn yet
+	br    *bufio.Reader
+	stop  func() bool // ends the AfterFunc that interrupts conn on ctx
 }
 
 func (w *worker) closeConn() {
@@ -377,7 +386,7 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			}
 			w.t.conns++
-			w.conn = c
+			w.conn, w.fresh = c, true
 			w.stop = context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 			if w.br == nil {
 				w.br = bufio.NewReaderSize(c, 16<<10)
@@ -439,6 +448,10 @@ func (w *worker) request(ctx context.Context) {
 		w.t.ok++
 		w.t.hist.add(latency)
 		w.t.instances[id]++
+		if w.fresh {
+			w.fresh = false
+			w.t.connInst[id]++
+		}
 		w.t.tick(w.start, true)
 	}
 	if resp.Close {

@@ -65,6 +65,9 @@ func TestCountsOKAndInstances(t *testing.T) {
 	if r.Connections != 4 {
 		t.Fatalf("%d connections opened, want 4 kept alive", r.Connections)
 	}
+	if got := r.ConnInstances["a"] + r.ConnInstances["b"]; got != 4 {
+		t.Fatalf("connections by first instance %v, want 4 in all", r.ConnInstances)
+	}
 	if r.P50 <= 0 || r.P50 > r.P99 || r.P99 > r.Max || r.RPS <= 0 {
 		t.Fatalf("p50 %v p99 %v max %v rps %v", r.P50, r.P99, r.Max, r.RPS)
 	}

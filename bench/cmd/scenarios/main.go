@@ -38,6 +38,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -264,7 +265,7 @@ func brief(r *scenario.Run) string {
 			scenario.Kinds([]*load.Result{r.Result}), r.Result.RPS)
 		if len(r.Result.Instances) > 1 {
 			sh, _ := scenario.ShareText([]*load.Result{r.Result})
-			s += ", shares " + sh
+			s += ", shares " + sh + ", connections " + connText(r.Result.ConnInstances)
 		}
 	}
 	if r.Ops > 0 {
@@ -274,6 +275,21 @@ func brief(r *scenario.Run) string {
 		s += "; error: " + e
 	}
 	return s
+}
+
+// connText is "0: 30, 1: 34": connections by the instance that answered
+// them first.
+func connText(m map[string]int64) string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%s: %d", id, m[id])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func goBuild(ctx context.Context, out, pkg string) error {
