@@ -398,6 +398,9 @@ func TestShutdownServesNewConnections(t *testing.T) {
 	poll.Until(t, 20*time.Second, "the server to accept the connection", func() bool { return hasConn(srv, stateNew) })
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
+	// The request arrives once the shutdown has begun, so its answer must
+	// also say the connection closes.
+	poll.Until(t, 20*time.Second, "the shutdown to begin", srv.shuttingDown)
 	c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
 	if _, b, cl := c.answer(); b != "GET /late " || !cl {
 		t.Fatalf("answer %q close %v", b, cl)
