@@ -3,8 +3,10 @@
 // every failed request counted by kind, latency percentiles, and the share
 // of requests each instance served.
 //
-// It speaks HTTP/1.1 on raw connections (no connection pool, no retries)
-// so that every failure is seen and counted exactly once:
+// It speaks HTTP/1.1 on raw non-blocking sockets from a few epoll loops,
+// each on an OS thread of its own, as wrk does (no connection pool, no
+// retries), so that every failure is seen and counted exactly once and
+// the client takes as little CPU as it can from the servers it measures:
 //
 //   - refused: the connection was refused (no listener). The worker waits
 //     Backoff before dialling again, so a dead port costs a few hundred
@@ -21,21 +23,22 @@
 package load
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is a kind of failed request.
@@ -93,9 +96,12 @@ type Config struct {
 	// bytes) when the header is absent.
 	InstanceFromBody bool
 
-	// wait replaces the backoff sleep in tests; it returns false when the
-	// run is over.
-	wait func(ctx context.Context, d time.Duration) bool
+	// Threads is the number of event loops, each on an OS thread of its
+	// own (default GOMAXPROCS, at most Conns).
+	Threads int
+
+	// onBackoff, for tests, sees every backoff as it begins.
+	onBackoff func(d time.Duration)
 }
 
 // Tick is one second of the run.
@@ -245,19 +251,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.InstanceHeader == "" {
 		cfg.InstanceHeader = "X-Keel-Instance"
 	}
-	if cfg.wait == nil {
-		cfg.wait = sleep
+	if cfg.Threads <= 0 {
+		cfg.Threads = runtime.GOMAXPROCS(0)
 	}
+	cfg.Threads = min(cfg.Threads, cfg.Conns)
 	addr := u.Host
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
-	path := u.RequestURI()
-	rawReq := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: keel-load\r\n\r\n")
-	req, err := http.NewRequest(http.MethodGet, cfg.URL, nil)
+	tcpAddr, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
+	path := u.RequestURI()
+	rawReq := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: keel-load\r\n\r\n")
 
 	start := time.Now()
 	var end time.Time // zero: no time limit
@@ -267,25 +274,47 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		ctx, cancel = context.WithDeadline(ctx, end)
 		defer cancel()
 	}
+	// Readable once the run is cancelled: it wakes every loop.
+	wakeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", os.NewSyscallError("eventfd", err))
+	}
+	defer unix.Close(wakeFd)
 	var issued atomic.Int64
-	tallies := make([]*tally, cfg.Conns)
+	loops := make([]*loop, cfg.Threads)
+	for i := range loops {
+		n := cfg.Conns / cfg.Threads
+		if i < cfg.Conns%cfg.Threads {
+			n++
+		}
+		l, err := newLoop(&cfg, tcpAddr, rawReq, wakeFd, n, start, end, &issued)
+		if err != nil {
+			for _, l := range loops[:i] {
+				unix.Close(l.epfd)
+			}
+			return nil, err
+		}
+		loops[i] = l
+	}
+	stop := context.AfterFunc(ctx, func() {
+		unix.Write(wakeFd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	})
 	var wg sync.WaitGroup
-	for i := range tallies {
-		t := &tally{instances: map[string]int64{}, connInst: map[string]int64{}}
-		tallies[i] = t
+	for _, l := range loops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &worker{cfg: &cfg, addr: addr, rawReq: rawReq, req: req, t: t, start: start, end: end, issued: &issued}
-			w.run(ctx)
+			l.run()
 		}()
 	}
 	wg.Wait()
+	stop()
 	elapsed := time.Since(start)
 
 	r := &Result{Failed: map[string]int64{}, Instances: map[string]int64{}, ConnInstances: map[string]int64{}, Elapsed: elapsed}
 	var h histogram
-	for _, t := range tallies {
+	for _, l := range loops {
+		t := l.t
 		r.OK += t.ok
 		r.Connections += t.conns
 		for k, n := range t.failed {
@@ -323,140 +352,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.P50, r.P90, r.P99, r.Max = h.quantile(0.50), h.quantile(0.90), h.quantile(0.99), h.max
 	return r, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-type worker struct {
-	cfg    *Config
-	addr   string
-	rawReq []byte
-	req    *http.Request
-	t      *tally
-	start  time.Time
-	end    time.Time
-	issued *atomic.Int64
-
-	conn  net.Conn
-	fresh bool // no OK answer on conn yet
-	br    *bufio.Reader
-	stop  func() bool // ends the AfterFunc that interrupts conn on ctx
-}
-
-func (w *worker) closeConn() {
-	if w.conn != nil {
-		w.stop()
-		w.conn.Close()
-		w.conn = nil
-	}
-}
-
-// over reports whether the run has ended (time, ctx).
-func (w *worker) over(ctx context.Context) bool {
-	return ctx.Err() != nil || (!w.end.IsZero() && !time.Now().Before(w.end))
-}
-
-func (w *worker) run(ctx context.Context) {
-	defer w.closeConn()
-	for !w.over(ctx) {
-		if w.cfg.MaxRequests > 0 && w.issued.Add(1) > w.cfg.MaxRequests {
-			return
-		}
-		if w.conn == nil {
-			d := net.Dialer{Timeout: w.cfg.Timeout}
-			c, err := d.DialContext(ctx, "tcp", w.addr)
-			if err != nil {
-				if w.over(ctx) {
-					return
-				}
-				k := classify(err)
-				w.t.fail(w.start, k, err)
-				if k == Refused && !w.cfg.wait(ctx, w.cfg.Backoff) {
-					return
-				}
-				continue
-			}
-			w.t.conns++
-			w.conn, w.fresh = c, true
-			w.stop = context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-			if w.br == nil {
-				w.br = bufio.NewReaderSize(c, 16<<10)
-			} else {
-				w.br.Reset(c)
-			}
-		}
-		w.request(ctx)
-	}
-}
-
-// request sends one request on w.conn and reads its response.
-func (w *worker) request(ctx context.Context) {
-	began := time.Now()
-	deadline := began.Add(w.cfg.Timeout)
-	if !w.end.IsZero() && w.end.Before(deadline) {
-		deadline = w.end
-	}
-	w.conn.SetDeadline(deadline)
-	failed := func(err error) {
-		// A request cut short by the end of the run is not a failure.
-		if !w.over(ctx) || !isTimeout(err) {
-			w.t.fail(w.start, classify(err), err)
-		}
-		w.closeConn()
-	}
-	if _, err := w.conn.Write(w.rawReq); err != nil {
-		failed(err)
-		return
-	}
-	resp, err := http.ReadResponse(w.br, w.req)
-	if err != nil {
-		failed(err)
-		return
-	}
-	var id string
-	if w.cfg.InstanceHeader != "" {
-		id = resp.Header.Get(w.cfg.InstanceHeader)
-	}
-	if id == "" && w.cfg.InstanceFromBody {
-		b, rerr := io.ReadAll(io.LimitReader(resp.Body, 64))
-		if rerr != nil {
-			resp.Body.Close()
-			failed(rerr)
-			return
-		}
-		id = strings.TrimSpace(string(b))
-	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		resp.Body.Close()
-		failed(err)
-		return
-	}
-	resp.Body.Close()
-	latency := time.Since(began)
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		w.t.fail(w.start, Status, fmt.Errorf("status %s", resp.Status))
-	} else {
-		w.t.ok++
-		w.t.hist.add(latency)
-		w.t.instances[id]++
-		if w.fresh {
-			w.fresh = false
-			w.t.connInst[id]++
-		}
-		w.t.tick(w.start, true)
-	}
-	if resp.Close {
-		w.closeConn()
-	}
 }
 
 func isTimeout(err error) bool {

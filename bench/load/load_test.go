@@ -139,12 +139,11 @@ func TestRefusedIsCountedWithBackoff(t *testing.T) {
 	addr := closedPort(t)
 	var waits atomic.Int64
 	cfg := Config{URL: "http://" + addr + "/", Conns: 3, Duration: 300 * time.Millisecond}
-	cfg.wait = func(ctx context.Context, d time.Duration) bool {
+	cfg.onBackoff = func(d time.Duration) {
 		if d != 10*time.Millisecond {
 			t.Errorf("backoff %v, want the 10ms default", d)
 		}
 		waits.Add(1)
-		return sleep(ctx, d)
 	}
 	r := run(t, cfg)
 	refused := r.Failed["refused"]

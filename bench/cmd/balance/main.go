@@ -109,7 +109,7 @@ func shares(r *load.Result) string {
 	sort.Strings(ids)
 	var parts []string
 	for _, id := range ids {
-		parts = append(parts, fmt.Sprintf("%s:%.1f%%", id, 100*r.Share(id)))
+		parts = append(parts, fmt.Sprintf("%s:%.1f%% (%d conns)", id, 100*r.Share(id), r.ConnInstances[id]))
 	}
 	return strings.Join(parts, " ")
 }
@@ -132,6 +132,8 @@ func startInstance(o options, preload string, i int, sock *os.File) (*instance, 
 	cmd.Env = append(os.Environ(), "PORT=3000", "KEEL_INSTANCE="+strconv.Itoa(i))
 	cmd.Env = append(cmd.Env, nodeipc.ChildEnv(3, "")...)
 	cmd.ExtraFiles = []*os.File{child}
+	// A session of its own, as under keel's keepers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	err = cmd.Start()
 	child.Close()
