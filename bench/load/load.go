@@ -8,7 +8,7 @@
 // retries), so that every failure is seen and counted exactly once and
 // the client takes as little CPU as it can from the servers it measures:
 //
-//   - refused: the connection was refused (no listener). The worker waits
+//   - refused: the connection was refused (no listener). The connection waits
 //     Backoff before dialling again, so a dead port costs a few hundred
 //     attempts a second, not a spinning CPU.
 //   - reset: the connection was reset (RST) while sending or waiting.
@@ -188,7 +188,7 @@ func (r *Result) String() string {
 	return b.String()
 }
 
-// worker's tallies, merged at the end.
+// tally is one event loop's counts, merged at the end.
 type tally struct {
 	ok        int64
 	failed    [numKinds]int64
