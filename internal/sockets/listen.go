@@ -23,6 +23,11 @@ type Options struct {
 	// ReusePort sets SO_REUSEPORT, so that other sockets with the option
 	// (and the same owner) may bind the same address. ListenGroup sets it.
 	ReusePort bool
+	// Groupable sets SO_REUSEPORT after the bind: the bind still fails if
+	// any other socket has the address (one of another SO_REUSEPORT group
+	// too), but once listening the socket starts a group that Join adds
+	// members to. Only for TCP.
+	Groupable bool
 	// IPv6Only makes a socket for every interface ("" or "::") accept IPv6
 	// only, as Node's listen({ipv6Only: true}). By default such a socket is
 	// dual-stack.
@@ -83,6 +88,45 @@ func Listen(a Addr, o Options) (*Listener, error) {
 		return listenUnix(a, o)
 	}
 	return nil, fmt.Errorf("listen on %v: unknown network %q", a, a.Network)
+}
+
+// Join opens one more member of the SO_REUSEPORT group that f (a TCP
+// socket listening with SO_REUSEPORT, see Options.Groupable) belongs to:
+// a socket bound to f's exact address. a is what the new listener reports
+// as its Addr. Members added in turn take the next positions in the
+// group (see Steer).
+func Join(f *os.File, a Addr, o Options) (*Listener, error) {
+	local, err := FileAddr(f)
+	if err != nil {
+		return nil, fmt.Errorf("joining the group of %v: %w", a, err)
+	}
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("joining the group of %v: not a tcp socket", a)
+	}
+	bindTo := TCPAddr(tcp.IP.String(), tcp.Port)
+	if tcp.Zone != "" {
+		bindTo.Host += "%" + tcp.Zone
+	}
+	o.ReusePort, o.Groupable = true, false
+	l, err := listenTCP(bindTo, o)
+	if err != nil {
+		return nil, err
+	}
+	l.addr = a
+	return l, nil
+}
+
+// ReusesPort reports whether the socket f has SO_REUSEPORT set, so that
+// Join can add members to its group.
+func ReusesPort(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	v := 0
+	rc.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT) })
+	return v == 1
 }
 
 // ListenGroup opens n sockets bound to the same address with SO_REUSEPORT,
@@ -245,6 +289,11 @@ func listenTCP(a Addr, o Options) (*Listener, error) {
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return nil, wrap("bind", err)
+	}
+	if o.Groupable {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return nil, wrap("setsockopt SO_REUSEPORT", err)
+		}
 	}
 	if err := unix.Listen(fd, o.backlog()); err != nil {
 		return nil, wrap("listen", err)
