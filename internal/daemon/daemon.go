@@ -141,6 +141,8 @@ func Run(ctx context.Context, o Options) error {
 		Listeners:    d.socks.files,
 		ListenFor:    d.socks.listenFor,
 		AdoptSockets: d.socks.adopt,
+		AdoptionDone: d.socks.adoptionDone,
+		Serving:      d.socks.servingChanged,
 	})
 	defer spawner.Close()
 	d.crash = newCrashRecorder(o.Home, d.store, o.Logger)

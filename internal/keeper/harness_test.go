@@ -66,7 +66,7 @@ func (l *testLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (h *harness) spawner(listeners func(*spec.App) ([]*os.File, []string, error)) *Spawner {
+func (h *harness) spawner(listeners func(*spec.App, int) ([]*os.File, []string, error)) *Spawner {
 	return h.spawnerWith(SpawnerConfig{Listeners: listeners})
 }
 

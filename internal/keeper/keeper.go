@@ -18,6 +18,7 @@ import (
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/sdnotify"
+	"github.com/keel-run/keel/internal/sockets"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -441,7 +442,43 @@ func (k *keeper) exited(ex spec.Exit) {
 		k.killC = nil
 	}
 	k.log.Info("keeper: app exited", "exit", ex.String())
+	if len(k.peers) == 0 {
+		k.steerAway()
+	}
 	k.broadcast(message{Type: msgExit, Exit: &ex})
+}
+
+// steerAway sends the new connections of the app's shared ports to the
+// other instances, when the app exited while no daemon is there to do it
+// (the daemon steers by what every instance does; see internal/daemon).
+// Otherwise the connections would wait on this instance's socket until a
+// daemon comes back and restarts it. It assumes the instances 0…N-1 of
+// the app as spawned.
+func (k *keeper) steerAway() {
+	n := max(k.app.Instances, k.state.Instance+1)
+	var others []int
+	for i := 0; i < n; i++ {
+		if i != k.state.Instance {
+			others = append(others, i)
+		}
+	}
+	if len(others) == 0 {
+		return // the only instance: connections wait for its restart
+	}
+	files := slices.Clone(k.listeners)
+	for _, s := range k.cluster {
+		files = append(files, s.File)
+	}
+	for _, f := range files {
+		if f == nil || !sockets.ReusesPort(f) {
+			continue
+		}
+		if err := sockets.Steer(f, others); err != nil {
+			k.log.Warn("keeper: steering connections to the other instances", "err", err)
+			continue
+		}
+		k.log.Info("keeper: no daemon; new connections go to the other instances", "instances", others)
+	}
 }
 
 // drain captures the app's stdout and stderr into the logs and, once the

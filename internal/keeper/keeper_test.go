@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,7 +106,7 @@ func TestListenFdsReachTheApp(t *testing.T) {
 		files = append(files, f)
 		want = append(want, name+"="+l.Addr().String())
 	}
-	s := h.spawner(func(*spec.App) ([]*os.File, []string, error) {
+	s := h.spawner(func(*spec.App, int) ([]*os.File, []string, error) {
 		return files, []string{"admin", "web"}, nil
 	})
 	// Twice: through a freshly started keeper and through the standby.
@@ -269,7 +270,7 @@ func TestReadyProbes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			h := newHarness(t)
 			f, port := boundSocket(t)
-			s := h.spawner(func(*spec.App) ([]*os.File, []string, error) {
+			s := h.spawner(func(*spec.App, int) ([]*os.File, []string, error) {
 				return []*os.File{f}, []string{"web"}, nil
 			})
 			fifo := filepath.Join(t.TempDir(), "go")
@@ -646,5 +647,68 @@ func TestReconnectAfterADroppedConnection(t *testing.T) {
 	}
 	if ex := release(t, p); !ex.Clean() {
 		t.Fatalf("exit %v", ex)
+	}
+}
+
+// servingLog records SpawnerConfig.Serving calls.
+type servingLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *servingLog) record(app string, instance int, up bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, fmt.Sprintf("%s:%d %v", app, instance, up))
+}
+
+func (l *servingLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
+// Serving hears up once the instance is ready and down before the stop
+// command reaches it; an adopted ready process is up again for the new
+// daemon.
+func TestServingFollowsReadinessAndStop(t *testing.T) {
+	h := newHarness(t)
+	a := app("notify")
+	a.Ready = spec.ReadyNotify
+	var log1 servingLog
+	s1 := h.spawnerWith(SpawnerConfig{Serving: log1.record})
+	p1 := h.spawn(s1, a, 1)
+	waitFor(t, p1, supervisor.EventReady)
+	up := []string{a.Name + ":1 true"}
+	if got := log1.get(); !slices.Equal(got, up) {
+		t.Fatalf("serving calls %q, want %q", got, up)
+	}
+	s1.Close() // the daemon dies: nothing is stopped, nothing reported
+
+	var log2 servingLog
+	s2 := h.spawnerWith(SpawnerConfig{Serving: log2.record})
+	survivors, err := s2.Survivors(context.Background())
+	if err != nil || len(survivors) != 1 {
+		t.Fatalf("Survivors: %d, %v", len(survivors), err)
+	}
+	p2 := h.track(survivors[0].Process.(*process))
+	if got := log2.get(); !slices.Equal(got, up) {
+		t.Fatalf("after adoption, serving calls %q, want %q", got, up)
+	}
+	if err := p2.Stop(syscall.SIGTERM, eventTimeout); err != nil {
+		t.Fatal(err)
+	}
+	upDown := append(up, a.Name+":1 false")
+	if got := log2.get(); !slices.Equal(got, upDown) {
+		t.Fatalf("once stopped, serving calls %q, want %q", got, upDown)
+	}
+	if ex := release(t, p2); !ex.Clean() {
+		t.Fatalf("exit %v", ex)
+	}
+	if got := log2.get(); !slices.Equal(got, upDown) {
+		t.Fatalf("after the exit, serving calls %q, want %q", got, upDown)
+	}
+	if got := log1.get(); !slices.Equal(got, up) {
+		t.Fatalf("the dead daemon heard %q", got)
 	}
 }

@@ -75,7 +75,7 @@ func TestListenThroughTheDaemon(t *testing.T) {
 	h := newHarness(t)
 	l := localSocket(t)
 	calls := make(chan listenCall, 4)
-	s := h.spawnerWith(SpawnerConfig{ListenFor: func(app string, req ListenRequest) (*os.File, string, error) {
+	s := h.spawnerWith(SpawnerConfig{ListenFor: func(app string, _ int, req ListenRequest) (*os.File, string, error) {
 		calls <- listenCall{app, req}
 		return l.File(), "cluster-tcp-3000", nil
 	}})
@@ -96,7 +96,7 @@ func TestListenThroughTheDaemon(t *testing.T) {
 // A daemon's refusal reaches the app with its errno's name.
 func TestListenErrorReachesTheApp(t *testing.T) {
 	h := newHarness(t)
-	s := h.spawnerWith(SpawnerConfig{ListenFor: func(string, ListenRequest) (*os.File, string, error) {
+	s := h.spawnerWith(SpawnerConfig{ListenFor: func(string, int, ListenRequest) (*os.File, string, error) {
 		return nil, "", fmt.Errorf("listen on :3000: %w", os.NewSyscallError("bind", syscall.EADDRINUSE))
 	}})
 	a := app("ask-listen", "3000")
@@ -146,7 +146,7 @@ func TestListenWaitsForADaemon(t *testing.T) {
 
 	l := localSocket(t)
 	calls := make(chan listenCall, 4)
-	s2 := h.spawnerWith(SpawnerConfig{ListenFor: func(app string, req ListenRequest) (*os.File, string, error) {
+	s2 := h.spawnerWith(SpawnerConfig{ListenFor: func(app string, _ int, req ListenRequest) (*os.File, string, error) {
 		calls <- listenCall{app, req}
 		return l.File(), "cluster-tcp-3000", nil
 	}})
@@ -173,10 +173,10 @@ func TestSurvivorsHandBackTheirSockets(t *testing.T) {
 	h := newHarness(t)
 	inherited, cluster := localSocket(t), localSocket(t)
 	s1 := h.spawnerWith(SpawnerConfig{
-		Listeners: func(*spec.App) ([]*os.File, []string, error) {
+		Listeners: func(*spec.App, int) ([]*os.File, []string, error) {
 			return []*os.File{inherited.File()}, []string{"tcp-127.0.0.1-0"}, nil
 		},
-		ListenFor: func(string, ListenRequest) (*os.File, string, error) {
+		ListenFor: func(string, int, ListenRequest) (*os.File, string, error) {
 			return cluster.File(), "cluster-tcp-3000", nil
 		},
 	})

@@ -55,6 +55,8 @@ type process struct {
 	stopping    bool // EventStopping queued
 	status      string
 	exited      bool // EventExit queued
+	serving     bool // reported up to SpawnerConfig.Serving
+	servedOut   bool // down for good: asked to stop, stopping or exited
 	released    bool
 	detached    bool
 }
@@ -107,6 +109,11 @@ func (p *process) Signal(sig syscall.Signal) error {
 // returns once the keeper took the command; a process that has exited is
 // no error.
 func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
+	// New connections go to other instances before this one stops
+	// accepting.
+	p.mu.Lock()
+	p.servingLocked(false)
+	p.mu.Unlock()
 	_, err := p.call(command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()}, false)
 	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("stopping pid %d: %w", p.st.Pid, err)
@@ -245,7 +252,7 @@ func (p *process) sockets() ([]Socket, error) {
 	}
 	out := make([]Socket, len(m.files))
 	for i, f := range m.files {
-		out[i] = Socket{Name: m.Sockets[i].Name, Kind: m.Sockets[i].Kind, File: f}
+		out[i] = Socket{Name: m.Sockets[i].Name, Kind: m.Sockets[i].Kind, Slot: p.st.Instance, File: f}
 	}
 	return out, nil
 }
@@ -263,7 +270,7 @@ func (p *process) answerListen(req ListenRequest) {
 		if !p.s.adopted(p.detach) {
 			return
 		}
-		f, name, err := p.s.cfg.ListenFor(p.st.App, req)
+		f, name, err := p.s.cfg.ListenFor(p.st.App, p.st.Instance, req)
 		switch {
 		case err != nil:
 			c.Error, c.Code = err.Error(), errnoName(err)
@@ -441,6 +448,9 @@ func (p *process) lost(cause error) {
 
 // applyLocked queues what a hello says that was not queued yet.
 func (p *process) applyLocked(st *State) {
+	if st.StopRequested {
+		p.servingLocked(false)
+	}
 	if st.Ready {
 		p.readyLocked()
 	}
@@ -459,7 +469,31 @@ func (p *process) readyLocked() {
 	if !p.ready && !p.exited {
 		p.ready = true
 		p.pushLocked(supervisor.Event{Kind: supervisor.EventReady})
+		if !p.stopping {
+			p.servingLocked(true)
+		}
 	}
+}
+
+// servingLocked reports the process up (once, unless it was reported
+// down) or down (once, after up) to SpawnerConfig.Serving.
+func (p *process) servingLocked(up bool) {
+	if p.s.cfg.Serving == nil {
+		return
+	}
+	if up {
+		if p.serving || p.servedOut {
+			return
+		}
+		p.serving = true
+	} else {
+		p.servedOut = true
+		if !p.serving {
+			return
+		}
+		p.serving = false
+	}
+	p.s.cfg.Serving(p.st.App, p.st.Instance, up)
 }
 
 func (p *process) statusLocked(text string) {
@@ -475,6 +509,7 @@ func (p *process) statusLocked(text string) {
 }
 
 func (p *process) stoppingLocked() {
+	p.servingLocked(false)
 	if !p.stopping && !p.exited {
 		p.stopping = true
 		p.pushLocked(supervisor.Event{Kind: supervisor.EventStopping})
@@ -482,6 +517,7 @@ func (p *process) stoppingLocked() {
 }
 
 func (p *process) exitLocked(ex spec.Exit) {
+	p.servingLocked(false)
 	if !p.exited {
 		p.exited = true
 		p.pushLocked(supervisor.Event{Kind: supervisor.EventExit, Exit: ex})

@@ -129,6 +129,8 @@ type ListenRequest struct {
 type Socket struct {
 	Name string
 	Kind string // SocketListen or SocketCluster
+	// Slot is the instance number of the keeper that held it.
+	Slot int
 	File *os.File
 }
 

@@ -51,9 +51,10 @@ type SpawnerConfig struct {
 	// Logger receives what happens to keepers; nil discards it.
 	Logger *slog.Logger
 	// Listeners returns the listening sockets (and their LISTEN_FDNAMES
-	// names) an instance of app inherits; nil or no files: none. The files
-	// stay the caller's: Spawn neither keeps nor closes them.
-	Listeners func(app *spec.App) ([]*os.File, []string, error)
+	// names) that the given instance of app inherits; nil or no files:
+	// none. The files stay the caller's: Spawn neither keeps nor closes
+	// them.
+	Listeners func(app *spec.App, instance int) ([]*os.File, []string, error)
 	// Env is KEY=VALUE entries for every app, over the daemon's own
 	// environment and under the app's env.
 	Env []string
@@ -71,7 +72,7 @@ type SpawnerConfig struct {
 	// with that code ("EADDRINUSE"). Nil: such requests are refused. It is
 	// called from the Spawner's goroutines, never while Survivors hands
 	// over sockets.
-	ListenFor func(app string, req ListenRequest) (*os.File, string, error)
+	ListenFor func(app string, instance int, req ListenRequest) (*os.File, string, error)
 	// AdoptSockets receives, during Survivors and before it returns, the
 	// listening sockets each adopted keeper holds (its app's `listen`
 	// sockets and those ListenFor gave it), so that a new daemon shares
@@ -79,6 +80,16 @@ type SpawnerConfig struct {
 	// ports again. It owns the files. Called once per keeper that
 	// answered, so the same socket may come several times.
 	AdoptSockets func(app string, socks []Socket)
+	// AdoptionDone is called once Survivors has handed every survivor's
+	// sockets to AdoptSockets.
+	AdoptionDone func()
+	// Serving hears when an instance starts or stops taking connections,
+	// as far as keel can tell: up once it is ready; down once keel asks it
+	// to stop, it says it is stopping, or it exits. Each process of an
+	// instance (two during a reload) reports for itself, once each way.
+	// It is called with the process's lock held and must not call back
+	// into the Spawner.
+	Serving func(app string, instance int, up bool)
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -125,7 +136,7 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 	var names []string
 	if s.cfg.Listeners != nil {
 		var err error
-		if files, names, err = s.cfg.Listeners(req.App); err != nil {
+		if files, names, err = s.cfg.Listeners(req.App, req.Instance); err != nil {
 			return nil, fmt.Errorf("listening sockets: %w", err)
 		}
 		if len(files) != len(names) {
@@ -503,6 +514,9 @@ func (s *Spawner) Survivors(ctx context.Context) ([]supervisor.Survivor, error) 
 				s.cfg.AdoptSockets(sv.App, socks)
 			}
 		}
+	}
+	if s.cfg.AdoptionDone != nil {
+		s.cfg.AdoptionDone()
 	}
 	return out, err
 }
