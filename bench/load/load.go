@@ -96,6 +96,8 @@ type Config struct {
 	// bytes) when the header is absent.
 	InstanceFromBody bool
 
+	// Close asks for a new connection per request ("Connection: close").
+	Close bool
 	// Threads is the number of event loops, each on an OS thread of its
 	// own (default GOMAXPROCS, at most Conns).
 	Threads int
@@ -264,7 +266,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	path := u.RequestURI()
-	rawReq := []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: keel-load\r\n\r\n")
+	head := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: keel-load\r\n"
+	if cfg.Close {
+		head += "Connection: close\r\n"
+	}
+	rawReq := []byte(head + "\r\n")
 
 	start := time.Now()
 	var end time.Time // zero: no time limit

@@ -124,6 +124,21 @@ func TestConnectionCloseReconnects(t *testing.T) {
 	wantFailures(t, r, nil)
 }
 
+func TestCloseAsksForANewConnectionEachTime(t *testing.T) {
+	var closes atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Close {
+			closes.Add(1)
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	defer srv.Close()
+	r := run(t, Config{URL: srv.URL, Conns: 2, MaxRequests: 30, Close: true})
+	if r.OK != 30 || r.Connections != 30 || closes.Load() != 30 {
+		t.Fatalf("ok %d, connections %d, requests asking to close %d; want 30 each", r.OK, r.Connections, closes.Load())
+	}
+}
+
 func closedPort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -36,6 +36,7 @@ func run() int {
 	fs.DurationVar(&cfg.Backoff, "backoff", 10*time.Millisecond, "wait after a refused connection")
 	fs.StringVar(&cfg.InstanceHeader, "header", "X-Keel-Instance", "response header naming the instance")
 	fs.BoolVar(&cfg.InstanceFromBody, "body-instance", false, "take the instance from the body when the header is absent")
+	fs.BoolVar(&cfg.Close, "close", false, "a new connection for every request (Connection: close)")
 	fs.IntVar(&cfg.Threads, "t", 0, "event loops, each on a thread of its own (0: one per CPU)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	maxFailures := fs.Int64("max-failures", -1, "exit 1 if more requests than this failed (-1: never)")
