@@ -120,7 +120,15 @@
 // new daemon shares the sockets its surviving instances accept on instead
 // of binding their ports again (which would fail, or split the
 // connections between two sockets). Listen requests are answered only
-// once that is done.
+// once that is done; then SpawnerConfig.AdoptionDone is called. The
+// daemon gives each instance its own socket of a TCP address (one member
+// of an SO_REUSEPORT group per instance number), so each handed-back
+// Socket carries the keeper's instance as its Slot.
+//
+// A keeper whose app exits while no daemon is connected steers the new
+// connections of those groups to the app's other instances itself
+// (sockets.Steer); a connected daemon does the steering, told through
+// SpawnerConfig.Serving when each process starts and stops serving.
 //
 // # Invariants
 //
