@@ -61,6 +61,7 @@ type keeper struct {
 	nodeC   chan NodeEvent
 	listenC chan *listenAsk
 	exitC   chan spec.Exit
+	diedC   chan struct{} // the app is gone; its logs may still be draining
 	quit    chan struct{} // closed when run ends, so nobody blocks on the channels above
 
 	// owned by run
@@ -75,6 +76,7 @@ type keeper struct {
 	killAt      time.Time
 	terminating bool // a signal asked the keeper to stop the app and go
 	released    bool
+	steered     bool // steerAway ran
 }
 
 // peer is one daemon connection: run queues messages, a writer goroutine
@@ -193,6 +195,12 @@ func (k *keeper) run(sigC <-chan os.Signal) {
 			k.killC = nil
 			if err := k.proc.Signal(syscall.SIGKILL); err == nil {
 				k.log.Warn("keeper: app did not stop in time; SIGKILLed its process group")
+			}
+		case <-k.diedC:
+			// Before the logs are drained: every moment counts for the
+			// connections that would land on the dead app's sockets.
+			if len(k.peers) == 0 {
+				k.steerAway()
 			}
 		case ex := <-exitC:
 			exitC = nil
@@ -442,7 +450,7 @@ func (k *keeper) exited(ex spec.Exit) {
 		k.killC = nil
 	}
 	k.log.Info("keeper: app exited", "exit", ex.String())
-	if len(k.peers) == 0 {
+	if len(k.peers) == 0 && !k.steered {
 		k.steerAway()
 	}
 	k.broadcast(message{Type: msgExit, Exit: &ex})
@@ -455,6 +463,7 @@ func (k *keeper) exited(ex spec.Exit) {
 // daemon comes back and restarts it. It assumes the instances 0…N-1 of
 // the app as spawned.
 func (k *keeper) steerAway() {
+	k.steered = true
 	n := max(k.app.Instances, k.state.Instance+1)
 	var others []int
 	for i := 0; i < n; i++ {
@@ -502,6 +511,7 @@ func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
 	}()
 
 	<-k.proc.Done()
+	k.diedC <- struct{}{}
 	ex := k.proc.Exit()
 	t := time.NewTimer(drainBound)
 	defer t.Stop()

@@ -420,6 +420,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		listenC:   listenC,
 		asks:      map[int]*listenAsk{},
 		exitC:     make(chan spec.Exit, 1),
+		diedC:     make(chan struct{}, 1),
 		quit:      quit,
 		state: State{
 			Version:     protocolVersion,
