@@ -302,7 +302,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		loops[i] = l
 	}
+	woken := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(woken)
 		unix.Write(wakeFd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	})
 	var wg sync.WaitGroup
@@ -314,7 +316,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	stop()
+	if !stop() {
+		<-woken // the write is done before the eventfd is closed
+	}
 	elapsed := time.Since(start)
 
 	r := &Result{Failed: map[string]int64{}, Instances: map[string]int64{}, ConnInstances: map[string]int64{}, Elapsed: elapsed}
