@@ -89,13 +89,7 @@ func (p *response) feed(b []byte) (n int, done bool, err error) {
 		case bodyNone:
 			return n, true, nil
 		case bodyLength:
-			take := int64(len(b) - n)
-			if take > p.remaining {
-				take = p.remaining
-			}
-			p.keepBody(b[n : n+int(take)])
-			n += int(take)
-			p.remaining -= take
+			n += p.consume(b[n:])
 			return n, p.remaining == 0, nil
 		case bodyUntilClose:
 			p.keepBody(b[n:])
@@ -117,6 +111,14 @@ func (p *response) eof(received bool) (done bool, err error) {
 		return false, io.EOF
 	}
 	return false, io.ErrUnexpectedEOF
+}
+
+// consume takes up to p.remaining bytes of body from b and says how many.
+func (p *response) consume(b []byte) int {
+	take := int(min(int64(len(b)), p.remaining))
+	p.keepBody(b[:take])
+	p.remaining -= int64(take)
+	return take
 }
 
 func (p *response) keepBody(b []byte) {
@@ -276,13 +278,7 @@ func (p *response) chunked(b []byte) (n int, done bool, err error) {
 				p.chunk, p.remaining = chunkData, size
 			}
 		case chunkData:
-			take := int64(len(b) - n)
-			if take > p.remaining {
-				take = p.remaining
-			}
-			p.keepBody(b[n : n+int(take)])
-			n += int(take)
-			p.remaining -= take
+			n += p.consume(b[n:])
 			if p.remaining == 0 {
 				p.chunk = chunkEnd
 			}
