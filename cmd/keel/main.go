@@ -55,7 +55,7 @@ func main() {
 			}
 			return err
 		},
-		RunForeground: func(ctx context.Context, home string, apps []*spec.App) error {
+		RunForeground: func(ctx context.Context, home string, apps []*spec.App, ro cli.RunOptions) error {
 			if err := reaper.BecomeSubreaper(); err != nil {
 				return err
 			}
@@ -65,7 +65,8 @@ func main() {
 			reaped := make(chan struct{})
 			go func() { defer close(reaped); reaper.Run(reapCtx, sigchld, nil) }()
 			defer func() { stopReaping(); <-reaped; signal.Stop(sigchld) }()
-			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout})
+			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout,
+				Health: ro.Health, LogFormat: ro.LogFormat, LogFiles: ro.LogFiles})
 		},
 	})
 	stop()

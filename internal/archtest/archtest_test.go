@@ -50,6 +50,7 @@ func TestLeavesStayLeaves(t *testing.T) {
 		"internal/nodeipc":  nil,
 		"internal/crash":    {"internal/spec", "internal/http1"},
 		"internal/http1":    nil,
+		"internal/health":   {"internal/http1"},
 		"internal/procstat": nil,
 		"internal/reaper":   nil,
 	}

@@ -46,12 +46,24 @@ type Deps struct {
 	RunDaemon func(ctx context.Context, home string) error
 	// RunForeground runs apps without a daemon (`keel run <config>`) until
 	// ctx is done.
-	RunForeground func(ctx context.Context, home string, apps []*spec.App) error
+	RunForeground func(ctx context.Context, home string, apps []*spec.App, o RunOptions) error
 	// Getenv reads the environment (KEEL_HOME, HOME). Default: os.Getenv.
 	Getenv func(string) string
 	// Environ is the whole environment, which `keel start` hands to the
 	// apps it defines. Default: os.Environ.
 	Environ func() []string
+}
+
+// RunOptions are `keel run`'s own flags.
+type RunOptions struct {
+	// Health is the address of the /livez, /readyz and /startupz
+	// endpoints ("" for none): --health, else KEEL_HEALTH.
+	Health string
+	// LogFormat is how the apps' lines are echoed on stdout: "text" or
+	// "json".
+	LogFormat string
+	// LogFiles: write the apps' log files in KEEL_HOME (--log-files).
+	LogFiles bool
 }
 
 // Exit codes.

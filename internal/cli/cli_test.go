@@ -671,8 +671,9 @@ func TestRunForeground(t *testing.T) {
 	os.WriteFile(cfg, []byte(`{"apps":[{"name":"a","script":"./srv"},{"name":"b","script":"./srv"}]}`), 0o600)
 	var gotHome string
 	var gotApps []string
-	e.deps.RunForeground = func(_ context.Context, home string, apps []*spec.App) error {
-		gotHome = home
+	var gotOpts RunOptions
+	e.deps.RunForeground = func(_ context.Context, home string, apps []*spec.App, o RunOptions) error {
+		gotHome, gotOpts = home, o
 		for _, a := range apps {
 			gotApps = append(gotApps, a.Name)
 		}
@@ -682,7 +683,32 @@ func TestRunForeground(t *testing.T) {
 	if gotHome != e.home || !slices.Equal(gotApps, []string{"b"}) {
 		t.Errorf("RunForeground(%q, %v)", gotHome, gotApps)
 	}
-	e.deps.RunForeground = func(context.Context, string, []*spec.App) error {
+	if want := (RunOptions{LogFormat: "text", LogFiles: true}); gotOpts != want {
+		t.Errorf("keel run's defaults: %+v, want %+v", gotOpts, want)
+	}
+	e.ok("run", cfg, "--health", "127.0.0.1:9616", "--log-format", "json", "--log-files=false")
+	if want := (RunOptions{Health: "127.0.0.1:9616", LogFormat: "json"}); gotOpts != want {
+		t.Errorf("keel run --health --log-format json --log-files=false: %+v, want %+v", gotOpts, want)
+	}
+	getenv := e.deps.Getenv
+	e.deps.Getenv = func(k string) string {
+		if k == "KEEL_HEALTH" {
+			return ":7000"
+		}
+		return getenv(k)
+	}
+	e.ok("run", cfg)
+	if gotOpts.Health != ":7000" {
+		t.Errorf("KEEL_HEALTH=:7000 gave --health %q", gotOpts.Health)
+	}
+	e.ok("run", cfg, "--health", ":7001")
+	if gotOpts.Health != ":7001" {
+		t.Errorf("--health :7001 with KEEL_HEALTH=:7000 gave %q", gotOpts.Health)
+	}
+	if code, _, errs := e.run("run", cfg, "--log-format", "xml"); code != ExitUsage || !strings.Contains(errs, `--log-format "xml": want text or json`) {
+		t.Errorf("--log-format xml: %d %q", code, errs)
+	}
+	e.deps.RunForeground = func(context.Context, string, []*spec.App, RunOptions) error {
 		return errors.New("app a: did not stop within 5s")
 	}
 	code, _, errs := e.run("run", cfg)

@@ -214,7 +214,10 @@ func (r *runner) startCommand() *cobra.Command {
 }
 
 func (r *runner) runCommand() *cobra.Command {
-	var only *[]string
+	var (
+		only *[]string
+		ro   RunOptions
+	)
 	cmd := command("run <config>", "run a config's apps in the foreground, without a daemon (for containers)", exactArgs("config"), func(cmd *cobra.Command, args []string) error {
 		path := args[0]
 		what := "run " + path
@@ -236,11 +239,22 @@ func (r *runner) runCommand() *cobra.Command {
 		if err != nil {
 			return usagef(cmd, "run: %v", err)
 		}
-		return fail(what, r.deps.RunForeground(cmd.Context(), home, apps))
+		if !cmd.Flags().Changed("health") {
+			ro.Health = r.deps.Getenv("KEEL_HEALTH")
+		}
+		if ro.LogFormat != "text" && ro.LogFormat != "json" {
+			return usagef(cmd, "run: --log-format %q: want text or json", ro.LogFormat)
+		}
+		return fail(what, r.deps.RunForeground(cmd.Context(), home, apps, ro))
 	})
 	cmd.Long = "Run every app of a config file in the foreground, without a daemon: for containers.\n" +
-		"PID-1 safe: reaps zombies and forwards signals. Exits 0 after SIGTERM when every app\n" +
-		"stopped within its kill_timeout, non-zero otherwise."
+		"PID-1 safe: reaps zombies and forwards signals. On SIGTERM /readyz turns 503 at once and\n" +
+		"every app drains and stops in parallel. Exits 0 when every app stopped within its\n" +
+		"kill_timeout, 1 when an app was errored or had to be killed (it logs which).\n" +
+		"keel stop, reload, scale, ls and logs with the same KEEL_HOME act on its apps."
 	only = cmd.Flags().StringSlice("only", nil, "run only these apps (comma-separated or repeated)")
+	cmd.Flags().StringVar(&ro.Health, "health", "", "answer /livez, /readyz and /startupz on this address, e.g. :9616 (default: $KEEL_HEALTH)")
+	cmd.Flags().StringVar(&ro.LogFormat, "log-format", "text", `how the apps' lines are echoed on stdout: text, or json ({"time","app","instance","stream","line"} a line)`)
+	cmd.Flags().BoolVar(&ro.LogFiles, "log-files", true, "also write the apps' log files in KEEL_HOME (--log-files=false: stdout is the log)")
 	return cmd
 }

@@ -48,7 +48,10 @@ type App struct {
 	Cwd             string            `json:"cwd,omitempty"`
 	Env             map[string]string `json:"env,omitempty"`
 	Instances       int               `json:"instances,omitempty"`
-	Cluster         bool              `json:"cluster,omitempty"` // pm2's exec_mode: cluster
+	// MinReady is how many instances must be ready for the app to count
+	// as ready (keel run's /readyz); 0 means all of them.
+	MinReady int  `json:"min_ready,omitempty"`
+	Cluster  bool `json:"cluster,omitempty"` // pm2's exec_mode: cluster
 
 	Listen       []string `json:"listen,omitempty"`
 	Ready        string   `json:"ready,omitempty"`
@@ -191,6 +194,8 @@ func (a *App) Validate() error {
 		return fieldErr("script", "is required")
 	case a.Instances < 1:
 		return fieldErr("instances", "must be at least 1, got %d", a.Instances)
+	case a.MinReady < 0:
+		return fieldErr("min_ready", "must not be negative")
 	case a.MaxRestarts < 0:
 		return fieldErr("max_restarts", "must not be negative")
 	case a.LogKeep < 0:
@@ -311,4 +316,13 @@ func (a *App) Clone() *App {
 		}
 	}
 	return &b
+}
+
+// ReadyNeed is how many ready instances make the app ready: MinReady when
+// set (at most Instances), else every instance.
+func (a *App) ReadyNeed() int {
+	if a.MinReady > 0 && a.MinReady < a.Instances {
+		return a.MinReady
+	}
+	return a.Instances
 }

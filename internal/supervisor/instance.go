@@ -16,6 +16,9 @@ type app struct {
 	insts    []*instance // ordered by number
 	exits    []ExitRecord
 	deleting bool
+	// readyOnce: at some moment ReadyNeed instances were online together
+	// (keel run's /startupz).
+	readyOnce bool
 }
 
 // instance is one numbered slot of an app. Its intent flags (wantStopped,
@@ -123,6 +126,15 @@ func (s *Supervisor) setStatus(in *instance, to Status, reason string) {
 	}
 	in.status = to
 	in.reason = reason
+	if to == Online && !in.app.readyOnce {
+		online := 0
+		for _, other := range in.app.insts {
+			if other.status == Online {
+				online++
+			}
+		}
+		in.app.readyOnce = online >= in.app.spec.ReadyNeed()
+	}
 	if to == Stopped || to == Errored {
 		in.statusText = ""
 		var err error

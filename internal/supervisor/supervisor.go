@@ -50,8 +50,11 @@ type InstanceInfo struct {
 
 // AppInfo is a snapshot of one app.
 type AppInfo struct {
-	Spec      *spec.App
-	Stopped   bool // desired state
+	Spec    *spec.App
+	Stopped bool // desired state
+	// ReadyOnce says the app has had ReadyNeed instances online together
+	// at least once.
+	ReadyOnce bool
 	Instances []InstanceInfo
 	Exits     []ExitRecord
 }
@@ -289,6 +292,7 @@ func (s *Supervisor) Apps(ctx context.Context, t spec.Target) ([]AppInfo, error)
 			out = append(out, AppInfo{
 				Spec:      a.spec.Clone(),
 				Stopped:   a.stopped,
+				ReadyOnce: a.readyOnce,
 				Instances: a.infos(),
 				Exits:     append([]ExitRecord(nil), a.exits...),
 			})
