@@ -20,7 +20,7 @@ var fatalScripts = map[string]string{
     throw new Error('boom from the app');
   }, 0);`,
 	"throw on the line of a timer": `setTimeout(() => { throw new Error('same line'); }, 0);`,
-	"type error": `setTimeout(() => { const o = undefined; o.foo(); }, 0);`,
+	"type error":                   `setTimeout(() => { const o = undefined; o.foo(); }, 0);`,
 	"error with properties": `setTimeout(() => {
     throw Object.assign(new RangeError('with props'), { code: 'E_BOOM', detail: { a: [1, { b: 2 }] } });
   }, 0);`,
