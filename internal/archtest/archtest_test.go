@@ -75,6 +75,11 @@ func TestKeelLinksNoNetHTTP(t *testing.T) {
 		if d == "net/http" || strings.HasPrefix(d, "net/http/") {
 			t.Errorf("cmd/keel links %s: use internal/http1 (see its package doc)", d)
 		}
+		// k8s.io/api is for internal/kube's tests only: keel writes its
+		// manifests from small structs of its own.
+		if strings.HasPrefix(d, "k8s.io/") || strings.HasPrefix(d, "sigs.k8s.io/") {
+			t.Errorf("cmd/keel links %s: Kubernetes modules are test-only", d)
+		}
 	}
 }
 

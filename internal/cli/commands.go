@@ -67,7 +67,7 @@ func (r *runner) rootCommand() *cobra.Command {
 		r.targetCommand("restart", "stop then start", (*client.Client).Restart),
 		r.targetCommand("reload", "rolling restart without downtime: per instance, start new → wait ready → stop old", (*client.Client).Reload),
 		r.scaleCommand(), r.targetCommand("delete", "stop and forget", (*client.Client).Delete),
-		r.runCommand(),
+		r.runCommand(), r.exportCommand(),
 	} {
 		c.GroupID = "apps"
 		root.AddCommand(c)
