@@ -208,6 +208,15 @@ var options = []option{
 	{Option: Option{Key: "on_crash", Flag: "on-crash", Kind: String,
 		Usage: "command (crash report JSON on stdin) or http(s) URL to notify of a crash"},
 		set: setString(func(a *spec.App) *string { return &a.OnCrash })},
+	{Option: Option{Key: "graceful_crash", Flag: "graceful-crash", Kind: Bool,
+		Usage: "on a fatal error, a Node app finishes its requests in flight while its replacement starts (default true)"},
+		set: func(a *spec.App, v string) error {
+			b, err := parseBool(v)
+			if err == nil {
+				a.GracefulCrash = &b
+			}
+			return err
+		}},
 	{Option: Option{Key: "log_max_size", Flag: "log-max-size", Kind: Size,
 		Usage: "rotate a log file at this size (default 10M)"},
 		set: func(a *spec.App, v string) error {

@@ -34,6 +34,8 @@ func kindOf(t reflect.Type) Kind {
 		return List
 	case reflect.Map:
 		return Env
+	case reflect.Pointer: // an option whose default is not the zero value
+		return kindOf(t.Elem())
 	}
 	return 0
 }

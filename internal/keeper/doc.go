@@ -59,10 +59,15 @@
 //
 //	{"type":"hello","state":{"version":1,"id":…,"app":…,"instance":…,"restarts":…,
 //	  "pid":…,"pid_start":…,"started":…,"keeper_pid":…,"keeper_start":…,
-//	  "ready":false,"status":"","stopping":false,"stop_requested":false,"exit":null}}
+//	  "ready":false,"status":"","stopping":false,"crashing":false,"stop_requested":false,"exit":null}}
 //	{"type":"ready"}                       the app is ready (per its ready mode)
 //	{"type":"status","text":"…"}           sd_notify STATUS=
 //	{"type":"stopping"}                    sd_notify STOPPING=1, or Node's preload closing
+//	{"type":"stopping","crash":true}       a graceful crash: Node's preload hit a fatal
+//	                                       error, stopped accepting and drains; the app
+//	                                       exits 1 within kill_timeout (the keeper
+//	                                       SIGKILLs the group 1 s after that). May
+//	                                       follow a plain stopping.
 //	{"type":"exit","exit":{"code":0,"signal":null,"at":"…"}}
 //	{"type":"reply","seq":N}               a command succeeded
 //	{"type":"reply","seq":N,"error":"…","code":"exited"|"running"|"bad_command"}
@@ -105,10 +110,11 @@
 // the pid, so there is no separate "started" event: a keeper serves its
 // socket only once its app runs.
 //
-// The listen message and the socket and sockets commands were added to
-// protocol version 1 without changing it: a keeper that does not know
-// "sockets" answers bad_command, which a daemon takes as "no sockets",
-// and only a keeper of this version sends listen.
+// The listen message, the socket and sockets commands, and "crash" and
+// "crashing" were added to protocol version 1 without changing it: a
+// keeper that does not know "sockets" answers bad_command, which a daemon
+// takes as "no sockets"; only a keeper of this version sends listen; a
+// daemon that does not know "crash" sees a plain stopping.
 //
 // # Sockets across a daemon's restart
 //

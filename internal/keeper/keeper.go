@@ -33,6 +33,10 @@ const (
 	peerQueue = 1024
 	// peerWriteTimeout bounds one write to a daemon.
 	peerWriteTimeout = 10 * time.Second
+	// crashKillGrace is how long after kill_timeout a Node app draining
+	// after a fatal error (graceful crash) is SIGKILLed if it has not
+	// exited: its preload exits on its own at kill_timeout.
+	crashKillGrace = time.Second
 )
 
 // keeper is the running keeper process. The fields after "owned by run"
@@ -232,6 +236,13 @@ func (k *keeper) stop(sig syscall.Signal, timeout time.Duration) error {
 	if err := k.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
+	k.armKill(timeout)
+	return nil
+}
+
+// armKill SIGKILLs the app's group after timeout, unless an earlier
+// SIGKILL is armed already.
+func (k *keeper) armKill(timeout time.Duration) {
 	at := time.Now().Add(timeout)
 	if k.killTimer == nil || at.Before(k.killAt) {
 		if k.killTimer != nil {
@@ -241,7 +252,6 @@ func (k *keeper) stop(sig syscall.Signal, timeout time.Duration) error {
 		k.killTimer = time.NewTimer(timeout)
 		k.killC = k.killTimer.C
 	}
-	return nil
 }
 
 func (k *keeper) handle(pc peerCommand) {
@@ -376,12 +386,15 @@ func (k *keeper) setReady() {
 	k.broadcast(message{Type: msgReady})
 }
 
-func (k *keeper) setStopping() {
-	if k.state.Stopping || k.state.Exit != nil {
+// setStopping records that the app is going down on its own; crash says
+// it is a graceful crash, which may follow a plain stopping.
+func (k *keeper) setStopping(crash bool) {
+	if k.state.Exit != nil || k.state.Stopping && (k.state.Crashing || !crash) {
 		return
 	}
 	k.state.Stopping = true
-	k.broadcast(message{Type: msgStopping})
+	k.state.Crashing = crash
+	k.broadcast(message{Type: msgStopping, Crash: crash})
 }
 
 func (k *keeper) onNotify(m sdnotify.Message) {
@@ -396,7 +409,7 @@ func (k *keeper) onNotify(m sdnotify.Message) {
 		k.broadcast(message{Type: msgStatus, Text: st})
 	}
 	if m.Stopping() {
-		k.setStopping()
+		k.setStopping(false)
 	}
 	if pid, ok := m.MainPID(); ok && pid != k.state.Pid {
 		k.log.Warn("keeper: MAINPID is not supported; the spawned process stays the main one", "mainpid", pid)
@@ -414,7 +427,15 @@ func (k *keeper) onNode(ev NodeEvent) {
 			k.setReady()
 		}
 	case NodeStopping:
-		k.setStopping()
+		k.setStopping(false)
+	case NodeCrashing:
+		k.setStopping(true)
+		// The preload exits once drained, or after kill_timeout; this is
+		// for an event loop that never gets there.
+		k.armKill(k.app.KillTimeout.D() + crashKillGrace)
+		if len(k.peers) == 0 && !k.steered {
+			k.steerAway()
+		}
 	}
 }
 

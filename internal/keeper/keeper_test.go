@@ -326,6 +326,27 @@ func TestReadyThroughTheNodeIPCSeam(t *testing.T) {
 	finish(t, p)
 }
 
+// A Node app's graceful crash reaches the daemon as EventCrashing at once,
+// and an app that then never exits is SIGKILLed soon after kill_timeout.
+func TestGracefulCrashIsReportedAndBounded(t *testing.T) {
+	h := newHarness(t)
+	a := app("node-ready", "ready", "crashing")
+	a.Ready = spec.ReadyMessage
+	a.KillTimeout = spec.Duration(100 * time.Millisecond)
+	p := h.spawn(h.spawner(nil), a, 0)
+	if ev := next(t, p); ev.Kind != supervisor.EventReady {
+		t.Fatalf("event %v, want ready", ev.Kind)
+	}
+	if ev := next(t, p); ev.Kind != supervisor.EventCrashing {
+		t.Fatalf("event %v, want crashing", ev.Kind)
+	}
+	ev := next(t, p)
+	if ev.Kind != supervisor.EventExit || ev.Exit.Signal == nil || *ev.Exit.Signal != "SIGKILL" {
+		t.Fatalf("event %v %v, want the exit by SIGKILL", ev.Kind, ev.Exit)
+	}
+	p.Release()
+}
+
 func TestReadyMessageWithoutNodeIPCIsReadyAtOnce(t *testing.T) {
 	t.Setenv("KEEL_TEST_NO_NODE_IPC", "1")
 	h := newHarness(t)

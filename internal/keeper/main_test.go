@@ -151,10 +151,13 @@ func helper(name string, args []string) int {
 		}
 		block()
 	case "node-ready":
-		// Speaks on the (fake) Node channel the way process.send does.
+		// Speaks on the (fake) Node channel the way process.send does:
+		// each argument is a line.
 		fd, _ := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD"))
 		f := os.NewFile(uintptr(fd), "channel")
-		fmt.Fprintf(f, "%q\n", args[0])
+		for _, a := range args {
+			fmt.Fprintf(f, "%q\n", a)
+		}
 		block()
 	case "ask-listen":
 		return askListen(args)
@@ -225,7 +228,7 @@ func askListen(args []string) int {
 }
 
 // fakeNodeChannel stands in for internal/nodeipc: a socketpair whose lines
-// "ready", "listening" and "stopping" (JSON strings) become NodeEvents,
+// "ready", "listening", "stopping" and "crashing" (JSON strings) become NodeEvents,
 // and whose "listen <port>" is answered through NodeIPCRequest.ListenFor:
 // "socket" with the descriptor, or "error <errno name> <message>".
 type fakeNodeChannel struct {
@@ -305,6 +308,8 @@ func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) err
 			report(NodeListening)
 		case "stopping":
 			report(NodeStopping)
+		case "crashing":
+			report(NodeCrashing)
 		}
 	}
 	return sc.Err()

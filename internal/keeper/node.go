@@ -31,8 +31,9 @@ import (
 //     listen) the app binds the port itself, as without keel.
 //
 // The app's process.send('ready') is NodeReady, a server of the app
-// listening (on keel's socket or its own) is NodeListening, and the
-// preload closing the servers on the stop signal is NodeStopping.
+// listening (on keel's socket or its own) is NodeListening, the preload
+// closing the servers on the stop signal is NodeStopping, and on a fatal
+// error (graceful_crash) NodeCrashing.
 func OpenNodeChannel(req NodeIPCRequest) (NodeChannel, error) {
 	if req.App == nil {
 		return nil, errors.New("node ipc: no app")
@@ -85,12 +86,17 @@ type nodeChannel struct {
 func (c *nodeChannel) Child() *os.File { return c.child }
 
 // Prepare puts `--require <preload>` right after node (before the app's
-// own node flags), and adds the channel's environment.
+// own node flags), and adds the channel's environment: with graceful_crash
+// on, a fatal error drains for at most kill_timeout.
 func (c *nodeChannel) Prepare(fd int, argv []string) ([]string, []string) {
+	env := nodeipc.ChildEnv(fd, c.app.KillSignal)
 	if c.preload != "" && len(argv) > 0 {
 		argv = append([]string{argv[0], "--require", c.preload}, argv[1:]...)
+		if c.app.CrashesGracefully() {
+			env = append(env, nodeipc.GracefulCrashEnv(c.app.KillTimeout.D()))
+		}
 	}
-	return argv, nodeipc.ChildEnv(fd, c.app.KillSignal)
+	return argv, env
 }
 
 func (c *nodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
@@ -105,7 +111,11 @@ func (c *nodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
 			case nodeipc.EventListening:
 				report(NodeListening)
 			case nodeipc.EventStopping:
-				report(NodeStopping)
+				if ev.Crash {
+					report(NodeCrashing)
+				} else {
+					report(NodeStopping)
+				}
 			}
 		}
 	}()

@@ -71,6 +71,9 @@ const (
 	NodeListening
 	// NodeStopping: the app began a graceful shutdown.
 	NodeStopping
+	// NodeCrashing: the app hit a fatal error and drains before it exits
+	// 1 (graceful crash).
+	NodeCrashing
 )
 
 // wantsNodeIPC is whether the keeper should open Node's IPC channel for

@@ -52,7 +52,8 @@ type process struct {
 	pending     map[int]chan message
 	queue       []supervisor.Event
 	ready       bool // EventReady queued
-	stopping    bool // EventStopping queued
+	stopping    bool // EventStopping (or EventCrashing) queued
+	crashing    bool // EventCrashing queued
 	status      string
 	exited      bool // EventExit queued
 	serving     bool // reported up to SpawnerConfig.Serving
@@ -391,7 +392,7 @@ func (p *process) readConn(rd *wireReader) error {
 		case msgStatus:
 			p.statusLocked(m.Text)
 		case msgStopping:
-			p.stoppingLocked()
+			p.stoppingLocked(m.Crash)
 		case msgExit:
 			if m.Exit != nil {
 				p.exitLocked(*m.Exit)
@@ -458,7 +459,7 @@ func (p *process) applyLocked(st *State) {
 		p.statusLocked(st.Status)
 	}
 	if st.Stopping {
-		p.stoppingLocked()
+		p.stoppingLocked(st.Crashing)
 	}
 	if st.Exit != nil {
 		p.exitLocked(*st.Exit)
@@ -508,12 +509,20 @@ func (p *process) statusLocked(text string) {
 	p.pushLocked(supervisor.Event{Kind: supervisor.EventStatus, Text: text})
 }
 
-func (p *process) stoppingLocked() {
+// stoppingLocked queues EventStopping, or EventCrashing for a graceful
+// crash (which may follow a plain stopping).
+func (p *process) stoppingLocked(crash bool) {
 	p.servingLocked(false)
-	if !p.stopping && !p.exited {
-		p.stopping = true
-		p.pushLocked(supervisor.Event{Kind: supervisor.EventStopping})
+	if p.exited || p.crashing || p.stopping && !crash {
+		return
 	}
+	p.stopping = true
+	if crash {
+		p.crashing = true
+		p.pushLocked(supervisor.Event{Kind: supervisor.EventCrashing})
+		return
+	}
+	p.pushLocked(supervisor.Event{Kind: supervisor.EventStopping})
 }
 
 func (p *process) exitLocked(ex spec.Exit) {

@@ -33,6 +33,7 @@ type State struct {
 	Ready         bool       `json:"ready"`
 	Status        string     `json:"status"`
 	Stopping      bool       `json:"stopping"`       // the app said it is stopping
+	Crashing      bool       `json:"crashing"`       // … because of a fatal error (graceful crash)
 	StopRequested bool       `json:"stop_requested"` // a daemon sent stop
 	Exit          *spec.Exit `json:"exit"`
 }
@@ -60,6 +61,7 @@ type message struct {
 	Type    string         `json:"type"`
 	State   *State         `json:"state,omitempty"`   // hello
 	Text    string         `json:"text,omitempty"`    // status
+	Crash   bool           `json:"crash,omitempty"`   // stopping: a graceful crash
 	Exit    *spec.Exit     `json:"exit,omitempty"`    // exit
 	Seq     int            `json:"seq,omitempty"`     // reply
 	Error   string         `json:"error,omitempty"`   // reply

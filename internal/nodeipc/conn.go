@@ -28,6 +28,9 @@ const (
 	// EnvStopSignal names the app's stop signal ("SIGTERM" when unset), on
 	// which the preload closes the app's servers gracefully.
 	EnvStopSignal = "KEEL_STOP_SIGNAL"
+	// EnvGracefulCrash turns on graceful crash in the preload and says how
+	// long its drain may last, in milliseconds (see GracefulCrashEnv).
+	EnvGracefulCrash = "KEEL_GRACEFUL_CRASH_MS"
 )
 
 // MaxMessage is the longest message line Recv accepts (16 MiB); a longer
@@ -131,6 +134,14 @@ func ChildEnv(fd int, stopSignal string) []string {
 		env = append(env, EnvStopSignal+"="+stopSignal)
 	}
 	return env
+}
+
+// GracefulCrashEnv is the environment variable that turns on the
+// preload's graceful crash: on a fatal error the app drains for at most
+// drain (at least a millisecond) before it exits 1. Without it the preload
+// leaves fatal errors to Node.
+func GracefulCrashEnv(drain time.Duration) string {
+	return EnvGracefulCrash + "=" + strconv.FormatInt(max(drain.Milliseconds(), 1), 10)
 }
 
 // Close closes the parent's end. The child sees the channel disconnect.

@@ -41,6 +41,9 @@
 //	    and "path" for a unix socket). This is readiness for `ready: listen`.
 //	{"cmd":"NODE_KEEL_STOPPING","signal":"SIGTERM"}
 //	    the stop signal arrived and the preload is closing the servers.
+//	{"cmd":"NODE_KEEL_STOPPING","signal":"SIGTERM","crash":true}
+//	    a fatal error: the preload printed it and is closing the servers;
+//	    the process exits 1 once they drained (graceful crash).
 //	"ready", or anything else the app sends with process.send
 //	    passed on unchanged (the string "ready" is `ready: message`).
 //
@@ -91,9 +94,21 @@
 //     listening it re-raises the signal, so the app dies of it as it would
 //     without keel;
 //   - installs no 'uncaughtException' or 'unhandledRejection' handlers:
-//     the app's errors end it exactly as they would without keel.
+//     the app's errors end it as they would without keel; only
+//   - with KEEL_GRACEFUL_CRASH_MS set (graceful crash), a fatal error — an
+//     uncaught exception, or a rejection that --unhandled-rejections makes
+//     fatal, in an app with no 'uncaughtException' listener of its own —
+//     while servers listen: the preload wraps process._fatalException,
+//     prints the error as Node would, sends NODE_KEEL_STOPPING with
+//     "crash", answers the request the error came from (an
+//     AsyncLocalStorage around each 'request' event of the app's HTTP
+//     servers) with a 500 if nothing of its answer was sent, drains as on
+//     the stop signal and exits 1 once the servers closed, or after the
+//     given time. A second fatal error during the drain takes Node's own
+//     way: printed, exit 1 at once.
 //
-// The preload deletes KEEL_NODE_IPC and KEEL_STOP_SIGNAL from process.env
+// The preload deletes KEEL_NODE_IPC, KEEL_STOP_SIGNAL and
+// KEEL_GRACEFUL_CRASH_MS from process.env
 // at once, so the processes the app starts (cluster workers, forked
 // helpers, which inherit --require) stay inert instead of taking their
 // channel to the app for keel's. Without the marker or without a channel

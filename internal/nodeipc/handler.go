@@ -62,7 +62,7 @@ const (
 	// EventListening: a server of the app is listening (ready: listen).
 	EventListening
 	// EventStopping: the preload began closing the servers on the stop
-	// signal.
+	// signal, or on a fatal error (Crash).
 	EventStopping
 	// EventMessage: any other message the app sent with process.send.
 	EventMessage
@@ -89,6 +89,9 @@ type Event struct {
 	Message json.RawMessage
 	// Listening describes the server (EventListening).
 	Listening Listening
+	// Crash: the app hit a fatal error and drains before it exits 1
+	// (EventStopping of a graceful crash).
+	Crash bool
 }
 
 // Listening is a server that started listening.
@@ -280,7 +283,11 @@ func (h *Handler) Serve(ctx context.Context, c *Conn) error {
 				}
 
 			case CmdStopping:
-				if err := emit(Event{Kind: EventStopping}); err != nil {
+				var st struct {
+					Crash bool `json:"crash"`
+				}
+				_ = json.Unmarshal(m.Raw, &st) // a malformed field is no crash
+				if err := emit(Event{Kind: EventStopping, Crash: st.Crash}); err != nil {
 					return err
 				}
 

@@ -1,15 +1,20 @@
 'use strict';
 // keel's preload for Node apps, loaded with `node --require <this file>`.
 // It lets an unmodified server's listen(port) accept on a socket keel owns,
-// reports readiness, closes servers gracefully on the stop signal, and keeps
-// every log line. The protocol is described in internal/nodeipc/doc.go.
+// reports readiness, closes servers gracefully on the stop signal and on a
+// fatal error (graceful crash), and keeps every log line. The protocol is
+// described in internal/nodeipc/doc.go.
 //
 // Rules this file keeps:
 // - Without keel's channel (KEEL_NODE_IPC=1 and an IPC channel) it does
 //   nothing at all.
 // - It never swallows the app's errors: no 'uncaughtException' or
 //   'unhandledRejection' handlers; a failed listen emits 'error' on the
-//   server as Node would.
+//   server as Node would. A fatal error still ends the process with status
+//   1, printed as Node prints it; graceful crash only delays the exit until
+//   the servers drained (or kill_timeout passed), and only when Node would
+//   have exited: the app's own handlers and --unhandled-rejections decide
+//   that, as without keel.
 // - It never keeps the event loop alive on its own, except while waiting for
 //   keel's answer to a listen request.
 // - Its messages use commands starting with "NODE_", which Node delivers as
@@ -19,10 +24,14 @@
   if (env.KEEL_NODE_IPC !== '1') return;
   if (typeof process.send !== 'function' || !process.channel) return;
   const stopSignalName = env.KEEL_STOP_SIGNAL || 'SIGTERM';
+  // How long a graceful crash may drain (the app's kill_timeout); absent:
+  // graceful crash is off.
+  const crashDrainMs = Number(env.KEEL_GRACEFUL_CRASH_MS) || 0;
   // Processes the app starts (cluster workers, forked helpers) inherit
   // process.env: they must not take their channel to the app for keel's.
   delete env.KEEL_NODE_IPC;
   delete env.KEEL_STOP_SIGNAL;
+  delete env.KEEL_GRACEFUL_CRASH_MS;
 
   const net = require('net');
   const { signals } = require('os').constants;
@@ -62,6 +71,11 @@
   let nextId = 1;
   let keepAlive = null;
   let stopping = false;
+  let crashing = false;
+  // The request each piece of async work was started for, so a fatal error
+  // can be pinned on it: only with graceful crash on.
+  const requests = crashDrainMs > 0 && process.connected ?
+    new (require('async_hooks').AsyncLocalStorage)() : null;
 
   function toNumber(x) {
     x = Number(x);
@@ -126,6 +140,7 @@
     server[kVia] = via;
     if (server[kConns]) return;
     const conns = (server[kConns] = new Set());
+    if (requests && isHTTP(server)) trackRequests(server);
     // A TLS server's HTTP layer works on the decrypted sockets.
     const event = typeof server.addContext === 'function' ? 'secureConnection' : 'connection';
     server.on(event, (sock) => {
@@ -244,14 +259,24 @@
       process.kill(process.pid, stopSignal);
       return;
     }
-    stopping = true;
     send({ cmd: 'NODE_KEEL_STOPPING', signal: stopSignal });
+    drainAll();
+  }
+  function drainAll() {
+    stopping = true;
     for (const [id, settle] of pending) {
       pending.delete(id);
       settle(null, null);
     }
     released();
     for (const server of [...servers]) drain(server);
+  }
+  // Each request's response becomes the store of the connection's async
+  // context before the app's listeners run, so the timers and promises its
+  // handler starts carry it. A listener, not a wrapper of emit: the stack
+  // of an error thrown in a handler stays as without keel.
+  function trackRequests(server) {
+    server.prependListener('request', (req, res) => requests.enterWith(res));
   }
   function isHTTP(server) {
     return typeof server.closeIdleConnections === 'function';
@@ -292,6 +317,166 @@
   }
   function maybeExit() {
     // After the app's own 'close' listeners and callbacks have run.
-    if (servers.size === 0) setImmediate(() => process.exit());
+    if (servers.size === 0) setImmediate(() => process.exit(crashing ? 1 : undefined));
+  }
+
+  // 4. Graceful crash. Node hands every uncaught exception, and every
+  //    rejection its --unhandled-rejections mode makes fatal, to
+  //    process._fatalException, which calls the app's 'uncaughtException'
+  //    listeners or, with none, has Node print the error and exit 1. When
+  //    Node would exit and servers are listening, the preload prints the
+  //    error as Node would, tells keel (which steers new connections away
+  //    and starts the replacement), answers the request that failed with
+  //    500, drains the servers as on the stop signal and exits 1 once they
+  //    closed or kill_timeout passed. A second fatal error takes Node's own
+  //    way at once.
+  const nodeFatal = process._fatalException;
+  if (requests && typeof nodeFatal === 'function') {
+    process._fatalException = function (err, fromPromise) {
+      if (crashing || stopping || servers.size === 0 || !process.connected ||
+          process.listenerCount('uncaughtException') > 0 ||
+          process.hasUncaughtExceptionCaptureCallback()) {
+        return nodeFatal.call(this, err, fromPromise);
+      }
+      const res = requests.getStore();
+      // Node's own handler, with a listener for once, still emits
+      // 'uncaughtExceptionMonitor' and resets the async context the error
+      // left behind.
+      process.on('uncaughtException', noop);
+      try {
+        nodeFatal.call(this, err, fromPromise);
+      } finally {
+        process.removeListener('uncaughtException', noop);
+      }
+      crash(err, fromPromise, res);
+      return true;
+    };
+  }
+  function crash(err, fromPromise, res) {
+    crashing = true;
+    process.exitCode = 1;
+    printFatal(err, fromPromise);
+    send({ cmd: 'NODE_KEEL_STOPPING', signal: stopSignal, crash: true });
+    if (res) answerFailed(res);
+    setTimeout(() => process.exit(1), crashDrainMs).unref();
+    drainAll();
+  }
+  // The failed request gets a 500 if nothing of its answer was sent; a
+  // half-sent answer can only be cut off.
+  function answerFailed(res) {
+    if (res.writableEnded || res.destroyed) return;
+    if (!res.headersSent) {
+      try {
+        for (const name of res.getHeaderNames()) res.removeHeader(name);
+        res.statusCode = 500;
+        res.shouldKeepAlive = false;
+        res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+        res.end('Internal Server Error\n');
+        return;
+      } catch {
+        // Fall through: cut it off.
+      }
+    }
+    res.destroy();
+  }
+
+  // What Node prints for a fatal error (node_errors.cc, ReportFatalException):
+  // the place it was thrown ("file:line", the source line, a caret), a blank
+  // line, util.inspect of the error, and "Node.js <version>". The place is
+  // V8's and not visible to JavaScript; the stack gives it, except for an
+  // error thrown far from where it was made.
+  function printFatal(err, fromPromise) {
+    const util = require('util');
+    let text;
+    if (err !== null && typeof err === 'object' && err.stack !== undefined) {
+      let trace;
+      try {
+        trace = util.inspect(err, {
+          colors: useColors(),
+          customInspect: false,
+          depth: Math.max(util.inspect.defaultOptions.depth, 5),
+        });
+      } catch {
+        trace = String(err.stack);
+      }
+      const where = throwSite(err.stack, fromPromise);
+      text = (where ? where + '\n' : '') + trace + '\n';
+    } else {
+      // Node puts the place it was thrown, which only V8 knows, between
+      // the blank line and the value.
+      if (err !== null && typeof err === 'object') {
+        try {
+          text = '\n' + util.inspect(err, { colors: useColors() }) + '\n';
+        } catch {
+          text = '\n<toString() threw exception>\n';
+        }
+      } else {
+        text = '\n' + String(err) + '\n';
+        if (!process.execArgv.includes('--trace-uncaught')) {
+          text += '(Use `node --trace-uncaught ...` to show where the exception was thrown)\n';
+        }
+      }
+    }
+    if (!process.execArgv.includes('--no-extra-info-on-fatal-exception')) {
+      text += `\nNode.js ${process.version}\n`;
+    }
+    try {
+      require('fs').writeSync(2, text);
+    } catch {
+      // stderr is gone: nothing to tell.
+    }
+  }
+  function useColors() {
+    const s = process.stderr;
+    if (env.FORCE_COLOR !== undefined || s.isTTY) {
+      const depth = s.getColorDepth || require('tty').WriteStream.prototype.getColorDepth;
+      try {
+        return depth.call(s) > 2;
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  }
+  // throwSite is the header Node prints above the error: where it was
+  // thrown, taken from the stack's first frame. A rejection's header is
+  // where the error was made, which is that frame; an exception's is the
+  // throw, found by the "throw" before that frame's column.
+  function throwSite(stack, fromPromise) {
+    if (typeof stack !== 'string') return '';
+    const m = /\n {4}at (?:.*? \()?((?:node:|file:|\/)[^\n]*?):(\d+):(\d+)\)?\n?/.exec(stack);
+    if (!m || stack.indexOf('\n    at ') !== m.index) return '';
+    const [, file, lineText, colText] = m;
+    const line = Number(lineText);
+    const src = sourceLine(file, line);
+    if (src === undefined) return '';
+    let col = Number(colText) - 1;
+    if (col > src.length) return '';
+    if (!fromPromise) {
+      // The last "throw" before the error was made: "throw new E()",
+      // "throw wrap(new E())".
+      const t = src.slice(0, col).lastIndexOf('throw');
+      if (t >= 0 && !/[\w$]/.test(src[t - 1] || '') && !/[\w$]/.test(src[t + 5] || '')) col = t;
+    }
+    const pad = src.slice(0, col).replace(/[^\t]/g, ' ');
+    return `${file}:${line}\n${src}\n${pad}^\n`;
+  }
+  function sourceLine(file, line) {
+    let code;
+    try {
+      if (file.startsWith('node:')) {
+        // Node's own modules: their source is built in.
+        if (process.execArgv.includes('--pending-deprecation')) return undefined;
+        code = process.binding('natives')[file.slice(5)];
+      } else {
+        const path = file.startsWith('file:') ? require('url').fileURLToPath(file) : file;
+        code = require('fs').readFileSync(path, 'utf8');
+      }
+    } catch {
+      return undefined;
+    }
+    if (typeof code !== 'string') return undefined;
+    const lines = code.split(/\r?\n/);
+    return line >= 1 && line <= lines.length ? lines[line - 1] : undefined;
   }
 })();

@@ -74,6 +74,9 @@ type App struct {
 	HealthInterval Duration `json:"health_interval,omitempty"`
 	HealthFailures int      `json:"health_failures,omitempty"`
 	OnCrash        string   `json:"on_crash,omitempty"` // a command (crash JSON on stdin) or an http(s) URL
+	// GracefulCrash: a Node app under keel's preload drains on a fatal
+	// error instead of dying at once (see CrashesGracefully). nil: on.
+	GracefulCrash *bool `json:"graceful_crash,omitempty"`
 
 	LogMaxSize Size `json:"log_max_size,omitempty"`
 	LogKeep    int  `json:"log_keep,omitempty"`
@@ -289,6 +292,11 @@ func (a *App) Signal() syscall.Signal {
 	return s
 }
 
+// CrashesGracefully reports whether a fatal error in a Node app lets the
+// requests in flight finish while a replacement starts (graceful_crash,
+// on unless set to false).
+func (a *App) CrashesGracefully() bool { return a.GracefulCrash == nil || *a.GracefulCrash }
+
 // StopsOn reports whether exit code c is one of StopExitCodes.
 func (a *App) StopsOn(c int) bool {
 	for _, x := range a.StopExitCodes {
@@ -309,6 +317,10 @@ func (a *App) Clone() *App {
 	b.Watch = append([]string(nil), a.Watch...)
 	b.WatchIgnore = append([]string(nil), a.WatchIgnore...)
 	b.ShellEnv = append([]string(nil), a.ShellEnv...)
+	if a.GracefulCrash != nil {
+		v := *a.GracefulCrash
+		b.GracefulCrash = &v
+	}
 	if a.Env != nil {
 		b.Env = make(map[string]string, len(a.Env))
 		for k, v := range a.Env {

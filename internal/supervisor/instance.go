@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keel-run/keel/internal/spec"
@@ -36,6 +37,9 @@ type instance struct {
 
 	cur  *run // the process serving (or starting)
 	next *run // a reload's new process, until it is ready
+	// draining are processes that crashed gracefully (EventCrashing): no
+	// longer the instance's, already replaced, finishing their requests.
+	draining []*run
 
 	backoff        Timer
 	wantStopped    bool
@@ -57,6 +61,10 @@ type run struct {
 	stopSent   bool
 	failed     string // why the run counts as a failed start
 	exited     bool
+	// crashed: the process reported a graceful crash and was taken off
+	// the instance (see crashing); restarting is what was decided then.
+	crashed    bool
+	restarting bool
 	// onReady is a reload's continuation for next: nil error once ready.
 	onReady func(error)
 	// waiters hear the exit.
@@ -307,9 +315,55 @@ func (s *Supervisor) onEvent(r *run, ev Event) {
 		if r == in.cur {
 			in.statusText = ev.Text
 		}
+	case EventCrashing:
+		s.crashing(r)
 	case EventExit:
 		s.exited(r, ev.Exit)
 	}
+}
+
+// crashing handles a graceful crash: the process stopped taking
+// connections, finishes the requests it has and will exit with a failure
+// within kill_timeout. The instance does now what it would do at that
+// exit — the restart policy, min_uptime, max_restarts and the backoff
+// apply as to any crash — so the replacement starts without waiting for
+// the old process; the exit, when it comes, is only recorded. One
+// exception to the backoff: if no other instance of the app is starting
+// or serving, the replacement starts at once, so that a crash storm never
+// leaves an app that should run with nothing (max_restarts still ends
+// it). A process keel asked to stop, or a reload's new process, is left
+// to its exit as before.
+func (s *Supervisor) crashing(r *run) {
+	in := r.inst
+	if r != in.cur || r.exited || r.stopAsked || r.crashed || in.restartPending ||
+		in.removed || in.wantStopped || in.app.stopped {
+		return
+	}
+	r.crashed = true
+	if r.readyTimer != nil {
+		r.readyTimer.Stop()
+		r.readyTimer = nil
+	}
+	in.cur = nil
+	in.draining = append(in.draining, r)
+	code := 1
+	r.restarting = s.afterExit(in, r, spec.Exit{Code: &code, At: s.clock.Now()})
+	if in.status == Waiting && !s.othersUp(in) {
+		s.cancelBackoff(in)
+		s.spawnCur(in)
+	}
+	s.save(in.app)
+}
+
+// othersUp reports whether another instance of in's app has a process
+// starting or serving that keel has not asked to stop.
+func (s *Supervisor) othersUp(in *instance) bool {
+	for _, o := range in.app.insts {
+		if o != in && !o.removed && o.cur != nil && !o.cur.stopAsked {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Supervisor) markReady(r *run) {
@@ -415,6 +469,10 @@ func (s *Supervisor) exited(r *run, ex spec.Exit) {
 		in.cur = nil
 		restarting = s.afterExit(in, r, ex)
 	}
+	if r.crashed {
+		in.draining = slices.DeleteFunc(in.draining, func(x *run) bool { return x == r })
+		restarting = r.restarting
+	}
 	for _, w := range r.waiters {
 		w(ex)
 	}
@@ -516,6 +574,15 @@ func (s *Supervisor) stopInstance(in *instance, reason string, o *op) {
 		in.next = nil
 		s.finishReady(n, fmt.Errorf("%s:%d was stopped during the reload", in.app.spec.Name, in.num))
 		s.stopRun(n, reason)
+	}
+	for _, d := range in.draining {
+		// Hurried along (the kill signal, then SIGKILL after kill_timeout),
+		// but its exit stays the crash it is: no stop reason.
+		done := o.add()
+		d.waiters = append(d.waiters, func(spec.Exit) { done(nil) })
+		if d.p != nil {
+			s.sendStop(d)
+		}
 	}
 	r := in.cur
 	if r == nil {
@@ -661,20 +728,17 @@ func (s *Supervisor) removeInstance(a *app, in *instance, reason string, o *op) 
 		}
 		s.save(a)
 	}
-	if in.cur == nil && in.next == nil {
+	if in.cur == nil && in.next == nil && len(in.draining) == 0 {
 		s.cancelBackoff(in)
 		s.setStatus(in, Stopped, "")
 		drop()
 		return
 	}
 	done := o.add()
-	s.stopInstance(in, reason, nil)
-	if in.cur != nil {
-		in.cur.waiters = append(in.cur.waiters, func(spec.Exit) { drop(); done(nil) })
-	} else {
-		drop()
-		done(nil)
-	}
+	// Dropped once its every process exited.
+	sub := s.newOp(func(error) { drop(); done(nil) })
+	s.stopInstance(in, reason, sub)
+	sub.arm()
 }
 
 // deleteApp stops every instance of an app, then forgets it.

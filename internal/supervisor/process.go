@@ -20,6 +20,11 @@ const (
 	EventStopping
 	// EventExit: the process ended; Exit is set. It is the last event.
 	EventExit
+	// EventCrashing: the app hit a fatal error and is going down: it
+	// stopped taking connections, lets the requests in flight finish and
+	// exits with a failure within kill_timeout (a Node app's graceful
+	// crash). It is replaced at once, without waiting for that exit.
+	EventCrashing
 )
 
 func (k EventKind) String() string {
@@ -32,6 +37,8 @@ func (k EventKind) String() string {
 		return "stopping"
 	case EventExit:
 		return "exit"
+	case EventCrashing:
+		return "crashing"
 	}
 	return "unknown"
 }
@@ -53,7 +60,7 @@ type Process interface {
 	Pid() int
 	// Started is when the process was spawned.
 	Started() time.Time
-	// Events delivers Ready/Status/Stopping reports, then exactly one
+	// Events delivers Ready/Status/Stopping/Crashing reports, then exactly one
 	// EventExit, then is closed. The channel must be drained.
 	Events() <-chan Event
 	// Signal sends sig to the process group. It does not wait.
