@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keel-run/keel/internal/client"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -189,7 +190,7 @@ func (r *runner) report(err error) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(r.stdio.Err, "keel: %s\n", oneLine(ue.msg))
+		fmt.Fprintf(r.stdio.Err, "keel: %s\n", oneline.Fold(ue.msg, 0))
 		if ue.hint != "" {
 			fmt.Fprintln(r.stdio.Err, ue.hint)
 		}
@@ -210,14 +211,5 @@ func why(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "interrupted"
 	}
-	return oneLine(strings.TrimPrefix(err.Error(), "keel: "))
-}
-
-// oneLine folds s into one line.
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
+	return oneline.Fold(strings.TrimPrefix(err.Error(), "keel: "), 0)
 }

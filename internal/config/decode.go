@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -36,16 +37,11 @@ func (e *Error) Error() string {
 		b.WriteString(e.Key)
 		b.WriteString(": ")
 	}
-	b.WriteString(oneLine(e.Err.Error()))
+	b.WriteString(oneline.Fold(e.Err.Error(), 0))
 	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-// oneLine folds a message onto one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.TrimSpace(s)), " ")
-}
 
 type dialect int
 

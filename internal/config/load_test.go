@@ -662,5 +662,5 @@ func TestErrorText(t *testing.T) {
 		require.Equal(t, want, e.Error())
 		require.ErrorIs(t, e, inner)
 	}
-	require.Equal(t, "f: a b c", (&Error{File: "f", Err: errors.New("a\n  b\nc")}).Error())
+	require.Equal(t, "f: a; b; c", (&Error{File: "f", Err: errors.New("a\n  b\nc")}).Error())
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/http1"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -249,7 +250,7 @@ func (s *Server) reply(w *http1.ResponseWriter, r *http1.Request, v any, err err
 		if code == http1.StatusInternalServerError {
 			s.logger.Warn("control request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		writeJSON(w, code, api.Error{Error: oneLine(err.Error())})
+		writeJSON(w, code, api.Error{Error: oneline.Fold(err.Error(), 0)})
 		return
 	}
 	writeJSON(w, http1.StatusOK, v)
@@ -264,15 +265,6 @@ func writeJSON(w *http1.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
-}
-
-// oneLine folds a multi-line message so the CLI can print it as one line.
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
 }
 
 // decode reads a JSON request body into v. The server has already

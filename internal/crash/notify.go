@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/internal/http1"
+	"github.com/keel-run/keel/internal/oneline"
 )
 
 // Defaults of NotifierOptions.
@@ -273,7 +274,7 @@ func (n *Notifier) run(ctx context.Context, command string, body []byte, note No
 		err = fmt.Errorf("%w (timed out after %s)", err, n.o.Timeout)
 	}
 	if o := strings.TrimSpace(out.String()); o != "" {
-		return fmt.Errorf("running on_crash command: %w: %s", err, oneLine(o, 200))
+		return fmt.Errorf("running on_crash command: %w: %s", err, oneline.Fold(o, 200))
 	}
 	return fmt.Errorf("running on_crash command: %w", err)
 }
