@@ -239,6 +239,9 @@ func Run(ctx context.Context, o Options) error {
 		go func() {
 			defer close(echoed)
 			popts := logs.PrintOptions{Home: o.Home, Target: spec.All, Lines: -1, Follow: true, Since: since}
+			if !o.LogFiles {
+				popts.PollInterval, popts.RemoveRead = memLogPoll, true
+			}
 			if o.LogFormat == "json" {
 				popts.JSON, popts.SplitOver = true, logs.MaxPayload
 			}
@@ -424,10 +427,16 @@ func isNotFound(err error) bool {
 }
 
 // memLogMaxSize and memLogKeep bound each stream's log under
-// --log-files=false: 8 MiB and one rotated file, 16 MiB of memory at most.
+// --log-files=false: 2 MiB and one rotated file, so about 4 MiB of memory
+// (tmpfs pages count against the container's memory limit). The writers
+// rotate only once the echo has read and removed the last rotated file
+// (spec.App.LogsUntilRead), so no line is lost to a burst; a file grows
+// past 2 MiB only while the echo is behind. memLogPoll is how often the
+// echo reads.
 const (
-	memLogMaxSize = 8 << 20
+	memLogMaxSize = 2 << 20
 	memLogKeep    = 1
+	memLogPoll    = 20 * time.Millisecond
 )
 
 // memoryLogs is keel run --log-files=false: the container's stdout is the
@@ -468,6 +477,7 @@ func memoryLogs(home string, apps []*spec.App, log *slog.Logger) (cleanup func()
 			a.LogMaxSize = memLogMaxSize
 		}
 		a.LogKeep = memLogKeep
+		a.LogsUntilRead = true
 	}
 	return func() {
 		os.Remove(link)

@@ -30,10 +30,12 @@ const (
 	// terminationGracePeriodSeconds: keel needs a moment after the last
 	// SIGKILL to reap, flush the last log lines and exit on its own.
 	GraceMargin = 5 * time.Second
-	// keelMemory is what a pod's memory limit adds for keel itself and a
-	// keeper per instance, over the apps' max_memory.
+	// keelMemory is what a pod's memory limit adds for keel itself, and
+	// keeperMemory per instance for its keeper and its log tails in
+	// /dev/shm (keel run --log-files=false: up to 4 MiB a stream), over
+	// the apps' max_memory.
 	keelMemory        = 32 << 20
-	keeperMemory      = 8 << 20
+	keeperMemory      = 16 << 20
 	startupPeriod     = 2 // seconds
 	startupMargin     = 10 * time.Second
 	healthPortName    = "health"

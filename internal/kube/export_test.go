@@ -228,8 +228,8 @@ func TestExportReplicas(t *testing.T) {
 	require.EqualValues(t, 8, *worker.Spec.Template.Spec.TerminationGracePeriodSeconds, "2.5s rounds up to 3, plus the margin")
 	wc := web.Spec.Template.Spec.Containers[0]
 	require.Equal(t, []string{"--only", "web"}, wc.Args[len(wc.Args)-2:])
-	// One instance of 300M per pod, plus keel and its keeper.
-	require.Equal(t, "340Mi", wc.Resources.Limits.Memory().String())
+	// One instance of 300M per pod, plus keel, its keeper and log tails.
+	require.Equal(t, "348Mi", wc.Resources.Limits.Memory().String())
 	require.Equal(t, wc.Resources.Limits.Memory().String(), wc.Resources.Requests.Memory().String())
 
 	for _, s := range m.services {
