@@ -450,7 +450,12 @@ func memoryLogs(home string, apps []*spec.App, log *slog.Logger) (cleanup func()
 	if fi, err := os.Lstat(link); err == nil {
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
-			os.Remove(link) // a previous run's
+			// A previous run's, killed before it could clean up: its
+			// memory directory goes too.
+			if old, err := os.Readlink(link); err == nil && strings.HasPrefix(filepath.Base(old), "keel-logs-") {
+				os.RemoveAll(old)
+			}
+			os.Remove(link)
 		case fi.IsDir():
 			if err := os.Remove(link); err != nil {
 				return nil, fmt.Errorf("--log-files=false: %s holds log files already; move it away or use another KEEL_HOME: %w", link, err)
