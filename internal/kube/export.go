@@ -166,6 +166,14 @@ func (e *exporter) run() ([]byte, []string, error) {
 				e.note("app %s: instances %d became %d pod replicas of one instance each", a.Name, c.Instances, c.Instances)
 			}
 		}
+		if len(c.Env) > 0 {
+			keys := make([]string, 0, len(c.Env))
+			for k := range c.Env {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			e.note("app %s: env %s is written into the ConfigMap as plain text; keep secrets in a Secret and add it to the container with envFrom (keel run passes its environment to the apps)", a.Name, strings.Join(keys, ", "))
+		}
 		if c.MaxMemory == 0 {
 			e.note("app %s: no max_memory, so the pod gets no memory limit", a.Name)
 		}
