@@ -172,7 +172,7 @@ func (e *exporter) run() ([]byte, []string, error) {
 				keys = append(keys, k)
 			}
 			slices.Sort(keys)
-			e.note("app %s: env %s is written into the ConfigMap as plain text; keep secrets in a Secret and add it to the container with envFrom (keel run passes its environment to the apps)", a.Name, strings.Join(keys, ", "))
+			e.note("app %s: env (%s) goes into the ConfigMap as plain text; keep secrets in a Secret and add it to the container with envFrom (keel run passes its environment to the apps)", a.Name, strings.Join(keys, ", "))
 		}
 		if c.MaxMemory == 0 {
 			e.note("app %s: no max_memory, so the pod gets no memory limit", a.Name)

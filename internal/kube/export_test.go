@@ -165,7 +165,7 @@ func TestExportOnePod(t *testing.T) {
 	require.Contains(t, strings.Join(notes, "\n"), "unix:///tmp/web.sock is a unix socket")
 	require.Contains(t, strings.Join(notes, "\n"), "127.0.0.1:3000 became :3000")
 	require.NotContains(t, strings.Join(notes, "\n"), "cron_restart", "cron_restart works inside one pod")
-	require.Contains(t, strings.Join(notes, "\n"), "app web: env NODE_ENV is written into the ConfigMap", "env names, never values")
+	require.Contains(t, strings.Join(notes, "\n"), "app web: env (NODE_ENV) goes into the ConfigMap", "env names, never values")
 	require.NotContains(t, strings.Join(notes, "\n"), "production")
 
 	var ports []int32
