@@ -1,9 +1,9 @@
 package http1
 
 import (
-	"context"
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +20,7 @@ const (
 	StatusNoContent                   = 204
 	StatusNotModified                 = 304
 	StatusBadRequest                  = 400
+	StatusUnauthorized                = 401
 	StatusForbidden                   = 403
 	StatusNotFound                    = 404
 	StatusMethodNotAllowed            = 405
@@ -48,6 +49,8 @@ func StatusText(code int) string {
 		return "Not Modified"
 	case StatusBadRequest:
 		return "Bad Request"
+	case StatusUnauthorized:
+		return "Unauthorized"
 	case StatusForbidden:
 		return "Forbidden"
 	case StatusNotFound:
