@@ -149,9 +149,9 @@ func TestMonitOnTerminal(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("monit did not quit on q")
 	}
-	poll.Until(t, 20*time.Second, "monit to leave the alternate screen", func() bool { return strings.Contains(screen.String(), escMainScreen) })
+	poll.Until(t, 20*time.Second, "monit to leave the alternate screen", func() bool { return strings.Contains(screen.String(), "\x1b[?1049l") })
 	out := screen.String()
-	if !strings.Contains(out, escAltScreen) || !strings.Contains(out, escMainScreen) || !strings.Contains(out, "web") {
+	if !strings.Contains(out, "\x1b[?1049h") || !strings.Contains(out, "\x1b[?1049l") || !strings.Contains(out, "web") {
 		t.Errorf("screen %q", out)
 	}
 	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
