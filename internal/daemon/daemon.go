@@ -239,6 +239,9 @@ func Run(ctx context.Context, o Options) error {
 		go func() {
 			defer close(echoed)
 			popts := logs.PrintOptions{Home: o.Home, Target: spec.All, Lines: -1, Follow: true, Since: since}
+			if !o.LogFiles {
+				popts.PollInterval, popts.RemoveRead = memLogPoll, true
+			}
 			if o.LogFormat == "json" {
 				popts.JSON, popts.SplitOver = true, logs.MaxPayload
 			}
@@ -424,10 +427,16 @@ func isNotFound(err error) bool {
 }
 
 // memLogMaxSize and memLogKeep bound each stream's log under
-// --log-files=false: 8 MiB and one rotated file, 16 MiB of memory at most.
+// --log-files=false: 2 MiB and one rotated file, so about 4 MiB of memory
+// (tmpfs pages count against the container's memory limit). The writers
+// rotate only once the echo has read and removed the last rotated file
+// (spec.App.LogsUntilRead), so no line is lost to a burst; a file grows
+// past 2 MiB only while the echo is behind. memLogPoll is how often the
+// echo reads.
 const (
-	memLogMaxSize = 8 << 20
+	memLogMaxSize = 2 << 20
 	memLogKeep    = 1
+	memLogPoll    = 20 * time.Millisecond
 )
 
 // memoryLogs is keel run --log-files=false: the container's stdout is the
@@ -441,7 +450,12 @@ func memoryLogs(home string, apps []*spec.App, log *slog.Logger) (cleanup func()
 	if fi, err := os.Lstat(link); err == nil {
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
-			os.Remove(link) // a previous run's
+			// A previous run's, killed before it could clean up: its
+			// memory directory goes too.
+			if old, err := os.Readlink(link); err == nil && strings.HasPrefix(filepath.Base(old), "keel-logs-") {
+				os.RemoveAll(old)
+			}
+			os.Remove(link)
 		case fi.IsDir():
 			if err := os.Remove(link); err != nil {
 				return nil, fmt.Errorf("--log-files=false: %s holds log files already; move it away or use another KEEL_HOME: %w", link, err)
@@ -468,6 +482,7 @@ func memoryLogs(home string, apps []*spec.App, log *slog.Logger) (cleanup func()
 			a.LogMaxSize = memLogMaxSize
 		}
 		a.LogKeep = memLogKeep
+		a.LogsUntilRead = true
 	}
 	return func() {
 		os.Remove(link)

@@ -321,7 +321,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 	growPipe(outR, log)
 	growPipe(errR, log)
 
-	lopts := logs.Options{MaxSize: int64(app.LogMaxSize), Keep: app.LogKeep}
+	lopts := logs.Options{MaxSize: int64(app.LogMaxSize), Keep: app.LogKeep, UntilRead: app.LogsUntilRead}
 	wOut, err := logs.OpenWriter(logs.Path(cfg.Home, app.Name, cfg.Instance, logs.Stdout), lopts)
 	if err != nil {
 		return nil, fmt.Errorf("opening stdout log: %w", err)

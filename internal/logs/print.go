@@ -40,6 +40,10 @@ type PrintOptions struct {
 	// UTF-8 characters where the line is valid UTF-8. Log collectors read
 	// lines into bounded buffers; keel run uses MaxPayload.
 	SplitOver int
+	// RemoveRead, when following, removes each rotated file (path.1) once
+	// it is read to its end, for writers with Options.UntilRead: keel run
+	// --log-files=false, where the files are only a buffer for the echo.
+	RemoveRead bool
 
 	// PollInterval is how often files are checked when following; 0 means
 	// DefaultPollInterval.
@@ -85,6 +89,7 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 		var streams [][]line
 		for _, src := range srcs[i:j] {
 			lines, fl, err := tail(src, n)
+			fl.removeRead = opts.RemoveRead
 			followers[src.key()] = fl
 			if err != nil {
 				return err
@@ -131,6 +136,7 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 		for _, src := range srcs {
 			if followers[src.key()] == nil {
 				followers[src.key()] = newFollower(src)
+				followers[src.key()].removeRead = opts.RemoveRead
 				p.widen(src)
 			}
 		}

@@ -25,6 +25,11 @@ type Options struct {
 	// Keep is how many rotated files (path.1 … path.Keep) are kept. 0 keeps
 	// none: a full file is deleted when the next one starts.
 	Keep int
+	// UntilRead holds off a rotation while path.1 exists: a reader that
+	// removes each rotated file once it has read it (PrintOptions.
+	// RemoveRead) then sees every record, however fast they come; the file
+	// grows past MaxSize meanwhile.
+	UntilRead bool
 	// Now stamps records; nil means time.Now.
 	Now func() time.Time
 }
@@ -282,7 +287,7 @@ func (w *Writer) appendLocked(buf []byte, ends []int, base int) (int, error) {
 		}
 	}
 	k := len(ends)
-	if limit := w.opts.MaxSize; limit > 0 && size+int64(len(sep)+ends[k-1]-base) > limit {
+	if limit := w.opts.MaxSize; limit > 0 && size+int64(len(sep)+ends[k-1]-base) > limit && !w.unreadLocked() {
 		k = sort.Search(len(ends), func(i int) bool {
 			return size+int64(len(sep)+ends[i]-base) > limit
 		})
@@ -307,6 +312,16 @@ func (w *Writer) appendLocked(buf []byte, ends []int, base int) (int, error) {
 	}
 	w.checkTail = false
 	return k, nil
+}
+
+// unreadLocked says whether, under UntilRead, the last rotated file is
+// still there for its reader. The caller holds the file's flock.
+func (w *Writer) unreadLocked() bool {
+	if !w.opts.UntilRead {
+		return false
+	}
+	_, err := os.Lstat(rotatedPath(w.path, 1))
+	return err == nil
 }
 
 // rotate shifts path.N-1 → path.N … path → path.1 (or, with keep 0,

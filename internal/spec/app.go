@@ -81,6 +81,12 @@ type App struct {
 	LogMaxSize Size `json:"log_max_size,omitempty"`
 	LogKeep    int  `json:"log_keep,omitempty"`
 
+	// LogsUntilRead is set by keel run --log-files=false, not a config
+	// key: a rotated log file stays until the echo has read and removed
+	// it, and the writer does not rotate again before then, so a burst
+	// larger than LogMaxSize is not lost between two reads.
+	LogsUntilRead bool `json:"logs_until_read,omitempty"`
+
 	// ShellEnv is the environment (KEY=VALUE) of the `keel start` that
 	// defined the app: the base of every instance's environment, under Env
 	// and keel's own variables, as pm2 does, so that `PORT=4000 keel start
