@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
@@ -24,6 +25,7 @@ type monitSource interface {
 	Restart(ctx context.Context, t spec.Target) (api.Result, error)
 	Reload(ctx context.Context, t spec.Target) (api.Result, error)
 	Stop(ctx context.Context, t spec.Target) (api.Result, error)
+	Scale(ctx context.Context, app string, n int) (api.Result, error)
 }
 
 // Messages the model takes.
@@ -41,10 +43,9 @@ type (
 		lines []logLine
 	}
 	actionMsg struct {
-		verb string
-		t    spec.Target
-		res  api.Result
-		err  error
+		actionEffect
+		res api.Result
+		err error
 	}
 )
 
@@ -52,9 +53,10 @@ type (
 // a message.
 type (
 	fetchEffect  struct{} // List → listMsg
-	actionEffect struct { // Restart, Reload, Stop → actionMsg
-		verb string // "restart", "reload", "stop", "start"
+	actionEffect struct { // Restart, Reload, Stop, Scale → actionMsg
+		verb string // "restart", "reload", "stop", "start", "scale"
 		t    spec.Target
+		n    int // for scale: the new instance count
 	}
 )
 
@@ -103,8 +105,9 @@ func (h *series) add(p sample) {
 
 // pending is an action waiting for y/n.
 type pending struct {
-	verb string
-	row  monitRow
+	actionEffect
+	row      monitRow
+	question string
 }
 
 // monitModel is the whole state of the interactive monit.
@@ -176,11 +179,10 @@ func (m *monitModel) update(msg any) []any {
 		}
 	case actionMsg:
 		m.inFlight--
-		name := msg.t.String()
 		if msg.err != nil {
-			m.setStatus(fmt.Sprintf("%s %s failed: %v", msg.verb, name, msg.err), false)
+			m.setStatus(fmt.Sprintf("%s failed: %v", msg.phrase(), msg.err), false)
 		} else {
-			m.setStatus(actionDone(msg.verb, name, msg.res), true)
+			m.setStatus(actionDone(msg.actionEffect, msg.res), true)
 		}
 		if !m.fetching {
 			m.fetching = true
@@ -194,10 +196,21 @@ func (m *monitModel) setStatus(s string, ok bool) {
 	m.status, m.statusOK, m.statusAt = s, ok, m.now
 }
 
+// phrase is the action in words: "restart web", "scale web to 3".
+func (a actionEffect) phrase() string {
+	if a.verb == "scale" {
+		return fmt.Sprintf("scale %s to %d", a.t.App, a.n)
+	}
+	return a.verb + " " + a.t.String()
+}
+
 // actionDone says what an action did, in the words keel's CLI uses.
-func actionDone(verb, name string, res api.Result) string {
-	done := map[string]string{"restart": "restarted", "reload": "reloaded", "stop": "stopped", "start": "started"}[verb]
-	s := done + " " + name
+func actionDone(a actionEffect, res api.Result) string {
+	if a.verb == "scale" {
+		return fmt.Sprintf("scaled %s to %d", a.t.App, a.n)
+	}
+	done := map[string]string{"restart": "restarted", "reload": "reloaded", "stop": "stopped", "start": "started"}[a.verb]
+	s := done + " " + a.t.String()
 	if n := len(res.Instances); n > 0 {
 		s += fmt.Sprintf(" (%d instance%s)", n, plural(n))
 	}
@@ -222,12 +235,12 @@ func (m *monitModel) key(k string) []any {
 	if p := m.confirm; p != nil {
 		m.confirm = nil
 		if k != "y" && k != "Y" {
-			m.setStatus(p.verb+" "+p.row.key+": cancelled", true)
+			m.setStatus(p.phrase()+": cancelled", true)
 			return nil
 		}
 		m.inFlight++
-		m.setStatus(ing(p.verb)+" "+p.row.key+"…", true)
-		return []any{actionEffect{verb: p.verb, t: p.row.target()}}
+		m.setStatus(p.phrase()+"…", true)
+		return []any{p.actionEffect}
 	}
 	switch k {
 	case "q", "Q":
@@ -252,14 +265,14 @@ func (m *monitModel) key(k string) []any {
 		m.ask("stop")
 	case "S":
 		m.ask("start")
+	case "+", "=":
+		m.askScale(1)
+	case "-", "_":
+		m.askScale(-1)
 	case "esc":
 		m.status = ""
 	}
 	return nil
-}
-
-func ing(verb string) string {
-	return map[string]string{"restart": "restarting", "reload": "reloading", "stop": "stopping", "start": "starting"}[verb]
 }
 
 // ask puts the action on the selected row up for confirmation.
@@ -273,7 +286,31 @@ func (m *monitModel) ask(verb string) {
 		m.setStatus(r.key+" is running: r restarts it", false)
 		return
 	}
-	m.confirm = &pending{verb: verb, row: r}
+	what := r.key
+	if r.instance < 0 && len(r.insts) > 1 {
+		what += fmt.Sprintf(" (all %d instances)", len(r.insts))
+	}
+	q := strings.ToUpper(verb[:1]) + verb[1:] + " " + what + "?"
+	m.confirm = &pending{actionEffect: actionEffect{verb: verb, t: r.target()}, row: r, question: q}
+}
+
+// askScale puts scaling the selected row's app by d instances up for
+// confirmation. A row stands for at least one instance, so the count
+// never goes below 0.
+func (m *monitModel) askScale(d int) {
+	r, ok := m.selected()
+	if !ok {
+		m.setStatus("no app to scale", false)
+		return
+	}
+	n := 0
+	for _, in := range m.insts {
+		if in.App == r.app {
+			n++
+		}
+	}
+	q := fmt.Sprintf("Scale %s from %d to %d instance%s?", r.app, n, n+d, plural(n+d))
+	m.confirm = &pending{actionEffect: actionEffect{verb: "scale", t: spec.Target{App: r.app, Instance: -1}, n: n + d}, row: r, question: q}
 }
 
 // running reports whether every instance is starting or online.

@@ -45,6 +45,9 @@ func (f *fakeSource) Reload(_ context.Context, t spec.Target) (api.Result, error
 func (f *fakeSource) Stop(_ context.Context, t spec.Target) (api.Result, error) {
 	return f.act("stop", t)
 }
+func (f *fakeSource) Scale(_ context.Context, app string, n int) (api.Result, error) {
+	return f.act(fmt.Sprintf("scale %d", n), spec.Target{App: app, Instance: -1})
+}
 
 // harness runs the model the way runMonitTUI does, with the effects run at
 // once against the fake source.
@@ -72,7 +75,7 @@ func (h *harness) send(msg any) {
 			h.send(listMsg{at: h.now, l: l, err: err})
 		case actionEffect:
 			res, err := act(context.Background(), h.src, e)
-			h.send(actionMsg{verb: e.verb, t: e.t, res: res, err: err})
+			h.send(actionMsg{actionEffect: e, res: res, err: err})
 		default:
 			h.t.Fatalf("unknown effect %T", e)
 		}
@@ -226,6 +229,10 @@ func TestMonitActionsAskFirst(t *testing.T) {
 		{[]string{"l", "y"}, "reload web"},
 		{[]string{"j", "s", "y"}, "stop web:0"},
 		{[]string{"j", "j", "j", "S", "y"}, "restart api"}, // start of an errored app
+		{[]string{"+", "y"}, "scale 3 web"},
+		{[]string{"j", "=", "y"}, "scale 3 web"}, // on an instance row: its app
+		{[]string{"-", "y"}, "scale 1 web"},
+		{[]string{"end", "-", "y"}, "scale 0 job"},
 		{[]string{"r", "n"}, ""},
 		{[]string{"r", "esc"}, ""},
 		{[]string{"R", "q"}, ""}, // q answers no, it does not quit
@@ -240,8 +247,8 @@ func TestMonitActionsAskFirst(t *testing.T) {
 					t.Fatalf("no confirmation asked after %v", c.keys[:len(c.keys)-1])
 				}
 				help := h.m.view(false)[h.m.height-1]
-				if !strings.Contains(help, "? y = yes") || !strings.Contains(help, p.row.key) {
-					t.Errorf("help line %q does not ask about %s", help, p.row.key)
+				if !strings.Contains(help, "? y = yes") || !strings.Contains(help, p.t.App) {
+					t.Errorf("help line %q does not ask about %s", help, p.t.App)
 				}
 			}
 			h.keys(last)
@@ -261,7 +268,7 @@ func TestMonitActionsAskFirst(t *testing.T) {
 				if c.keys[len(c.keys)-2] == "S" {
 					verb = "start"
 				}
-				done := map[string]string{"restart": "restarted", "reload": "reloaded", "stop": "stopped", "start": "started"}[verb]
+				done := map[string]string{"restart": "restarted", "reload": "reloaded", "stop": "stopped", "start": "started", "scale": "scaled"}[verb]
 				if !strings.Contains(h.m.status, done) || !h.m.statusOK {
 					t.Errorf("status %q (ok %v), want %q", h.m.status, h.m.statusOK, done)
 				}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,13 @@ const (
 // inputMsg says that the keyboard is gone (the terminal hung up).
 type inputMsg struct{ err error }
 
+// panicMsg carries a panic of one of monit's goroutines to the loop, which
+// panics again once the terminal is restored.
+type panicMsg struct {
+	value any
+	stack []byte
+}
+
 // logPaneLines is how many lines per instance the log pane starts with.
 const logPaneLines = 100
 
@@ -50,6 +58,14 @@ const logPaneLines = 100
 // a terminal): then the view runs without keys until ctx is done. The
 // terminal is restored on every return, errors and panics included.
 func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home string, interval time.Duration, color bool) (err error) {
+	// A panic of one of the goroutines below ends monit as it would have,
+	// but only after every other deferred call restored the terminal.
+	var crashed *panicMsg
+	defer func() {
+		if crashed != nil {
+			panic(fmt.Sprintf("%v\n\nin a goroutine of keel monit:\n%s", crashed.value, crashed.stack))
+		}
+	}()
 	if in != nil {
 		old, err := term.MakeRaw(int(in.Fd()))
 		if err != nil {
@@ -76,8 +92,20 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 			return false
 		}
 	}
+	// spawn runs f in a goroutine whose panic reaches the loop: a panic
+	// anywhere else would end the process with the terminal still raw.
+	spawn := func(f func()) {
+		wg.Go(func() {
+			defer func() {
+				if v := recover(); v != nil {
+					send(panicMsg{v, debug.Stack()})
+				}
+			}()
+			f()
+		})
+	}
 	if in != nil {
-		wg.Go(func() { readKeys(ctx, int(in.Fd()), send) })
+		spawn(func() { readKeys(ctx, int(in.Fd()), send) })
 	}
 	// Resizes arrive as SIGWINCH; this loop owns the screen, so it is the
 	// one place that listens for them (main keeps SIGINT and SIGTERM).
@@ -97,14 +125,14 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 		for _, e := range effects {
 			switch e := e.(type) {
 			case fetchEffect:
-				wg.Go(func() {
+				spawn(func() {
 					l, err := src.List(ctx)
 					send(listMsg{at: time.Now(), l: l, err: err})
 				})
 			case actionEffect:
-				wg.Go(func() {
+				spawn(func() {
 					res, err := act(ctx, src, e)
-					send(actionMsg{verb: e.verb, t: e.t, res: res, err: err})
+					send(actionMsg{actionEffect: e, res: res, err: err})
 				})
 			}
 		}
@@ -118,7 +146,7 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 			}
 			lctx, lcancel := context.WithCancel(ctx)
 			stopLogs = lcancel
-			wg.Go(func() { followLogs(lctx, home, t, key, send) })
+			spawn(func() { followLogs(lctx, home, t, key, send) })
 		}
 	}
 
@@ -145,18 +173,18 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 				last = "" // the terminal may have kept nothing of the old frame
 			}
 		case msg := <-msgs:
-			if im, ok := msg.(inputMsg); ok {
-				return im.err
-			}
-			run(m.update(msg))
-			// Draw once for a burst (log lines, key repeat).
+			// Take a burst (log lines, key repeat) whole, then draw once.
 			for more := true; more && !m.quit; {
+				switch msg := msg.(type) {
+				case inputMsg:
+					return msg.err
+				case panicMsg:
+					crashed = &msg
+					return nil
+				}
+				run(m.update(msg))
 				select {
-				case msg := <-msgs:
-					if im, ok := msg.(inputMsg); ok {
-						return im.err
-					}
-					run(m.update(msg))
+				case msg = <-msgs:
 				default:
 					more = false
 				}
@@ -177,6 +205,8 @@ func act(ctx context.Context, src monitSource, e actionEffect) (api.Result, erro
 		return src.Reload(ctx, e.t)
 	case "stop":
 		return src.Stop(ctx, e.t)
+	case "scale":
+		return src.Scale(ctx, e.t.App, e.n)
 	}
 	return api.Result{}, fmt.Errorf("unknown action %q", e.verb)
 }

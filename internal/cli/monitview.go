@@ -428,27 +428,26 @@ func (m *monitModel) charts(r monitRow, ok bool) []styled {
 func (m *monitModel) helpLine() styled {
 	var l styled
 	if p := m.confirm; p != nil {
-		what := p.row.key
-		if p.row.instance < 0 && len(p.row.insts) > 1 {
-			what += fmt.Sprintf(" (all %d instances)", len(p.row.insts))
-		}
 		l.fill = sgrReverse
-		l.add(" "+strings.ToUpper(p.verb[:1])+p.verb[1:]+" "+what+"? y = yes, any other key = no ", sgrBold+";"+sgrYellow)
+		l.add(" "+p.question+" y = yes, any other key = no ", sgrBold+";"+sgrYellow)
 		return l
+	}
+	// A fresh status comes first, so that a narrow screen cuts the keys,
+	// not the news.
+	if m.status != "" && (m.inFlight > 0 || m.now.Sub(m.statusAt) < statusLife) {
+		sgr := sgrGreen
+		if !m.statusOK {
+			sgr = sgrRed
+		}
+		l.add(" "+oneLine(m.status), sgrBold+";"+sgr).add("  │", sgrDim)
 	}
 	l.add(" ↑↓/jk", sgrBold).add(" select  ", "").
 		add("r", sgrBold).add(" restart  ", "").
 		add("R/l", sgrBold).add(" reload  ", "").
 		add("s", sgrBold).add(" stop  ", "").
 		add("S", sgrBold).add(" start  ", "").
+		add("+/-", sgrBold).add(" scale  ", "").
 		add("q", sgrBold).add(" quit", "")
-	if m.status != "" && (m.inFlight > 0 || m.now.Sub(m.statusAt) < statusLife) {
-		sgr := sgrGreen
-		if !m.statusOK {
-			sgr = sgrRed
-		}
-		l.add("   "+oneLine(m.status), sgr)
-	}
 	return l
 }
 
