@@ -440,7 +440,7 @@ func buildRows(l []api.Instance) []monitRow {
 // Layout: the screen's fixed lines and how the rest is shared between the
 // app list and the log pane.
 const (
-	fixedLines = 7 // title, column heads, chart rule, CPU, MEM, log rule, help
+	fixedLines = 8 // title, column heads, chart rule, CPU, MEM, why, log rule, help
 	minLogRows = 3
 )
 

@@ -502,3 +502,22 @@ func TestLogSink(t *testing.T) {
 		t.Errorf("write after the pane moved on: %v", err)
 	}
 }
+
+// The selected row's reason shows in full under its charts.
+func TestMonitWhyLine(t *testing.T) {
+	h := newHarness(t, sampleInstances())
+	h.send(sizeMsg{50, 30}) // too narrow for the INFO column
+	h.keys("j", "j", "j")   // api, errored
+	s := h.screen()
+	if !strings.Contains(s, " why   crash loop: 16 unstable runs in a row") {
+		t.Errorf("no why line for api:\n%s", s)
+	}
+	h.keys("j") // job, stopped
+	if s := h.screen(); !strings.Contains(s, " why   last exit: signal SIGTERM") {
+		t.Errorf("no why line for job:\n%s", s)
+	}
+	h.keys("home") // web: nothing to say
+	if s := h.screen(); strings.Contains(s, " why ") {
+		t.Errorf("a why line for web:\n%s", s)
+	}
+}

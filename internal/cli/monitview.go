@@ -386,7 +386,7 @@ func (m *monitModel) rowLine(r monitRow, nameW int, selected bool) styled {
 // naming the row and the time they span.
 func (m *monitModel) charts(r monitRow, ok bool) []styled {
 	if !ok {
-		return []styled{rule("CPU and memory", m.width), {}, {}}
+		return []styled{rule("CPU and memory", m.width), {}, {}, {}}
 	}
 	var h []sample
 	if s := m.hist[r.key]; s != nil {
@@ -420,7 +420,28 @@ func (m *monitModel) charts(r monitRow, ok bool) []styled {
 		add(fmt.Sprintf("  %6.1f%%  max %6.1f%%", cpuNow, cpuMax), "")
 	mem.add(" MEM  ", sgrBold).add(sparkline(mems, memMax, cells), sgrCyan).
 		add(fmt.Sprintf("  %7s  max %7s", humanBytes(memNow), humanBytes(int64(memMax))), "")
-	return []styled{rule(title, m.width), cpu, mem}
+	return []styled{rule(title, m.width), cpu, mem, m.why(r)}
+}
+
+// why is the selected row's reason, status text or last exit in full,
+// which the list's INFO column may have cut.
+func (m *monitModel) why(r monitRow) styled {
+	var l styled
+	for _, in := range r.insts {
+		if info := instanceInfo(in, m.now); info != "" {
+			label := " why   "
+			if in.Status == "online" || in.Status == "starting" {
+				label = " note  "
+			}
+			l.add(label, sgrBold)
+			if len(r.insts) > 1 {
+				l.add(instanceLabel(in.App, in.Instance)+": ", sgrDim)
+			}
+			l.add(oneLine(info), statusStyle(in.Status))
+			return l
+		}
+	}
+	return l
 }
 
 // helpLine is the last line: a pending confirmation, or the keys and the
