@@ -521,3 +521,29 @@ func TestMonitWhyLine(t *testing.T) {
 		t.Errorf("a why line for web:\n%s", s)
 	}
 }
+
+func TestMonitRows(t *testing.T) {
+	l := append(sampleInstances(),
+		api.Instance{App: "batch", Instance: 0, Status: "stopped"}, api.Instance{App: "batch", Instance: 1, Status: "stopped"})
+	h := newHarness(t, l)
+	h.send(sizeMsg{140, 30})
+	var rows []string
+	for _, line := range h.m.view(false)[2:10] {
+		rows = append(rows, strings.Join(strings.Fields(strings.TrimPrefix(line, "›")), " "))
+	}
+	want := []string{
+		"web 1/2 online 1.2% 45.2M 2", // the app: its instances summed
+		"├ web:0 online 4242 1.2% 45.2M 2 3m",
+		"└ web:1 starting 4243 0.0% 2.0K 0 0s",
+		"api errored - - 15 crash loop: 16 unstable runs in a row",
+		"job stopped - - 0 last exit: signal SIGTERM (stop) 1s ago", // the harness ticked once
+		"batch stopped - - 0",
+		"├ batch:0 stopped - - 0",
+		"└ batch:1 stopped - - 0",
+	}
+	for i := range want {
+		if i >= len(rows) || rows[i] != want[i] {
+			t.Errorf("row %d: %q, want %q", i, rows[i], want[i])
+		}
+	}
+}

@@ -327,11 +327,10 @@ func (m *monitModel) rowLine(r monitRow, nameW int, selected bool) styled {
 	}
 	l.add(pad(screenSafe(m.rowName(r)), nameW), nameSGR)
 
-	status, pid, cpu, mem, up, info := "", "", "-", "-", "", ""
-	var restarts int
+	pid, cpu, mem, up, info := "", "-", "-", "", ""
+	var restarts, live, online int
 	var cpuSum float64
 	var memSum int64
-	live, online := 0, 0
 	for _, in := range r.insts {
 		restarts += in.Restarts
 		if in.Pid > 0 {
@@ -346,9 +345,22 @@ func (m *monitModel) rowLine(r monitRow, nameW int, selected bool) styled {
 	if live > 0 {
 		cpu, mem = fmt.Sprintf("%.1f%%", cpuSum), humanBytes(memSum)
 	}
-	if r.single || r.instance >= 0 {
+	status := r.insts[0].Status
+	sSGR := statusStyle(status)
+	same := true
+	for _, in := range r.insts {
+		same = same && in.Status == status
+	}
+	if len(r.insts) > 1 && (!same || status == "online") {
+		// An app row: how many of its instances are online.
+		status = fmt.Sprintf("%d/%d online", online, len(r.insts))
+		sSGR = sgrGreen
+		if online < len(r.insts) {
+			sSGR = sgrYellow
+		}
+	}
+	if len(r.insts) == 1 {
 		in := r.insts[0]
-		status = in.Status
 		if in.Pid > 0 {
 			pid = strconv.Itoa(in.Pid)
 			if in.UptimeMs > 0 {
@@ -356,23 +368,6 @@ func (m *monitModel) rowLine(r monitRow, nameW int, selected bool) styled {
 			}
 		}
 		info = instanceInfo(in, m.now)
-	} else {
-		status = r.insts[0].Status
-		for _, in := range r.insts[1:] {
-			if in.Status != status {
-				status = fmt.Sprintf("%d/%d online", online, len(r.insts))
-				break
-			}
-		}
-		if status == "online" && len(r.insts) > 1 {
-			status = fmt.Sprintf("%d/%d online", online, len(r.insts))
-		}
-	}
-	sSGR := statusStyle(status)
-	if strings.Contains(status, "/") && online < len(r.insts) {
-		sSGR = sgrYellow
-	} else if strings.Contains(status, "/") {
-		sSGR = sgrGreen
 	}
 	l.add(pad(status, colStatus), sSGR)
 	l.add(padLeft(pid, colPid)+padLeft(cpu, colCPU)+padLeft(mem, colMem)+padLeft(strconv.Itoa(restarts), colRestarts)+padLeft(up, colUptime), "")
