@@ -273,12 +273,40 @@ func orEOF(err error) error {
 	return err
 }
 
-// Keys of CSI (ESC [ … final) and SS3 (ESC O x) sequences that monit uses.
-var (
-	csiKeys = map[string]string{"A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end",
-		"1~": "home", "7~": "home", "4~": "end", "8~": "end", "5~": "pgup", "6~": "pgdown"}
-	ss3Keys = map[byte]string{'A': "up", 'B': "down", 'C': "right", 'D': "left", 'H': "home", 'F': "end"}
-)
+// csiKey names the key of a CSI sequence (ESC [ seq), "" for one monit
+// does not use. A switch rather than a map: a package-level map would be
+// built at init in every keel process, daemon and keepers included.
+func csiKey(seq string) string {
+	switch seq {
+	case "A":
+		return "up"
+	case "B":
+		return "down"
+	case "C":
+		return "right"
+	case "D":
+		return "left"
+	case "H", "1~", "7~":
+		return "home"
+	case "F", "4~", "8~":
+		return "end"
+	case "5~":
+		return "pgup"
+	case "6~":
+		return "pgdown"
+	}
+	return ""
+}
+
+// ss3Key names the key of an SS3 sequence (ESC O c), sent by terminals in
+// application cursor mode.
+func ss3Key(c byte) string {
+	switch c {
+	case 'A', 'B', 'C', 'D', 'H', 'F':
+		return csiKey(string(c))
+	}
+	return ""
+}
 
 // decodeKeys turns the bytes a terminal sent into key names: "up", "down",
 // "pgup", "pgdown", "home", "end", "left", "right", "esc", "enter",
@@ -310,7 +338,7 @@ func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
 					}
 					return keys, nil
 				}
-				if k := csiKeys[string(b[i+2:j+1])]; k != "" {
+				if k := csiKey(string(b[i+2 : j+1])); k != "" {
 					keys = append(keys, k)
 				}
 				i = j + 1
@@ -321,7 +349,7 @@ func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
 					}
 					return keys, nil
 				}
-				if k := ss3Keys[b[i+2]]; k != "" {
+				if k := ss3Key(b[i+2]); k != "" {
 					keys = append(keys, k)
 				}
 				i += 3

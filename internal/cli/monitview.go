@@ -134,8 +134,9 @@ func rule(title string, width int) styled {
 	return l
 }
 
-// sparkBlocks are the eight heights of a sparkline cell.
-var sparkBlocks = []rune("▁▂▃▄▅▆▇█")
+// sparkBlocks are the eight heights of a sparkline cell (an array: static
+// data, nothing to build at init).
+var sparkBlocks = [...]rune{'▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'}
 
 // sparkline draws the last width values as block characters scaled from 0
 // to top, newest on the right; the left is blank when there are fewer
