@@ -80,9 +80,18 @@ type run struct {
 
 func newApp(sp *spec.App) *app { return &app{spec: sp} }
 
+// addInstance adds an instance in the lowest slot no instance holds,
+// keeping insts ordered by number.
 func (a *app) addInstance() *instance {
-	in := &instance{app: a, num: len(a.insts)}
-	a.insts = append(a.insts, in)
+	num := 0
+	for _, x := range a.insts {
+		if x.num != num {
+			break
+		}
+		num++
+	}
+	in := &instance{app: a, num: num}
+	a.insts = slices.Insert(a.insts, num, in)
 	return in
 }
 
@@ -718,6 +727,18 @@ func (s *Supervisor) scaleApp(a *app, n int, o *op) {
 			live++
 		}
 	}
+	// A slot whose instance a scale-down is still stopping is taken back
+	// first, lowest first: the instance stays, and starts again once its
+	// process exited (two processes never share a slot and its socket).
+	for _, in := range a.insts {
+		if live >= n {
+			break
+		}
+		if in.removed {
+			s.reviveInstance(in, o)
+			live++
+		}
+	}
 	for live < n {
 		in := a.addInstance()
 		live++
@@ -727,18 +748,34 @@ func (s *Supervisor) scaleApp(a *app, n int, o *op) {
 		}
 		s.startIdle(in, o)
 	}
-	for _, in := range a.insts {
-		if in.num >= n && !in.removed {
+	// The highest numbers go.
+	for i := len(a.insts) - 1; i >= 0 && live > n; i-- {
+		if in := a.insts[i]; !in.removed {
 			s.removeInstance(a, in, "scale", o)
+			live--
 		}
 	}
 	s.save(a)
+}
+
+// reviveInstance takes back an instance a scale-down is still removing:
+// it restarts once its process exited (or stays stopped with its app).
+func (s *Supervisor) reviveInstance(in *instance, o *op) {
+	in.removed = false
+	if in.app.stopped {
+		// Its stop goes on; it stays, stopped.
+		return
+	}
+	s.restartInstance(in, "scale", o)
 }
 
 // removeInstance stops an instance and drops it from its app.
 func (s *Supervisor) removeInstance(a *app, in *instance, reason string, o *op) {
 	in.removed = true
 	drop := func() {
+		if !in.removed {
+			return // taken back by a scale-up meanwhile
+		}
 		for i, x := range a.insts {
 			if x == in {
 				a.insts = append(a.insts[:i], a.insts[i+1:]...)
