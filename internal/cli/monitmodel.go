@@ -39,7 +39,7 @@ type (
 		err error
 	}
 	logMsg struct {
-		key   string // the selection the follower was started for
+		gen   int // the selection the follower was started for
 		lines []logLine
 	}
 	actionMsg struct {
@@ -130,7 +130,8 @@ type monitModel struct {
 
 	hist map[string]*series
 
-	logs []logLine // of selKey's follower, oldest first
+	logs   []logLine // of the selection's follower, oldest first
+	logGen int       // counts selection changes: tells the current follower's lines from a stopped one's
 
 	confirm  *pending
 	inFlight int
@@ -170,7 +171,7 @@ func (m *monitModel) update(msg any) []any {
 		m.loaded = true
 		m.setList(msg.l)
 	case logMsg:
-		if msg.key != m.selKey {
+		if msg.gen != m.logGen {
 			return nil // a follower of an earlier selection
 		}
 		m.logs = append(m.logs, msg.lines...)
@@ -331,13 +332,10 @@ func (m *monitModel) selected() (monitRow, bool) {
 }
 
 // logTarget is what the log pane follows: the selected row's app or
-// instance, and the key its lines come back under ("" for none).
-func (m *monitModel) logTarget() (spec.Target, string) {
+// instance (ok false for none), and the generation its lines must carry.
+func (m *monitModel) logTarget() (t spec.Target, gen int, ok bool) {
 	r, ok := m.selected()
-	if !ok {
-		return spec.Target{}, ""
-	}
-	return r.target(), r.key
+	return r.target(), m.logGen, ok
 }
 
 func (m *monitModel) move(d int) {
@@ -352,6 +350,7 @@ func (m *monitModel) selectRow(i int) {
 	key := m.rows[i].key
 	if key != m.selKey {
 		m.logs = nil
+		m.logGen++
 	}
 	m.sel, m.selKey = i, key
 	m.scroll()
@@ -397,6 +396,9 @@ func (m *monitModel) setList(l []api.Instance) {
 		}
 	}
 	if len(m.rows) == 0 {
+		if m.selKey != "" {
+			m.logGen++
+		}
 		m.sel, m.selKey, m.logs = 0, "", nil
 		return
 	}

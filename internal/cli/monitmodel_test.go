@@ -120,8 +120,8 @@ func TestMonitSelectionMoves(t *testing.T) {
 		if !strings.Contains(h.selectedLine(), w) {
 			t.Errorf("selected line %q does not show %s", h.selectedLine(), w)
 		}
-		if _, key := h.m.logTarget(); key != w {
-			t.Errorf("log pane follows %q, want %q", key, w)
+		if tg, gen, ok := h.m.logTarget(); !ok || tg.String() != w || gen != i+1 {
+			t.Errorf("log pane follows %v (generation %d), want %s (%d)", tg, gen, w, i+1)
 		}
 		h.keys("down")
 	}
@@ -146,11 +146,11 @@ func TestMonitSelectionMoves(t *testing.T) {
 		t.Errorf("G: %q", h.m.selKey)
 	}
 	h.keys("g")
-	if tg, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: -1}) {
+	if tg, _, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: -1}) {
 		t.Errorf("app row target %+v", tg)
 	}
 	h.keys("j")
-	if tg, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: 0}) {
+	if tg, _, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: 0}) {
 		t.Errorf("instance row target %+v", tg)
 	}
 }
@@ -187,8 +187,9 @@ func TestMonitSelectionFollowsTheAppAcrossRefreshes(t *testing.T) {
 
 func TestMonitLogPane(t *testing.T) {
 	h := newHarness(t, sampleInstances())
-	h.send(logMsg{key: "web", lines: []logLine{{inst: "web:0", text: "listening on :3000"}, {inst: "web:1", stderr: true, text: "warning: slow"}}})
-	h.send(logMsg{key: "api", lines: []logLine{{inst: "api:0", text: "not the selection"}}})
+	gen := h.m.logGen
+	h.send(logMsg{gen: gen, lines: []logLine{{inst: "web:0", text: "listening on :3000"}, {inst: "web:1", stderr: true, text: "warning: slow"}}})
+	h.send(logMsg{gen: gen - 1, lines: []logLine{{inst: "api:0", text: "not the selection"}}})
 	s := h.screen()
 	for _, want := range []string{"logs: web", "web:0 | listening on :3000", "web:1 | warning: slow"} {
 		if !strings.Contains(s, want) {
@@ -203,13 +204,20 @@ func TestMonitLogPane(t *testing.T) {
 	for i := range 2 * logCap {
 		many = append(many, logLine{inst: "web:0", text: fmt.Sprintf("line %d", i)})
 	}
-	h.send(logMsg{key: "web", lines: many})
+	h.send(logMsg{gen: gen, lines: many})
 	if len(h.m.logs) != logCap {
 		t.Errorf("%d lines kept, want %d", len(h.m.logs), logCap)
 	}
 	lines := h.m.view(false)
 	if got := lines[len(lines)-2]; !strings.HasSuffix(got, fmt.Sprintf("line %d", 2*logCap-1)) {
 		t.Errorf("line above the help line is %q, want the newest", got)
+	}
+	// Away and back: the pane starts again, and lines of the follower
+	// started for the first visit are ignored.
+	h.keys("j", "k")
+	h.send(logMsg{gen: gen, lines: []logLine{{inst: "web:0", text: "late line of the old follower"}}})
+	if len(h.m.logs) != 0 || h.m.logGen == gen {
+		t.Errorf("after moving away and back: %d lines, generation %d (was %d)", len(h.m.logs), h.m.logGen, gen)
 	}
 	// Another selection starts with an empty pane.
 	h.keys("j")
@@ -413,7 +421,7 @@ func TestMonitViewFitsTheScreen(t *testing.T) {
 			CPUPercent: float64(i), MemoryBytes: int64(i) << 20, UptimeMs: 5000, StatusText: "serving 漢字 requests"})
 	}
 	h := newHarness(t, l)
-	h.send(logMsg{key: h.m.selKey, lines: []logLine{{inst: "x:0", text: strings.Repeat("漢", 300)}}})
+	h.send(logMsg{gen: h.m.logGen, lines: []logLine{{inst: "x:0", text: strings.Repeat("漢", 300)}}})
 	for _, size := range [][2]int{{100, 30}, {80, 24}, {40, 10}, {20, 5}, {200, 60}, {10, 2}, {1, 1}} {
 		h.send(sizeMsg{size[0], size[1]})
 		h.keys("end")
@@ -485,19 +493,19 @@ func TestDecodeKeys(t *testing.T) {
 
 func TestLogSink(t *testing.T) {
 	var got []logMsg
-	s := &logSink{ctx: context.Background(), key: "web", send: func(m any) bool { got = append(got, m.(logMsg)); return true }}
+	s := &logSink{ctx: context.Background(), gen: 7, send: func(m any) bool { got = append(got, m.(logMsg)); return true }}
 	s.Write([]byte(`{"app":"web","instance":0,"stream":"out","line":"one"}` + "\n" + `{"app":"web","instance":1,"stream":"err","line":"tw`))
 	s.Write([]byte(`o \u001b[2J"}` + "\nnot json\n"))
 	want := []logMsg{
-		{key: "web", lines: []logLine{{inst: "web:0", text: "one"}}},
-		{key: "web", lines: []logLine{{inst: "web:1", stderr: true, text: "two ·[2J"}}},
+		{gen: 7, lines: []logLine{{inst: "web:0", text: "one"}}},
+		{gen: 7, lines: []logLine{{inst: "web:1", stderr: true, text: "two ·[2J"}}},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s = &logSink{ctx: ctx, key: "web", send: func(any) bool { return false }}
+	s = &logSink{ctx: ctx, gen: 7, send: func(any) bool { return false }}
 	if _, err := s.Write([]byte(`{"app":"web","line":"x"}` + "\n")); !errors.Is(err, context.Canceled) {
 		t.Errorf("write after the pane moved on: %v", err)
 	}
