@@ -3,6 +3,7 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -103,4 +104,49 @@ func envDiff(old, new map[string]string) []Change {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
+}
+
+// Paths are where an app's cwd and script lead once symbolic links are
+// followed: what a process spawned now would run. A deploy that switches a
+// `current -> releases/N` link changes them and nothing in the definition.
+type Paths struct {
+	Cwd    string `json:"cwd,omitempty"`
+	Script string `json:"script,omitempty"`
+}
+
+// ResolvePaths follows the links in a's cwd and script (a script that is
+// not a path, such as a command found in PATH, is left out). A path that
+// cannot be resolved is kept as written.
+func ResolvePaths(a *App) Paths {
+	real := func(p string) string {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	var p Paths
+	if a.Cwd != "" {
+		p.Cwd = real(a.Cwd)
+	}
+	if filepath.IsAbs(a.Script) {
+		p.Script = real(a.Script)
+	}
+	return p
+}
+
+// PathChanges reports, as one Change with Key "release", that the resolved
+// paths moved: old → new of the cwd when it moved, else of the script.
+func PathChanges(old, new Paths) []Change {
+	switch {
+	case old.Cwd != new.Cwd:
+		return []Change{{Key: "release", Old: strconvQuote(old.Cwd), New: strconvQuote(new.Cwd)}}
+	case old.Script != new.Script:
+		return []Change{{Key: "release", Old: strconvQuote(old.Script), New: strconvQuote(new.Script)}}
+	}
+	return nil
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

@@ -132,6 +132,9 @@ func (s *Supervisor) plan(apps []*spec.App, prune bool) []AppChange {
 		default:
 			c.From = a.live()
 			c.Changes = spec.Diff(a.spec, sp)
+			if len(c.Changes) == 0 {
+				c.Changes = a.movedPaths(sp)
+			}
 			switch {
 			case len(c.Changes) > 0:
 				c.Action = ActionReplace
@@ -156,6 +159,21 @@ func (s *Supervisor) plan(apps []*spec.App, prune bool) []AppChange {
 		}
 	}
 	return out
+}
+
+// movedPaths reports how sp's cwd and script, resolved now, differ from
+// where a running process of the app was spawned: a release link switched
+// under the same definition.
+func (a *app) movedPaths(sp *spec.App) []spec.Change {
+	now := spec.ResolvePaths(sp)
+	for _, in := range a.insts {
+		if r := in.cur; r != nil && !in.removed {
+			if c := spec.PathChanges(r.paths, now); len(c) > 0 {
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 // live counts the instances a scale-down is not removing.

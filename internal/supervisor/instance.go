@@ -62,6 +62,9 @@ type instance struct {
 type run struct {
 	inst       *instance
 	sp         *spec.App // the definition it runs
+	// paths are where sp's cwd and script led when it was spawned (or
+	// adopted): a deploy may switch a link under an unchanged definition.
+	paths spec.Paths
 	p          Process   // nil while spawning
 	started    time.Time
 	spawnedAt  time.Time // when this daemon asked for it; zero if adopted
@@ -277,8 +280,9 @@ func (s *Supervisor) startRun(r *run) {
 	r.spawnedAt = s.clock.Now()
 	req := SpawnRequest{App: r.sp.Clone(), Instance: in.num, Restarts: in.restarts}
 	go func() {
+		paths := spec.ResolvePaths(req.App)
 		p, err := s.cfg.Spawner.Spawn(context.Background(), req)
-		if !s.post(func() { s.spawned(r, p, err) }) && p != nil {
+		if !s.post(func() { r.paths = paths; s.spawned(r, p, err) }) && p != nil {
 			// The supervisor is gone; the process runs on under its keeper
 			// and the next daemon adopts it.
 			go drain(p)
