@@ -90,6 +90,9 @@ type SpawnerConfig struct {
 	// It is called with the process's lock held and must not call back
 	// into the Spawner.
 	Serving func(app string, instance int, up bool)
+	// CallTimeout bounds a command's round trip to a keeper (and the
+	// write of a command); 0 means 5 s.
+	CallTimeout time.Duration
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -119,6 +122,9 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = defaultCallTimeout
 	}
 	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{}}
 }
