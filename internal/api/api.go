@@ -108,3 +108,19 @@ type Version struct {
 	Pid     int    `json:"pid"`
 	Home    string `json:"home"`
 }
+
+// WebRequest switches the daemon's web listener: on at Listen (the
+// current or default address when ""), or off.
+type WebRequest struct {
+	Listen string `json:"listen,omitempty"`
+	Off    bool   `json:"off,omitempty"`
+}
+
+// WebInfo is the web listener's state: `keel web --json` prints URL,
+// Listen and Token.
+type WebInfo struct {
+	URL    string `json:"url,omitempty"`
+	Listen string `json:"listen"`
+	Token  string `json:"token,omitempty"`
+	On     bool   `json:"on"`
+}

@@ -73,7 +73,7 @@ func (r *runner) rootCommand() *cobra.Command {
 		root.AddCommand(c)
 	}
 	for _, c := range []*cobra.Command{
-		r.listCommand(), r.describeCommand(), r.logsCommand(), r.crashesCommand(), r.crashCommand(), r.monitCommand(),
+		r.listCommand(), r.describeCommand(), r.logsCommand(), r.crashesCommand(), r.crashCommand(), r.monitCommand(), r.webCommand(),
 	} {
 		c.GroupID = "look"
 		root.AddCommand(c)

@@ -259,6 +259,13 @@ func (c *Client) Version(ctx context.Context) (api.Version, error) {
 	return v, err
 }
 
+// Web switches the daemon's web listener.
+func (c *Client) Web(ctx context.Context, req api.WebRequest) (api.WebInfo, error) {
+	var info api.WebInfo
+	err := c.do(ctx, "POST", "/web", req, &info)
+	return info, err
+}
+
 // Home returns the KEEL_HOME that getenv describes: $KEEL_HOME, or
 // $HOME/.keel when it is unset, made absolute. It does not create it.
 func Home(getenv func(string) string) (string, error) {

@@ -27,6 +27,8 @@ type Backend interface {
 	// Kill stops every app, answers, then makes the daemon exit.
 	Kill(ctx context.Context) (api.Result, error)
 	Version() api.Version
+	// Web switches the web listener on or off (keel web).
+	Web(ctx context.Context, req api.WebRequest) (api.WebInfo, error)
 }
 
 // NotFoundError marks an error about a target that does not exist; the

@@ -171,6 +171,7 @@ func (s *Server) routes() []endpoint {
 		{"GET", "/crashes", s.crashes},
 		{"GET", "/crashes/{id}", s.crash},
 		{"GET", "/version", s.version},
+		{"POST", "/web", s.web},
 	}
 }
 
@@ -396,4 +397,14 @@ func (s *Server) crash(w *http1.ResponseWriter, r *http1.Request) {
 
 func (s *Server) version(w *http1.ResponseWriter, r *http1.Request) {
 	s.reply(w, r, s.b.Version(), nil)
+}
+
+func (s *Server) web(w *http1.ResponseWriter, r *http1.Request) {
+	var req api.WebRequest
+	if err := decode(r, &req); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	info, err := s.b.Web(r.Context(), req)
+	s.reply(w, r, info, err)
 }

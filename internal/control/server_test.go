@@ -151,6 +151,9 @@ func (f *fakeBackend) Kill(context.Context) (api.Result, error) {
 	}
 	return result("killed"), err
 }
+func (f *fakeBackend) Web(_ context.Context, req api.WebRequest) (api.WebInfo, error) {
+	return api.WebInfo{Listen: req.Listen, On: !req.Off}, f.record("Web")
+}
 func (f *fakeBackend) Version() api.Version {
 	f.record("Version")
 	return api.Version{Version: "v-test", Pid: 42, Home: "/h"}

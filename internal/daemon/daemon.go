@@ -96,6 +96,7 @@ type Daemon struct {
 	stats *statsCache
 	crash *crashRecorder
 	trig  *triggerManager
+	web   webListener
 
 	killOnce sync.Once
 	killC    chan struct{} // closed by Kill once every app has stopped
@@ -224,6 +225,10 @@ func Run(ctx context.Context, o Options) error {
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(srvCtx, control.SocketPath(o.Home)) }()
 	d.log.Info("daemon started", "pid", os.Getpid(), "home", o.Home, "version", o.Version, "foreground", o.Foreground)
+	if !o.Foreground {
+		d.restoreWeb(ctx)
+		defer d.closeWeb()
+	}
 
 	var result error
 	if o.Foreground && o.Health != "" {

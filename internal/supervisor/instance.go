@@ -20,6 +20,8 @@ type app struct {
 	// readyOnce: at some moment ReadyNeed instances were online together
 	// (keel run's /startupz).
 	readyOnce bool
+	// readyHist and reloadHist feed /metrics (see metrics.go).
+	readyHist, reloadHist Histogram
 }
 
 // instance is one numbered slot of an app. Its intent flags (wantStopped,
@@ -34,6 +36,10 @@ type instance struct {
 	started    bool // has ever been started (the first start is not a restart)
 	lastExit   *spec.Exit
 	unstable   int // unstable runs in a row
+	// restartsBy counts restarts by reason (RestartReasons);
+	// restartReason is the reason noted for the next run, "" for a crash.
+	restartsBy    [len(RestartReasons)]uint64
+	restartReason string
 
 	cur  *run // the process serving (or starting)
 	next *run // a reload's new process, until it is ready
@@ -54,6 +60,7 @@ type run struct {
 	inst       *instance
 	p          Process // nil while spawning
 	started    time.Time
+	spawnedAt  time.Time // when this daemon asked for it; zero if adopted
 	ready      bool
 	readyTimer Timer
 	stopReason string // set when keel asked it to stop
@@ -219,6 +226,7 @@ func (s *Supervisor) startIdle(in *instance, o *op) {
 	in.restartPending = false
 	in.unstable = 0
 	s.cancelBackoff(in)
+	noteRestart(in, "start")
 	in.spawnWaiters = append(in.spawnWaiters, o.add())
 	s.spawnCur(in)
 }
@@ -234,7 +242,9 @@ func (s *Supervisor) spawnCur(in *instance) {
 func (s *Supervisor) newRun(in *instance) *run {
 	if in.started {
 		in.restarts++
+		s.countRestart(in)
 	}
+	in.restartReason = ""
 	in.started = true
 	return &run{inst: in}
 }
@@ -243,6 +253,7 @@ func (s *Supervisor) newRun(in *instance) *run {
 // spawn may take milliseconds) and resumes in spawned.
 func (s *Supervisor) startRun(r *run) {
 	in := r.inst
+	r.spawnedAt = s.clock.Now()
 	req := SpawnRequest{App: in.app.spec.Clone(), Instance: in.num, Restarts: in.restarts}
 	go func() {
 		p, err := s.cfg.Spawner.Spawn(context.Background(), req)
@@ -384,6 +395,7 @@ func (s *Supervisor) markReady(r *run) {
 		r.readyTimer.Stop()
 		r.readyTimer = nil
 	}
+	s.observeReady(r)
 	in := r.inst
 	switch r {
 	case in.cur:
@@ -619,11 +631,13 @@ func (s *Supervisor) restartInstance(in *instance, reason string, o *op) {
 	s.cancelBackoff(in)
 	r := in.cur
 	if r == nil {
+		noteRestart(in, reason)
 		s.startIdle(in, o)
 		s.save(in.app)
 		return
 	}
 	in.restartPending = true
+	noteRestart(in, reason)
 	in.spawnWaiters = append(in.spawnWaiters, o.add())
 	if in.status != Stopping {
 		s.setStatus(in, Stopping, "")
@@ -634,9 +648,13 @@ func (s *Supervisor) restartInstance(in *instance, reason string, o *op) {
 // rollingReload replaces instances one after another; see Reload.
 func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
 	done := o.add()
+	began := s.clock.Now()
 	var step func(i int)
 	step = func(i int) {
 		if i == len(insts) {
+			if len(insts) > 0 {
+				insts[0].app.reloadHist.observe(s.clock.Now().Sub(began))
+			}
 			done(nil)
 			return
 		}
@@ -673,6 +691,7 @@ func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(err
 		then(nil)
 		return
 	}
+	noteRestart(in, reason)
 	r := s.newRun(in)
 	in.next = r
 	r.onReady = func(err error) {

@@ -213,6 +213,15 @@ func (b *Backend) Kill(context.Context) (api.Result, error) {
 	return api.Result{Message: "daemon stopped"}, nil
 }
 
+// Web records the call and answers as if the listener switched.
+func (b *Backend) Web(_ context.Context, req api.WebRequest) (api.WebInfo, error) {
+	err := b.record("Web " + req.Listen)
+	if req.Off {
+		return api.WebInfo{}, err
+	}
+	return api.WebInfo{URL: "http://" + req.Listen + "/#token=t", Listen: req.Listen, Token: "t", On: true}, err
+}
+
 // Version answers Ver.
 func (b *Backend) Version() api.Version {
 	b.record("Version")
