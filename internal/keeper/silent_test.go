@@ -100,8 +100,8 @@ func (k *silentKeeper) next(t *testing.T, want string) command {
 
 type oneApp struct{ rec supervisor.AppRecord }
 
-func (s oneApp) SaveApp(supervisor.AppRecord) error         { return nil }
-func (s oneApp) DeleteApp(string) error                     { return nil }
+func (s oneApp) SaveApp(supervisor.AppRecord) error        { return nil }
+func (s oneApp) DeleteApp(string) error                    { return nil }
 func (s oneApp) LoadApps() ([]supervisor.AppRecord, error) { return []supervisor.AppRecord{s.rec}, nil }
 
 // A keeper that never answers must not freeze the supervisor: Stop and
