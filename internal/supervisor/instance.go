@@ -60,12 +60,12 @@ type instance struct {
 
 // run is one process of an instance, from spawn to exit.
 type run struct {
-	inst       *instance
-	sp         *spec.App // the definition it runs
+	inst *instance
+	sp   *spec.App // the definition it runs
 	// paths are where sp's cwd and script led when it was spawned (or
 	// adopted): a deploy may switch a link under an unchanged definition.
-	paths spec.Paths
-	p          Process   // nil while spawning
+	paths      spec.Paths
+	p          Process // nil while spawning
 	started    time.Time
 	spawnedAt  time.Time // when this daemon asked for it; zero if adopted
 	ready      bool
