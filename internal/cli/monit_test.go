@@ -164,16 +164,17 @@ func TestMonitOnTerminal(t *testing.T) {
 		done <- Run(context.Background(), []string{"monit", "--interval", "100ms"}, Stdio{In: p.slave, Out: p.slave, Err: p.slave}, e.deps)
 	}()
 	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "keel monit") })
-	// A resize redraws at the new size: 15 lines, the help line last.
-	mark := len(p.screen.String())
+	// A resize redraws at the new size: the last frame is 15 lines, the
+	// help line last.
 	unix.IoctlSetWinsize(int(p.slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 15, Col: 60})
 	unix.Kill(os.Getpid(), unix.SIGWINCH)
-	poll.Until(t, 20*time.Second, "monit to redraw at 60×15", func() bool {
-		s := p.screen.String()[mark:]
-		return strings.Contains(s, "\x1b[15;1H") && strings.Contains(s, "select")
-	})
-	if s := p.screen.String()[mark:]; strings.Contains(s, "\x1b[16;1H") {
-		t.Errorf("a line drawn below the 15 rows after the resize: %q", s)
+	var frame string
+	if !poll.Within(20*time.Second, func() bool {
+		s := p.screen.String()
+		frame = s[max(strings.LastIndex(s, "\x1b[1;1H"), 0):]
+		return strings.Contains(frame, "\x1b[15;1H\x1b[1m ↑↓") && !strings.Contains(frame, "\x1b[16;1H")
+	}) {
+		t.Errorf("no 15-line frame after the resize; the last frame: %q", frame)
 	}
 	if _, err := p.master.Write([]byte("q")); err != nil {
 		t.Fatal(err)
@@ -200,7 +201,7 @@ func TestMonitRestoresTheTerminalOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runMonitTUI(ctx, p.slave, p.slave, &fakeSource{list: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+		done <- runMonitTUI(ctx, p.slave, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
 	}()
 	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "web:0") })
 	cancel()
@@ -210,8 +211,25 @@ func TestMonitRestoresTheTerminalOnCancel(t *testing.T) {
 	p.restored(t)
 }
 
+// With stdin not a terminal, monit draws without keys and says so; the
+// context (Ctrl-C) ends it.
+func TestMonitWithoutKeys(t *testing.T) {
+	p := newPTYTerm(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runMonitTUI(ctx, nil, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "no keys; Ctrl-C quits") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monit after cancel: %v", err)
+	}
+	p.restored(t)
+}
+
 // panicSource is a daemon client with a bug.
-type panicSource struct{ fakeSource }
+type panicSource struct{ controltest.Backend }
 
 func (*panicSource) List(context.Context) ([]api.Instance, error) { panic("a bug in List") }
 
@@ -238,7 +256,7 @@ func TestMonitEndsWhenTheKeyboardHangsUp(t *testing.T) {
 	in := newPTYTerm(t)
 	done := make(chan error, 1)
 	go func() {
-		done <- runMonitTUI(context.Background(), in.slave, out.slave, &fakeSource{list: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+		done <- runMonitTUI(context.Background(), in.slave, out.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
 	}()
 	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(out.screen.String(), "web:0") })
 	in.master.Close()

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/spec"
@@ -39,7 +40,7 @@ type (
 		err error
 	}
 	logMsg struct {
-		key   string // the selection the follower was started for
+		gen   int // the selection the follower was started for
 		lines []logLine
 	}
 	actionMsg struct {
@@ -114,6 +115,7 @@ type pending struct {
 type monitModel struct {
 	interval time.Duration // between list requests: one history sample each
 	color    bool
+	keysOff  bool // stdin is not a terminal: the view runs without keys
 
 	width, height int
 	now           time.Time
@@ -130,7 +132,11 @@ type monitModel struct {
 
 	hist map[string]*series
 
-	logs []logLine // of selKey's follower, oldest first
+	logs   []logLine // of the selection's follower, oldest first
+	logGen int       // counts selection changes: tells the current follower's lines from a stopped one's
+
+	filter  string // the log pane shows only lines that contain it (any case)
+	editing bool   // keys go to filter
 
 	confirm  *pending
 	inFlight int
@@ -170,7 +176,7 @@ func (m *monitModel) update(msg any) []any {
 		m.loaded = true
 		m.setList(msg.l)
 	case logMsg:
-		if msg.key != m.selKey {
+		if msg.gen != m.logGen {
 			return nil // a follower of an earlier selection
 		}
 		m.logs = append(m.logs, msg.lines...)
@@ -232,6 +238,21 @@ func (m *monitModel) key(k string) []any {
 		m.quit = true
 		return nil
 	}
+	if m.editing {
+		switch {
+		case k == "enter":
+			m.editing = false
+		case k == "esc":
+			m.editing, m.filter = false, ""
+		case k == "backspace":
+			if _, size := utf8.DecodeLastRuneInString(m.filter); size > 0 {
+				m.filter = m.filter[:len(m.filter)-size]
+			}
+		case utf8.RuneCountInString(k) == 1:
+			m.filter += k
+		}
+		return nil
+	}
 	if p := m.confirm; p != nil {
 		m.confirm = nil
 		if k != "y" && k != "Y" {
@@ -269,8 +290,10 @@ func (m *monitModel) key(k string) []any {
 		m.askScale(1)
 	case "-", "_":
 		m.askScale(-1)
+	case "/":
+		m.editing = true
 	case "esc":
-		m.status = ""
+		m.status, m.filter = "", ""
 	}
 	return nil
 }
@@ -323,6 +346,21 @@ func running(l []api.Instance) bool {
 	return len(l) > 0
 }
 
+// shownLogs are the log lines that pass the filter, oldest first.
+func (m *monitModel) shownLogs() []logLine {
+	if m.filter == "" {
+		return m.logs
+	}
+	f := strings.ToLower(m.filter)
+	var out []logLine
+	for _, l := range m.logs {
+		if strings.Contains(strings.ToLower(l.text), f) || strings.Contains(l.inst, f) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func (m *monitModel) selected() (monitRow, bool) {
 	if m.sel < 0 || m.sel >= len(m.rows) {
 		return monitRow{}, false
@@ -331,13 +369,10 @@ func (m *monitModel) selected() (monitRow, bool) {
 }
 
 // logTarget is what the log pane follows: the selected row's app or
-// instance, and the key its lines come back under ("" for none).
-func (m *monitModel) logTarget() (spec.Target, string) {
+// instance (ok false for none), and the generation its lines must carry.
+func (m *monitModel) logTarget() (t spec.Target, gen int, ok bool) {
 	r, ok := m.selected()
-	if !ok {
-		return spec.Target{}, ""
-	}
-	return r.target(), r.key
+	return r.target(), m.logGen, ok
 }
 
 func (m *monitModel) move(d int) {
@@ -352,6 +387,7 @@ func (m *monitModel) selectRow(i int) {
 	key := m.rows[i].key
 	if key != m.selKey {
 		m.logs = nil
+		m.logGen++
 	}
 	m.sel, m.selKey = i, key
 	m.scroll()
@@ -397,6 +433,9 @@ func (m *monitModel) setList(l []api.Instance) {
 		}
 	}
 	if len(m.rows) == 0 {
+		if m.selKey != "" {
+			m.logGen++
+		}
 		m.sel, m.selKey, m.logs = 0, "", nil
 		return
 	}

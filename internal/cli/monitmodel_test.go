@@ -10,56 +10,22 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/control/controltest"
 	"github.com/keel-run/keel/internal/spec"
 )
 
-// fakeSource is a daemon for the model: a fixed list and a record of the
-// actions asked of it.
-type fakeSource struct {
-	list    []api.Instance
-	listErr error
-	actErr  error
-	calls   []string
-}
-
-func (f *fakeSource) List(context.Context) ([]api.Instance, error) { return f.list, f.listErr }
-func (f *fakeSource) act(verb string, t spec.Target) (api.Result, error) {
-	f.calls = append(f.calls, verb+" "+t.String())
-	if f.actErr != nil {
-		return api.Result{}, f.actErr
-	}
-	var res api.Result
-	for _, in := range f.list {
-		if in.App == t.App && (t.Instance < 0 || t.Instance == in.Instance) {
-			res.Instances = append(res.Instances, in)
-		}
-	}
-	return res, nil
-}
-func (f *fakeSource) Restart(_ context.Context, t spec.Target) (api.Result, error) {
-	return f.act("restart", t)
-}
-func (f *fakeSource) Reload(_ context.Context, t spec.Target) (api.Result, error) {
-	return f.act("reload", t)
-}
-func (f *fakeSource) Stop(_ context.Context, t spec.Target) (api.Result, error) {
-	return f.act("stop", t)
-}
-func (f *fakeSource) Scale(_ context.Context, app string, n int) (api.Result, error) {
-	return f.act(fmt.Sprintf("scale %d", n), spec.Target{App: app, Instance: -1})
-}
-
 // harness runs the model the way runMonitTUI does, with the effects run at
-// once against the fake source.
+// once against a fake daemon (controltest.Backend has monitSource's
+// methods).
 type harness struct {
 	t   *testing.T
 	m   *monitModel
-	src *fakeSource
+	src *controltest.Backend
 	now time.Time
 }
 
 func newHarness(t *testing.T, l []api.Instance) *harness {
-	h := &harness{t: t, m: newMonitModel(time.Second, false, at), src: &fakeSource{list: l}, now: at}
+	h := &harness{t: t, m: newMonitModel(time.Second, false, at), src: &controltest.Backend{Instances: l, Errs: map[string]error{}}, now: at}
 	h.send(sizeMsg{100, 30})
 	h.tick()
 	return h
@@ -80,6 +46,17 @@ func (h *harness) send(msg any) {
 			h.t.Fatalf("unknown effect %T", e)
 		}
 	}
+}
+
+// actions are the calls made to the daemon other than List.
+func (h *harness) actions() []string {
+	var calls []string
+	for _, c := range h.src.Calls() {
+		if c != "List" {
+			calls = append(calls, c)
+		}
+	}
+	return calls
 }
 
 func (h *harness) keys(ks ...string) {
@@ -120,8 +97,8 @@ func TestMonitSelectionMoves(t *testing.T) {
 		if !strings.Contains(h.selectedLine(), w) {
 			t.Errorf("selected line %q does not show %s", h.selectedLine(), w)
 		}
-		if _, key := h.m.logTarget(); key != w {
-			t.Errorf("log pane follows %q, want %q", key, w)
+		if tg, gen, ok := h.m.logTarget(); !ok || tg.String() != w || gen != i+1 {
+			t.Errorf("log pane follows %v (generation %d), want %s (%d)", tg, gen, w, i+1)
 		}
 		h.keys("down")
 	}
@@ -146,11 +123,11 @@ func TestMonitSelectionMoves(t *testing.T) {
 		t.Errorf("G: %q", h.m.selKey)
 	}
 	h.keys("g")
-	if tg, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: -1}) {
+	if tg, _, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: -1}) {
 		t.Errorf("app row target %+v", tg)
 	}
 	h.keys("j")
-	if tg, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: 0}) {
+	if tg, _, _ := h.m.logTarget(); tg != (spec.Target{App: "web", Instance: 0}) {
 		t.Errorf("instance row target %+v", tg)
 	}
 }
@@ -160,18 +137,18 @@ func TestMonitSelectionFollowsTheAppAcrossRefreshes(t *testing.T) {
 	h.keys("j", "j", "j") // api
 	// api moves to the top; the selection stays on it.
 	l := sampleInstances()
-	h.src.list = append([]api.Instance{l[2]}, l[0], l[1], l[3])
+	h.src.Instances = append([]api.Instance{l[2]}, l[0], l[1], l[3])
 	h.tick()
 	if h.m.selKey != "api" || h.m.sel != 0 {
 		t.Errorf("after reorder: %q at %d, want api at 0", h.m.selKey, h.m.sel)
 	}
 	// api is deleted: the selection stays at its place, on another app.
-	h.src.list = []api.Instance{l[0], l[1], l[3]}
+	h.src.Instances = []api.Instance{l[0], l[1], l[3]}
 	h.tick()
 	if h.m.selKey != "web" {
 		t.Errorf("after delete: %q", h.m.selKey)
 	}
-	h.src.list = nil
+	h.src.Instances = nil
 	h.tick()
 	if _, ok := h.m.selected(); ok {
 		t.Error("a selection with no apps")
@@ -187,8 +164,9 @@ func TestMonitSelectionFollowsTheAppAcrossRefreshes(t *testing.T) {
 
 func TestMonitLogPane(t *testing.T) {
 	h := newHarness(t, sampleInstances())
-	h.send(logMsg{key: "web", lines: []logLine{{inst: "web:0", text: "listening on :3000"}, {inst: "web:1", stderr: true, text: "warning: slow"}}})
-	h.send(logMsg{key: "api", lines: []logLine{{inst: "api:0", text: "not the selection"}}})
+	gen := h.m.logGen
+	h.send(logMsg{gen: gen, lines: []logLine{{inst: "web:0", text: "listening on :3000"}, {inst: "web:1", stderr: true, text: "warning: slow"}}})
+	h.send(logMsg{gen: gen - 1, lines: []logLine{{inst: "api:0", text: "not the selection"}}})
 	s := h.screen()
 	for _, want := range []string{"logs: web", "web:0 | listening on :3000", "web:1 | warning: slow"} {
 		if !strings.Contains(s, want) {
@@ -203,13 +181,20 @@ func TestMonitLogPane(t *testing.T) {
 	for i := range 2 * logCap {
 		many = append(many, logLine{inst: "web:0", text: fmt.Sprintf("line %d", i)})
 	}
-	h.send(logMsg{key: "web", lines: many})
+	h.send(logMsg{gen: gen, lines: many})
 	if len(h.m.logs) != logCap {
 		t.Errorf("%d lines kept, want %d", len(h.m.logs), logCap)
 	}
 	lines := h.m.view(false)
 	if got := lines[len(lines)-2]; !strings.HasSuffix(got, fmt.Sprintf("line %d", 2*logCap-1)) {
 		t.Errorf("line above the help line is %q, want the newest", got)
+	}
+	// Away and back: the pane starts again, and lines of the follower
+	// started for the first visit are ignored.
+	h.keys("j", "k")
+	h.send(logMsg{gen: gen, lines: []logLine{{inst: "web:0", text: "late line of the old follower"}}})
+	if len(h.m.logs) != 0 || h.m.logGen == gen {
+		t.Errorf("after moving away and back: %d lines, generation %d (was %d)", len(h.m.logs), h.m.logGen, gen)
 	}
 	// Another selection starts with an empty pane.
 	h.keys("j")
@@ -223,16 +208,16 @@ func TestMonitActionsAskFirst(t *testing.T) {
 		keys []string
 		want string // the call made, "" for none
 	}{
-		{[]string{"r", "y"}, "restart web"},
-		{[]string{"r", "Y"}, "restart web"},
-		{[]string{"R", "y"}, "reload web"},
-		{[]string{"l", "y"}, "reload web"},
-		{[]string{"j", "s", "y"}, "stop web:0"},
-		{[]string{"j", "j", "j", "S", "y"}, "restart api"}, // start of an errored app
-		{[]string{"+", "y"}, "scale 3 web"},
-		{[]string{"j", "=", "y"}, "scale 3 web"}, // on an instance row: its app
-		{[]string{"-", "y"}, "scale 1 web"},
-		{[]string{"end", "-", "y"}, "scale 0 job"},
+		{[]string{"r", "y"}, "Restart web"},
+		{[]string{"r", "Y"}, "Restart web"},
+		{[]string{"R", "y"}, "Reload web"},
+		{[]string{"l", "y"}, "Reload web"},
+		{[]string{"j", "s", "y"}, "Stop web:0"},
+		{[]string{"j", "j", "j", "S", "y"}, "Restart api"}, // start of an errored app
+		{[]string{"+", "y"}, "Scale web 3"},
+		{[]string{"j", "=", "y"}, "Scale web 3"}, // on an instance row: its app
+		{[]string{"-", "y"}, "Scale web 1"},
+		{[]string{"end", "-", "y"}, "Scale job 0"},
 		{[]string{"r", "n"}, ""},
 		{[]string{"r", "esc"}, ""},
 		{[]string{"R", "q"}, ""}, // q answers no, it does not quit
@@ -258,13 +243,13 @@ func TestMonitActionsAskFirst(t *testing.T) {
 			if h.m.quit {
 				t.Error("quit while answering")
 			}
-			got := strings.Join(h.src.calls, "; ")
+			got := strings.Join(h.actions(), "; ")
 			if got != c.want {
 				t.Errorf("calls %q, want %q", got, c.want)
 			}
 			switch {
 			case c.want != "":
-				verb := strings.Fields(c.want)[0]
+				verb := strings.ToLower(strings.Fields(c.want)[0])
 				if c.keys[len(c.keys)-2] == "S" {
 					verb = "start"
 				}
@@ -293,7 +278,7 @@ func TestMonitActionsAskFirst(t *testing.T) {
 
 func TestMonitActionErrorShows(t *testing.T) {
 	h := newHarness(t, sampleInstances())
-	h.src.actErr = errors.New("app web: no such app")
+	h.src.Errs["Restart"] = errors.New("app web: no such app")
 	h.keys("r", "y")
 	if h.m.statusOK || !strings.Contains(h.m.status, "restart web failed: app web: no such app") {
 		t.Errorf("status %q (ok %v)", h.m.status, h.m.statusOK)
@@ -314,21 +299,21 @@ func TestMonitQuits(t *testing.T) {
 		if !h.m.quit {
 			t.Errorf("%v did not quit", keys)
 		}
-		if len(h.src.calls) != 0 {
-			t.Errorf("%v: calls %v", keys, h.src.calls)
+		if len(h.actions()) != 0 {
+			t.Errorf("%v: calls %v", keys, h.actions())
 		}
 	}
 }
 
 func TestMonitDaemonErrorKeepsTheView(t *testing.T) {
 	h := newHarness(t, sampleInstances())
-	h.src.listErr = errors.New("no keel daemon is running")
+	h.src.Errs["List"] = errors.New("no keel daemon is running")
 	h.tick()
 	s := h.screen()
 	if !strings.Contains(s, "daemon: no keel daemon is running") || !strings.Contains(s, "web:0") {
 		t.Errorf("screen:\n%s", s)
 	}
-	h.src.listErr = nil
+	delete(h.src.Errs, "List")
 	h.tick()
 	if strings.Contains(h.screen(), "daemon:") {
 		t.Errorf("error still shown:\n%s", h.screen())
@@ -377,7 +362,7 @@ func TestMonitSparklines(t *testing.T) {
 	if got := len(h.m.hist["web"].s); got != histCap {
 		t.Errorf("%d samples, want the cap %d", got, histCap)
 	}
-	h.src.list = []api.Instance{{App: "api", Instance: 0, Pid: 11, Status: "online"}}
+	h.src.Instances = []api.Instance{{App: "api", Instance: 0, Pid: 11, Status: "online"}}
 	h.tick()
 	if _, ok := h.m.hist["web"]; ok {
 		t.Error("history of a deleted app kept")
@@ -413,7 +398,7 @@ func TestMonitViewFitsTheScreen(t *testing.T) {
 			CPUPercent: float64(i), MemoryBytes: int64(i) << 20, UptimeMs: 5000, StatusText: "serving 漢字 requests"})
 	}
 	h := newHarness(t, l)
-	h.send(logMsg{key: h.m.selKey, lines: []logLine{{inst: "x:0", text: strings.Repeat("漢", 300)}}})
+	h.send(logMsg{gen: h.m.logGen, lines: []logLine{{inst: "x:0", text: strings.Repeat("漢", 300)}}})
 	for _, size := range [][2]int{{100, 30}, {80, 24}, {40, 10}, {20, 5}, {200, 60}, {10, 2}, {1, 1}} {
 		h.send(sizeMsg{size[0], size[1]})
 		h.keys("end")
@@ -474,7 +459,7 @@ func TestDecodeKeys(t *testing.T) {
 		{"\x1b[1;5A\x1b[200~x", false, "x", ""}, // unknown sequences are skipped
 		{"é\xc3", false, "é", "\xc3"},
 		{"\x1b[1;", true, "", ""},
-		{"\x00\x7f", false, "", ""},
+		{"\x00\x7f\x08", false, "backspace backspace", ""},
 	} {
 		keys, rest := decodeKeys([]byte(c.in), c.flush)
 		if strings.Join(keys, " ") != c.keys || string(rest) != c.rest {
@@ -485,19 +470,19 @@ func TestDecodeKeys(t *testing.T) {
 
 func TestLogSink(t *testing.T) {
 	var got []logMsg
-	s := &logSink{ctx: context.Background(), key: "web", send: func(m any) bool { got = append(got, m.(logMsg)); return true }}
+	s := &logSink{ctx: context.Background(), gen: 7, send: func(m any) bool { got = append(got, m.(logMsg)); return true }}
 	s.Write([]byte(`{"app":"web","instance":0,"stream":"out","line":"one"}` + "\n" + `{"app":"web","instance":1,"stream":"err","line":"tw`))
 	s.Write([]byte(`o \u001b[2J"}` + "\nnot json\n"))
 	want := []logMsg{
-		{key: "web", lines: []logLine{{inst: "web:0", text: "one"}}},
-		{key: "web", lines: []logLine{{inst: "web:1", stderr: true, text: "two ·[2J"}}},
+		{gen: 7, lines: []logLine{{inst: "web:0", text: "one"}}},
+		{gen: 7, lines: []logLine{{inst: "web:1", stderr: true, text: "two ·[2J"}}},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s = &logSink{ctx: ctx, key: "web", send: func(any) bool { return false }}
+	s = &logSink{ctx: ctx, gen: 7, send: func(any) bool { return false }}
 	if _, err := s.Write([]byte(`{"app":"web","line":"x"}` + "\n")); !errors.Is(err, context.Canceled) {
 		t.Errorf("write after the pane moved on: %v", err)
 	}
@@ -545,5 +530,45 @@ func TestMonitRows(t *testing.T) {
 		if i >= len(rows) || rows[i] != want[i] {
 			t.Errorf("row %d: %q, want %q", i, rows[i], want[i])
 		}
+	}
+}
+
+func TestMonitLogFilter(t *testing.T) {
+	h := newHarness(t, sampleInstances())
+	h.send(logMsg{gen: h.m.logGen, lines: []logLine{
+		{inst: "web:0", text: "GET / 200"}, {inst: "web:1", stderr: true, text: "Error: ECONNRESET"}, {inst: "web:0", text: "GET /x 404"}}})
+	h.keys("/", "e", "r", "r", "x", "backspace")
+	if help := h.m.view(false)[h.m.height-1]; !strings.Contains(help, "filter logs: err▏") {
+		t.Errorf("help line while typing: %q", help)
+	}
+	h.keys("j", "q") // typed into the filter: no move, no quit
+	if h.m.quit || h.m.selKey != "web" || h.m.filter != "errjq" {
+		t.Fatalf("keys while typing acted: quit %v, selected %s, filter %q", h.m.quit, h.m.selKey, h.m.filter)
+	}
+	h.keys("backspace", "backspace", "enter")
+	s := h.screen()
+	if !strings.Contains(s, "logs: web · lines with “err”") || !strings.Contains(s, "Error: ECONNRESET") || strings.Contains(s, "GET /") {
+		t.Errorf("filtered pane:\n%s", s)
+	}
+	h.keys("/", "z", "enter")
+	if s := h.screen(); !strings.Contains(s, "no line matches the filter") {
+		t.Errorf("filter matching nothing:\n%s", s)
+	}
+	h.keys("esc") // clears the filter
+	if s := h.screen(); !strings.Contains(s, "GET /x 404") || strings.Contains(s, "lines with") {
+		t.Errorf("after esc:\n%s", s)
+	}
+	h.keys("/", "x", "esc")
+	if h.m.filter != "" || h.m.editing {
+		t.Errorf("esc while typing: filter %q, editing %v", h.m.filter, h.m.editing)
+	}
+}
+
+// The help line fits 80 columns, quit included.
+func TestMonitHelpFits80Columns(t *testing.T) {
+	h := newHarness(t, sampleInstances())
+	h.send(sizeMsg{80, 24})
+	if help := h.m.view(false)[23]; !strings.HasSuffix(help, "q quit") {
+		t.Errorf("help line %q", help)
 	}
 }

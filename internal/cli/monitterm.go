@@ -114,13 +114,14 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 	defer signal.Stop(winch)
 
 	m := newMonitModel(interval, color, time.Now())
+	m.keysOff = in == nil
 	if w, h, err := term.GetSize(int(out.Fd())); err == nil && w > 0 && h > 0 {
 		m.update(sizeMsg{w, h})
 	}
 
 	var stopLogs context.CancelFunc = func() {}
 	defer func() { stopLogs() }()
-	followKey := ""
+	followGen := -1
 	run := func(effects []any) {
 		for _, e := range effects {
 			switch e := e.(type) {
@@ -137,16 +138,14 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 			}
 		}
 		// The log pane follows the selection.
-		if t, key := m.logTarget(); key != followKey {
+		if t, gen, ok := m.logTarget(); gen != followGen {
 			stopLogs()
-			followKey = key
-			if key == "" {
-				stopLogs = func() {}
-				return
+			stopLogs, followGen = func() {}, gen
+			if ok {
+				lctx, lcancel := context.WithCancel(ctx)
+				stopLogs = lcancel
+				spawn(func() { followLogs(lctx, home, t, gen, send) })
 			}
-			lctx, lcancel := context.WithCancel(ctx)
-			stopLogs = lcancel
-			spawn(func() { followLogs(lctx, home, t, key, send) })
 		}
 	}
 
@@ -310,7 +309,7 @@ func ss3Key(c byte) string {
 
 // decodeKeys turns the bytes a terminal sent into key names: "up", "down",
 // "pgup", "pgdown", "home", "end", "left", "right", "esc", "enter",
-// "ctrl+c", or the character typed. Sequences it does not know are
+// "backspace", "ctrl+c", or the character typed. Sequences it does not know are
 // skipped. An incomplete sequence at the end is returned as rest, unless
 // flush: then a lone ESC is the Esc key and other fragments are dropped.
 func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
@@ -363,6 +362,9 @@ func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
 		case c == '\r' || c == '\n':
 			keys = append(keys, "enter")
 			i++
+		case c == 0x7f || c == 0x08:
+			keys = append(keys, "backspace")
+			i++
 		case c < 0x20 || c == 0x7f:
 			i++
 		default:
@@ -380,19 +382,19 @@ func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
 }
 
 // followLogs sends the last lines of t's logs, then every new one, as
-// logMsg under key until ctx is done.
-func followLogs(ctx context.Context, home string, t spec.Target, key string, send func(any) bool) {
-	sink := &logSink{ctx: ctx, key: key, send: send}
+// logMsg of generation gen until ctx is done.
+func followLogs(ctx context.Context, home string, t spec.Target, gen int, send func(any) bool) {
+	sink := &logSink{ctx: ctx, gen: gen, send: send}
 	err := logs.Print(ctx, sink, logs.PrintOptions{Home: home, Target: t, Lines: logPaneLines, Follow: true, JSON: true})
 	if err != nil && ctx.Err() == nil {
-		send(logMsg{key: key, lines: []logLine{{inst: "keel", stderr: true, text: screenSafe(err.Error())}}})
+		send(logMsg{gen: gen, lines: []logLine{{inst: "keel", stderr: true, text: screenSafe(err.Error())}}})
 	}
 }
 
 // logSink turns the JSON lines logs.Print writes into logMsg batches.
 type logSink struct {
 	ctx  context.Context
-	key  string
+	gen  int
 	send func(any) bool
 	part []byte // an unfinished line
 }
@@ -417,7 +419,7 @@ func (s *logSink) Write(p []byte) (int, error) {
 		s.part = s.part[i+1:]
 	}
 	s.part = append(s.part[:0:0], s.part...)
-	if len(batch) > 0 && !s.send(logMsg{key: s.key, lines: batch}) {
+	if len(batch) > 0 && !s.send(logMsg{gen: s.gen, lines: batch}) {
 		return 0, s.ctx.Err()
 	}
 	return len(p), nil

@@ -53,6 +53,9 @@ type NotifierOptions struct {
 	// the system's roots, the certificate verified for the URL's host
 	// (which is also sent as SNI). Tests trust their own server with it.
 	TLSConfig *tls.Config
+	// Start starts a command and returns its wait; nil: cmd.Start and
+	// cmd.Wait. (`keel run`'s reaper must not take the command's status.)
+	Start func(*exec.Cmd) (wait func() error, err error)
 	// Done, if set, is called after each delivery with its outcome, from
 	// the delivery's goroutine.
 	Done func(Delivery)
@@ -266,7 +269,7 @@ func (n *Notifier) run(ctx context.Context, command string, body []byte, note No
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second // a grandchild holding the output pipe must not hold us
-	err := cmd.Run()
+	err := n.runCmd(cmd)
 	if err == nil {
 		return nil
 	}
@@ -277,6 +280,17 @@ func (n *Notifier) run(ctx context.Context, command string, body []byte, note No
 		return fmt.Errorf("running on_crash command: %w: %s", err, oneline.Fold(o, 200))
 	}
 	return fmt.Errorf("running on_crash command: %w", err)
+}
+
+func (n *Notifier) runCmd(cmd *exec.Cmd) error {
+	if n.o.Start == nil {
+		return cmd.Run()
+	}
+	wait, err := n.o.Start(cmd)
+	if err != nil {
+		return err
+	}
+	return wait()
 }
 
 // capped keeps the first max bytes written to it.

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
@@ -75,6 +76,10 @@ type Options struct {
 	Health string
 	// StatsInterval is how often memory and CPU are sampled (default 1s).
 	StatsInterval time.Duration
+	// StartChild starts the daemon's own children (keepers, on_crash
+	// commands) and returns their wait; nil: cmd.Start and cmd.Wait.
+	// `keel run` passes its reaper's, which leaves their status to them.
+	StartChild func(*exec.Cmd) (wait func() error, err error)
 }
 
 // ErrUnclean is returned by a foreground run when an app was errored or
@@ -168,9 +173,10 @@ func Run(ctx context.Context, o Options) error {
 		AdoptSockets: d.socks.adopt,
 		AdoptionDone: d.socks.adoptionDone,
 		Serving:      d.socks.servingChanged,
+		StartCmd:     o.StartChild,
 	})
 	defer spawner.Close()
-	d.crash = newCrashRecorder(o.Home, d.store, o.Logger)
+	d.crash = newCrashRecorder(o.Home, d.store, o.Logger, o.StartChild)
 	defer d.crash.close()
 	d.sup = supervisor.New(supervisor.Config{
 		Spawner: spawner,

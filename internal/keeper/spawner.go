@@ -90,6 +90,12 @@ type SpawnerConfig struct {
 	// It is called with the process's lock held and must not call back
 	// into the Spawner.
 	Serving func(app string, instance int, up bool)
+	// StartCmd starts a keeper process and returns its wait; nil:
+	// cmd.Start and cmd.Wait. (`keel run`'s reaper must not take it.)
+	StartCmd func(*exec.Cmd) (wait func() error, err error)
+	// CallTimeout bounds a command's round trip to a keeper (and the
+	// write of a command); 0 means 5 s.
+	CallTimeout time.Duration
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -119,6 +125,9 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = defaultCallTimeout
 	}
 	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{}}
 }
@@ -261,13 +270,19 @@ func (s *Spawner) startKeeper() (*keeperProc, error) {
 	}
 	s.starting[k.id] = true
 	s.mu.Unlock()
-	if err := k.cmd.Start(); err != nil {
+	wait := k.cmd.Wait
+	if s.cfg.StartCmd != nil {
+		wait, err = s.cfg.StartCmd(k.cmd)
+	} else {
+		err = k.cmd.Start()
+	}
+	if err != nil {
 		ours.Close()
 		hsR.Close()
 		s.done(k)
 		return nil, fmt.Errorf("starting keeper: %w", err)
 	}
-	go s.reap(k.cmd, k.reaped)
+	go s.reap(k.cmd.Process.Pid, wait, k.reaped)
 	return k, nil
 }
 
@@ -444,19 +459,19 @@ func (s *Spawner) abort(k *keeperProc) {
 
 // reap is the one waiter of a keeper this Spawner started. The keeper's
 // status matters little (its connection says everything), but it must not
-// linger as a zombie. ECHILD is fine: under `keel run` as PID 1 a reaper
-// may have been first.
-func (s *Spawner) reap(cmd *exec.Cmd, done chan<- struct{}) {
+// linger as a zombie. ECHILD is fine: a reaper of the whole process
+// (`keel run` as PID 1) may have been first unless StartCmd is its.
+func (s *Spawner) reap(pid int, wait func() error, done chan<- struct{}) {
 	defer close(done)
-	err := cmd.Wait()
+	err := wait()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &ee):
-		s.log.Warn("keeper exited", "pid", cmd.Process.Pid, "status", ee.ProcessState.String())
+		s.log.Warn("keeper exited", "pid", pid, "status", ee.ProcessState.String())
 	case errors.Is(err, syscall.ECHILD):
 	default:
-		s.log.Warn("waiting for keeper", "pid", cmd.Process.Pid, "err", err)
+		s.log.Warn("waiting for keeper", "pid", pid, "err", err)
 	}
 }
 
