@@ -148,6 +148,16 @@ func TestMonitInTmux(t *testing.T) {
 	nb := strconv.Itoa(pidOf(l, "beta"))
 	s = p.waitScreen("the new pid and its log line", "restarted beta", nb, "beta:0 | sleeping "+nb)
 
+	// l (or R) reloads, after y; alpha has no sockets, so a reload is a
+	// restart: a new pid.
+	p.keys("k", "l")
+	p.waitScreen("the reload confirmation", "Reload alpha? y = yes")
+	p.keys("y")
+	e.waitFor("alpha reloaded with a new pid", func(l []api.Instance) bool {
+		return allStatus("alpha", 1, "online")(l) && pidOf(l, "alpha") != alpha
+	})
+	p.waitScreen("the reload's result", "reloaded alpha")
+
 	p.keys("q")
 	s = p.waitScreen("monit to quit", "monit exited 0")
 	t.Logf("the screen after q:\n%s", s)

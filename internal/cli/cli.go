@@ -188,6 +188,10 @@ func (r *runner) report(err error) int {
 	if err == nil {
 		return ExitOK
 	}
+	var se *silentExit
+	if errors.As(err, &se) {
+		return se.code
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(r.stdio.Err, "keel: %s\n", oneline.Fold(ue.msg, 0))

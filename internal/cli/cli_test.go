@@ -452,7 +452,7 @@ func TestStartConfig(t *testing.T) {
 	if apps := e.b.Started(); len(apps) != 3 || apps[2].Name != "worker" {
 		t.Fatalf("--only worker started %+v", apps[2:])
 	}
-	if calls := e.calls(); !reflect.DeepEqual(calls, []string{"Start web,worker", "Start worker"}) {
+	if calls := e.calls(); !reflect.DeepEqual(calls, []string{"Apply start web,worker", "Apply start worker"}) {
 		t.Errorf("calls %q", calls)
 	}
 

@@ -57,9 +57,10 @@ func (r *runner) monitCommand() *cobra.Command {
 	})
 	cmd.Long = "An interactive view of every app and instance (status, CPU, memory, restarts,\n" +
 		"uptime), sparklines of the selected one's CPU and memory, and its live log tail.\n" +
-		"Keys: ↑/↓ or j/k select, PgUp/PgDn/Home/End, r restart, R or l reload, s stop,\n" +
-		"S start, each after a y/n confirmation; q or Ctrl-C quits. The list is refreshed\n" +
-		"every --interval. When stdout is not a terminal, prints one frame and exits."
+		"Keys: ↑/↓ or j/k select, PgUp/PgDn/Home/End; r restart, R or l reload, s stop,\n" +
+		"S start, + and - scale by one, each after a y/n confirmation; / filters the log\n" +
+		"lines (enter keeps the filter, esc clears it); q or Ctrl-C quits. The list is\n" +
+		"refreshed every --interval. When stdout is not a terminal, prints one frame and exits."
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between redraws")
 	return cmd
 }

@@ -172,7 +172,7 @@ func TestMonitOnTerminal(t *testing.T) {
 	if !poll.Within(20*time.Second, func() bool {
 		s := p.screen.String()
 		frame = s[max(strings.LastIndex(s, "\x1b[1;1H"), 0):]
-		return strings.Contains(frame, "\x1b[15;1H\x1b[1m ↑↓/jk") && !strings.Contains(frame, "\x1b[16;1H")
+		return strings.Contains(frame, "\x1b[15;1H\x1b[1m ↑↓") && !strings.Contains(frame, "\x1b[16;1H")
 	}) {
 		t.Errorf("no 15-line frame after the resize; the last frame: %q", frame)
 	}
@@ -204,6 +204,23 @@ func TestMonitRestoresTheTerminalOnCancel(t *testing.T) {
 		done <- runMonitTUI(ctx, p.slave, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
 	}()
 	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "web:0") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monit after cancel: %v", err)
+	}
+	p.restored(t)
+}
+
+// With stdin not a terminal, monit draws without keys and says so; the
+// context (Ctrl-C) ends it.
+func TestMonitWithoutKeys(t *testing.T) {
+	p := newPTYTerm(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runMonitTUI(ctx, nil, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "no keys; Ctrl-C quits") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("monit after cancel: %v", err)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/spec"
@@ -114,6 +115,7 @@ type pending struct {
 type monitModel struct {
 	interval time.Duration // between list requests: one history sample each
 	color    bool
+	keysOff  bool // stdin is not a terminal: the view runs without keys
 
 	width, height int
 	now           time.Time
@@ -132,6 +134,9 @@ type monitModel struct {
 
 	logs   []logLine // of the selection's follower, oldest first
 	logGen int       // counts selection changes: tells the current follower's lines from a stopped one's
+
+	filter  string // the log pane shows only lines that contain it (any case)
+	editing bool   // keys go to filter
 
 	confirm  *pending
 	inFlight int
@@ -233,6 +238,21 @@ func (m *monitModel) key(k string) []any {
 		m.quit = true
 		return nil
 	}
+	if m.editing {
+		switch {
+		case k == "enter":
+			m.editing = false
+		case k == "esc":
+			m.editing, m.filter = false, ""
+		case k == "backspace":
+			if _, size := utf8.DecodeLastRuneInString(m.filter); size > 0 {
+				m.filter = m.filter[:len(m.filter)-size]
+			}
+		case utf8.RuneCountInString(k) == 1:
+			m.filter += k
+		}
+		return nil
+	}
 	if p := m.confirm; p != nil {
 		m.confirm = nil
 		if k != "y" && k != "Y" {
@@ -270,8 +290,10 @@ func (m *monitModel) key(k string) []any {
 		m.askScale(1)
 	case "-", "_":
 		m.askScale(-1)
+	case "/":
+		m.editing = true
 	case "esc":
-		m.status = ""
+		m.status, m.filter = "", ""
 	}
 	return nil
 }
@@ -322,6 +344,21 @@ func running(l []api.Instance) bool {
 		}
 	}
 	return len(l) > 0
+}
+
+// shownLogs are the log lines that pass the filter, oldest first.
+func (m *monitModel) shownLogs() []logLine {
+	if m.filter == "" {
+		return m.logs
+	}
+	f := strings.ToLower(m.filter)
+	var out []logLine
+	for _, l := range m.logs {
+		if strings.Contains(strings.ToLower(l.text), f) || strings.Contains(l.inst, f) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (m *monitModel) selected() (monitRow, bool) {

@@ -459,7 +459,7 @@ func TestDecodeKeys(t *testing.T) {
 		{"\x1b[1;5A\x1b[200~x", false, "x", ""}, // unknown sequences are skipped
 		{"é\xc3", false, "é", "\xc3"},
 		{"\x1b[1;", true, "", ""},
-		{"\x00\x7f", false, "", ""},
+		{"\x00\x7f\x08", false, "backspace backspace", ""},
 	} {
 		keys, rest := decodeKeys([]byte(c.in), c.flush)
 		if strings.Join(keys, " ") != c.keys || string(rest) != c.rest {
@@ -530,5 +530,45 @@ func TestMonitRows(t *testing.T) {
 		if i >= len(rows) || rows[i] != want[i] {
 			t.Errorf("row %d: %q, want %q", i, rows[i], want[i])
 		}
+	}
+}
+
+func TestMonitLogFilter(t *testing.T) {
+	h := newHarness(t, sampleInstances())
+	h.send(logMsg{gen: h.m.logGen, lines: []logLine{
+		{inst: "web:0", text: "GET / 200"}, {inst: "web:1", stderr: true, text: "Error: ECONNRESET"}, {inst: "web:0", text: "GET /x 404"}}})
+	h.keys("/", "e", "r", "r", "x", "backspace")
+	if help := h.m.view(false)[h.m.height-1]; !strings.Contains(help, "filter logs: err▏") {
+		t.Errorf("help line while typing: %q", help)
+	}
+	h.keys("j", "q") // typed into the filter: no move, no quit
+	if h.m.quit || h.m.selKey != "web" || h.m.filter != "errjq" {
+		t.Fatalf("keys while typing acted: quit %v, selected %s, filter %q", h.m.quit, h.m.selKey, h.m.filter)
+	}
+	h.keys("backspace", "backspace", "enter")
+	s := h.screen()
+	if !strings.Contains(s, "logs: web · lines with “err”") || !strings.Contains(s, "Error: ECONNRESET") || strings.Contains(s, "GET /") {
+		t.Errorf("filtered pane:\n%s", s)
+	}
+	h.keys("/", "z", "enter")
+	if s := h.screen(); !strings.Contains(s, "no line matches the filter") {
+		t.Errorf("filter matching nothing:\n%s", s)
+	}
+	h.keys("esc") // clears the filter
+	if s := h.screen(); !strings.Contains(s, "GET /x 404") || strings.Contains(s, "lines with") {
+		t.Errorf("after esc:\n%s", s)
+	}
+	h.keys("/", "x", "esc")
+	if h.m.filter != "" || h.m.editing {
+		t.Errorf("esc while typing: filter %q, editing %v", h.m.filter, h.m.editing)
+	}
+}
+
+// The help line fits 80 columns, quit included.
+func TestMonitHelpFits80Columns(t *testing.T) {
+	h := newHarness(t, sampleInstances())
+	h.send(sizeMsg{80, 24})
+	if help := h.m.view(false)[23]; !strings.HasSuffix(help, "q quit") {
+		t.Errorf("help line %q", help)
 	}
 }

@@ -114,6 +114,7 @@ func runMonitTUI(ctx context.Context, in, out *os.File, src monitSource, home st
 	defer signal.Stop(winch)
 
 	m := newMonitModel(interval, color, time.Now())
+	m.keysOff = in == nil
 	if w, h, err := term.GetSize(int(out.Fd())); err == nil && w > 0 && h > 0 {
 		m.update(sizeMsg{w, h})
 	}
@@ -308,7 +309,7 @@ func ss3Key(c byte) string {
 
 // decodeKeys turns the bytes a terminal sent into key names: "up", "down",
 // "pgup", "pgdown", "home", "end", "left", "right", "esc", "enter",
-// "ctrl+c", or the character typed. Sequences it does not know are
+// "backspace", "ctrl+c", or the character typed. Sequences it does not know are
 // skipped. An incomplete sequence at the end is returned as rest, unless
 // flush: then a lone ESC is the Esc key and other fragments are dropped.
 func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
@@ -360,6 +361,9 @@ func decodeKeys(b []byte, flush bool) (keys []string, rest []byte) {
 			i++
 		case c == '\r' || c == '\n':
 			keys = append(keys, "enter")
+			i++
+		case c == 0x7f || c == 0x08:
+			keys = append(keys, "backspace")
 			i++
 		case c < 0x20 || c == 0x7f:
 			i++

@@ -212,15 +212,22 @@ func (m *monitModel) view(ansi bool) []string {
 	if ok {
 		title = "logs: " + r.key
 	}
+	if m.filter != "" {
+		title += " · lines with “" + screenSafe(m.filter) + "”"
+	}
 	lines = append(lines, rule(title, m.width))
 	if logH > 0 {
-		shown := m.logs
+		shown := m.shownLogs()
 		if len(shown) > logH {
 			shown = shown[len(shown)-logH:]
 		}
 		if ok && len(shown) == 0 {
 			var l styled
-			l.add("  no log lines yet", sgrDim)
+			if len(m.logs) > 0 {
+				l.add("  no line matches the filter (esc clears it)", sgrDim)
+			} else {
+				l.add("  no log lines yet", sgrDim)
+			}
 			lines = append(lines, l)
 		}
 		instW := 0
@@ -388,14 +395,14 @@ func (m *monitModel) charts(r monitRow, ok bool) []styled {
 	if s := m.hist[r.key]; s != nil {
 		h = s.s
 	}
-	span := time.Duration(len(h)) * m.interval
+	shown := time.Duration(len(h)) * m.interval
 	const labelW = 6
 	suffixW := 26
 	cells := max(m.width-labelW-suffixW, 0)
 	if len(h) > cells {
-		span = time.Duration(cells) * m.interval
+		shown = time.Duration(cells) * m.interval
 	}
-	title := r.key + " · CPU and memory, last " + span.Round(time.Second).String()
+	title := r.key + " · CPU and memory, last " + roundSpan(shown).String()
 	cpus, mems := make([]float64, len(h)), make([]float64, len(h))
 	var cpuMax, memMax float64
 	for _, p := range h[max(len(h)-cells, 0):] { // the maxima of what is drawn
@@ -417,6 +424,14 @@ func (m *monitModel) charts(r monitRow, ok bool) []styled {
 	mem.add(" MEM  ", sgrBold).add(sparkline(mems, memMax, cells), sgrCyan).
 		add(fmt.Sprintf("  %7s  max %7s", humanBytes(memNow), humanBytes(int64(memMax))), "")
 	return []styled{rule(title, m.width), cpu, mem, m.why(r)}
+}
+
+// roundSpan rounds d for a title: to 0.1 s under 10 s, else to the second.
+func roundSpan(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // why is the selected row's reason, status text or last exit in full,
@@ -444,6 +459,14 @@ func (m *monitModel) why(r monitRow) styled {
 // latest status.
 func (m *monitModel) helpLine() styled {
 	var l styled
+	if m.keysOff {
+		l.add(" stdin is not a terminal: no keys; Ctrl-C quits", sgrDim)
+		return l
+	}
+	if m.editing {
+		l.add(" filter logs: ", sgrBold).add(screenSafe(m.filter)+"▏", "").add("   enter keeps it, esc clears it", sgrDim)
+		return l
+	}
 	if p := m.confirm; p != nil {
 		l.fill = sgrReverse
 		l.add(" "+p.question+" y = yes, any other key = no ", sgrBold+";"+sgrYellow)
@@ -458,12 +481,14 @@ func (m *monitModel) helpLine() styled {
 		}
 		l.add(" "+oneLine(m.status), sgrBold+";"+sgr).add("  │", sgrDim)
 	}
-	l.add(" ↑↓/jk", sgrBold).add(" select  ", "").
+	// Short enough for 80 columns; j/k and l are in --help and the README.
+	l.add(" ↑↓", sgrBold).add(" select  ", "").
 		add("r", sgrBold).add(" restart  ", "").
-		add("R/l", sgrBold).add(" reload  ", "").
+		add("R", sgrBold).add(" reload  ", "").
 		add("s", sgrBold).add(" stop  ", "").
 		add("S", sgrBold).add(" start  ", "").
 		add("+/-", sgrBold).add(" scale  ", "").
+		add("/", sgrBold).add(" filter  ", "").
 		add("q", sgrBold).add(" quit", "")
 	return l
 }

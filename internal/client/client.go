@@ -170,6 +170,13 @@ func (c *Client) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 	return c.command(ctx, "/start", api.StartRequest{Apps: apps})
 }
 
+// Apply makes the running apps match req.Apps (see api.ApplyRequest).
+func (c *Client) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	var res api.ApplyResult
+	err := c.do(ctx, "POST", "/apply", req, &res)
+	return res, err
+}
+
 // Stop stops the target gracefully.
 func (c *Client) Stop(ctx context.Context, t spec.Target) (api.Result, error) {
 	return c.command(ctx, "/stop", api.TargetRequest{Target: t.String()})

@@ -73,6 +73,8 @@ type appDecoder struct {
 	line  int
 	app   *spec.App
 	src   map[string]source // keel option key → where it was set
+	// envSets are the app's env_<name> blocks, by name.
+	envSets map[string]map[string]string
 }
 
 func (ad *appDecoder) path(key string) string { return fmt.Sprintf("apps[%d].%s", ad.index, key) }
@@ -168,6 +170,12 @@ func (ad *appDecoder) decode(m *node) error {
 		if p.val.kind == nullNode {
 			continue // "key:" with no value leaves the default
 		}
+		if name, ok := strings.CutPrefix(p.key, "env_"); ok && name != "" {
+			if err := ad.envSet(name, p); err != nil {
+				return err
+			}
+			continue
+		}
 		if ad.dialect == pm2Dialect {
 			if p.key == "port" {
 				port = &m.pairs[i]
@@ -198,6 +206,24 @@ func (ad *appDecoder) decode(m *node) error {
 		}
 		setEnv(ad.app, "PORT", port.val.text)
 	}
+	return nil
+}
+
+// envSet decodes an env_<name> block (applied with --env <name>) as env
+// is decoded, so that a bad one is refused whether it is selected or not.
+func (ad *appDecoder) envSet(name string, p pair) error {
+	o, _ := optionByKey("env")
+	scratch := &spec.App{}
+	if err := applyNode(scratch, o, p.val); err != nil {
+		return ad.fail(p, err)
+	}
+	if ad.envSets == nil {
+		ad.envSets = map[string]map[string]string{}
+	}
+	if scratch.Env == nil {
+		scratch.Env = map[string]string{}
+	}
+	ad.envSets[name] = scratch.Env
 	return nil
 }
 

@@ -69,6 +69,19 @@ func IsConfigFile(path string) bool {
 // JavaScript files are evaluated with node (found in PATH), which must
 // finish within 10 seconds.
 func Load(path string) ([]*spec.App, error) {
+	return LoadWith(path, LoadOptions{})
+}
+
+// LoadOptions tune LoadWith.
+type LoadOptions struct {
+	// Env names the env_<name> blocks to apply: each app's block of that
+	// name is applied on top of its env (its keys win). A file in which
+	// no app has that block is refused.
+	Env string
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) ([]*spec.App, error) {
 	f, d := formatOf(path)
 	if f == formatNone {
 		return nil, &Error{File: path, Err: errors.New("not a config file: want .yaml, .yml, .toml, .json or ecosystem.config.js")}
@@ -112,6 +125,22 @@ func Load(path string) ([]*spec.App, error) {
 	ads, err := dec.decodeRoot(root)
 	if err != nil {
 		return nil, err
+	}
+	if o.Env != "" {
+		found := false
+		for _, ad := range ads {
+			set, ok := ad.envSets[o.Env]
+			if !ok {
+				continue
+			}
+			found = true
+			for k, v := range set {
+				setEnv(ad.app, k, v)
+			}
+		}
+		if !found {
+			return nil, &Error{File: path, Key: "env_" + o.Env, Err: fmt.Errorf("--env %s: no app has an env_%s block", o.Env, o.Env)}
+		}
 	}
 	dir := filepath.Dir(abs)
 	names := map[string]*appDecoder{}

@@ -13,6 +13,9 @@ import (
 // what failed and why.
 type Backend interface {
 	Start(ctx context.Context, apps []*spec.App) (api.Result, error)
+	// Apply makes the running apps match a config file's (see
+	// api.ApplyRequest); a failed app is reported in the result.
+	Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error)
 	Stop(ctx context.Context, t spec.Target) (api.Result, error)
 	Restart(ctx context.Context, t spec.Target) (api.Result, error)
 	Reload(ctx context.Context, t spec.Target) (api.Result, error)

@@ -158,6 +158,7 @@ type handlerFunc func(w *http1.ResponseWriter, r *http1.Request)
 func (s *Server) routes() []endpoint {
 	return []endpoint{
 		{"POST", "/start", s.start},
+		{"POST", "/apply", s.apply},
 		{"POST", "/stop", s.target(s.b.Stop)},
 		{"POST", "/restart", s.target(s.b.Restart)},
 		{"POST", "/reload", s.target(s.b.Reload)},
@@ -295,6 +296,28 @@ func (s *Server) start(w *http1.ResponseWriter, r *http1.Request) {
 		}
 	}
 	res, err := s.b.Start(r.Context(), req.Apps)
+	s.reply(w, r, res, err)
+}
+
+func (s *Server) apply(w *http1.ResponseWriter, r *http1.Request) {
+	var req api.ApplyRequest
+	if err := decode(r, &req); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	switch req.Mode {
+	case api.ApplyStart, api.ApplyRestart, api.ApplyReload:
+	default:
+		s.reply(w, r, nil, badRequestf("apply: mode %q is not start, restart or reload", req.Mode))
+		return
+	}
+	for i, a := range req.Apps {
+		if a == nil {
+			s.reply(w, r, nil, badRequestf("app %d is null", i))
+			return
+		}
+	}
+	res, err := s.b.Apply(r.Context(), req)
 	s.reply(w, r, res, err)
 }
 

@@ -100,6 +100,14 @@ func (f *fakeBackend) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
+func (f *fakeBackend) Apply(_ context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	var names []string
+	for _, a := range req.Apps {
+		names = append(names, a.Name)
+	}
+	return api.ApplyResult{}, f.record("Apply %s %s", req.Mode, strings.Join(names, ","))
+}
+
 func result(what string) api.Result {
 	return api.Result{Message: what, Instances: []api.Instance{{App: "web", Status: "online"}}}
 }

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/control"
+	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/store"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -28,6 +31,85 @@ func (d *Daemon) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 	l, err := d.sup.Start(ctx, apps)
 	d.trig.sync(ctx)
 	return d.result(l), d.wrap(err)
+}
+
+// Apply opens the sockets of the apps it is given, then makes the running
+// apps match them (supervisor.Apply). A rollout that failed is reported in
+// its app's AppChange with the failing instance's last log lines.
+func (d *Daemon) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	if !req.DryRun {
+		for _, a := range req.Apps {
+			if err := d.socks.ensure(a); err != nil {
+				return api.ApplyResult{}, fmt.Errorf("applying %s: %w", a.Name, err)
+			}
+		}
+	}
+	mode := supervisor.ApplyRestart
+	if req.Mode == api.ApplyReload {
+		mode = supervisor.ApplyReload
+	}
+	changes, err := d.sup.Apply(ctx, req.Apps, supervisor.ApplyOptions{Mode: mode, Prune: req.Prune, DryRun: req.DryRun})
+	if changes == nil && err != nil {
+		return api.ApplyResult{}, d.wrap(err)
+	}
+	var res api.ApplyResult
+	names := map[string]bool{}
+	for _, c := range changes {
+		names[c.App] = true
+		ac := api.AppChange{App: c.App, Action: c.Action, Done: c.Done, Changes: c.Changes, From: c.From, To: c.To}
+		if c.Err != nil {
+			ac.Error = oneline.Fold(c.Err.Error(), 0)
+			var ie *supervisor.InstanceError
+			if errors.As(c.Err, &ie) {
+				n := ie.Instance
+				ac.FailedInstance = &n
+				ac.Logs = d.lastLines(ie.App, ie.Instance, ie.Since, applyLogLines)
+			}
+		}
+		res.Apps = append(res.Apps, ac)
+	}
+	if err != nil {
+		res.Error = oneline.Fold(err.Error(), 0)
+	}
+	if req.DryRun {
+		return res, nil
+	}
+	d.trig.sync(ctx)
+	d.socks.prune(d.liveSpecs(ctx))
+	if l, lerr := d.sup.List(ctx); lerr == nil {
+		var mine []supervisor.InstanceInfo
+		for _, in := range l {
+			if names[in.App] {
+				mine = append(mine, in)
+			}
+		}
+		res.Instances = d.instances(mine)
+	}
+	return res, nil
+}
+
+// applyLogLines is how many of a failing instance's last lines an apply shows.
+const applyLogLines = 10
+
+// lastLines returns up to n of the last lines an instance wrote since
+// since, stderr's after stdout's, without their timestamps.
+func (d *Daemon) lastLines(app string, inst int, since time.Time, n int) []string {
+	var out []string
+	for _, stream := range []string{logs.Stdout, logs.Stderr} {
+		raw, err := logs.TailRawSince(logs.Path(d.o.Home, app, inst, stream), 8<<10, since)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(strings.TrimRight(string(raw), "\n"), "\n") {
+			if l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
 }
 
 // Stop stops the target gracefully.

@@ -41,7 +41,10 @@ type instance struct {
 	restartsBy    [len(RestartReasons)]uint64
 	restartReason string
 
-	cur  *run // the process serving (or starting)
+	cur *run // the process serving (or starting)
+	// sp is the definition cur runs when it is not the app's (an apply
+	// rolling a new definition out, until it is the app's); nil: the app's.
+	sp   *spec.App
 	next *run // a reload's new process, until it is ready
 	// draining are processes that crashed gracefully (EventCrashing): no
 	// longer the instance's, already replaced, finishing their requests.
@@ -57,7 +60,11 @@ type instance struct {
 
 // run is one process of an instance, from spawn to exit.
 type run struct {
-	inst       *instance
+	inst *instance
+	sp   *spec.App // the definition it runs
+	// paths are where sp's cwd and script led when it was spawned (or
+	// adopted): a deploy may switch a link under an unchanged definition.
+	paths      spec.Paths
 	p          Process // nil while spawning
 	started    time.Time
 	spawnedAt  time.Time // when this daemon asked for it; zero if adopted
@@ -246,7 +253,24 @@ func (s *Supervisor) newRun(in *instance) *run {
 	}
 	in.restartReason = ""
 	in.started = true
-	return &run{inst: in}
+	return &run{inst: in, sp: in.spec()}
+}
+
+// runs notes the definition the instance's processes run from now on.
+func (in *instance) runs(sp *spec.App) {
+	if sp == in.app.spec {
+		in.sp = nil
+	} else {
+		in.sp = sp
+	}
+}
+
+// spec is the definition the instance's processes run.
+func (in *instance) spec() *spec.App {
+	if in.sp != nil {
+		return in.sp
+	}
+	return in.app.spec
 }
 
 // startRun asks the Spawner for the process in a goroutine of its own (a
@@ -254,10 +278,11 @@ func (s *Supervisor) newRun(in *instance) *run {
 func (s *Supervisor) startRun(r *run) {
 	in := r.inst
 	r.spawnedAt = s.clock.Now()
-	req := SpawnRequest{App: in.app.spec.Clone(), Instance: in.num, Restarts: in.restarts}
+	req := SpawnRequest{App: r.sp.Clone(), Instance: in.num, Restarts: in.restarts}
 	go func() {
+		paths := spec.ResolvePaths(req.App)
 		p, err := s.cfg.Spawner.Spawn(context.Background(), req)
-		if !s.post(func() { s.spawned(r, p, err) }) && p != nil {
+		if !s.post(func() { r.paths = paths; s.spawned(r, p, err) }) && p != nil {
 			// The supervisor is gone; the process runs on under its keeper
 			// and the next daemon adopts it.
 			go drain(p)
@@ -301,7 +326,6 @@ func (s *Supervisor) spawned(r *run, p Process, err error) {
 // attach binds a started (or adopted) process to its run: its events flow
 // into the owner loop, and its readiness is awaited.
 func (s *Supervisor) attach(r *run, p Process) {
-	in := r.inst
 	r.p = p
 	r.started = p.Started()
 	go func() {
@@ -316,11 +340,11 @@ func (s *Supervisor) attach(r *run, p Process) {
 		s.sendStop(r)
 		return
 	}
-	if in.app.spec.Ready == spec.ReadyNone {
+	if r.sp.Ready == spec.ReadyNone {
 		s.markReady(r)
 		return
 	}
-	d := in.app.spec.ReadyTimeout.D()
+	d := r.sp.ReadyTimeout.D()
 	r.readyTimer = s.clock.AfterFunc(d, func() {
 		s.post(func() { s.readyTimedOut(r, d) })
 	})
@@ -452,7 +476,7 @@ func (s *Supervisor) sendStop(r *run) {
 		r.readyTimer.Stop()
 		r.readyTimer = nil
 	}
-	sp := r.inst.app.spec
+	sp := r.sp
 	if err := r.p.Stop(sp.Signal(), sp.KillTimeout.D()); err != nil {
 		// The process side is gone; its exit (keeper lost) follows.
 		s.log.Warn("stop request failed", "app", sp.Name, "instance", r.inst.num, "err", err)
@@ -502,7 +526,7 @@ func (s *Supervisor) exited(r *run, ex spec.Exit) {
 	if s.exits != nil {
 		s.exits.push(ExitInfo{
 			App: a.spec.Name, Instance: in.num, Pid: pid, Started: r.started,
-			Exit: ex, Spec: a.spec.Clone(), Restarting: restarting,
+			Exit: ex, Spec: r.sp.Clone(), Restarting: restarting,
 		})
 	}
 	if !a.deleting {
@@ -658,7 +682,7 @@ func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
 			done(nil)
 			return
 		}
-		s.reloadOne(insts[i], reason, o, func(err error) {
+		s.reloadOne(insts[i], nil, reason, o, func(err error) {
 			if err != nil {
 				done(err)
 				return
@@ -669,10 +693,11 @@ func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
 	step(0)
 }
 
-// reloadOne starts a new process for in, waits for it to be ready, makes it
-// current and stops the old one. then hears the outcome of the swap; the
-// old process's exit is a piece of o of its own.
-func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(error)) {
+// reloadOne starts a new process for in, running to (nil: the definition
+// the instance runs now), waits for it to be ready, makes it current and
+// stops the old one. then hears the outcome of the swap; the old process's
+// exit is a piece of o of its own.
+func (s *Supervisor) reloadOne(in *instance, to *spec.App, reason string, o *op, then func(error)) {
 	name := fmt.Sprintf("%s:%d", in.app.spec.Name, in.num)
 	if in.removed {
 		then(nil)
@@ -686,6 +711,9 @@ func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(err
 		// Nothing serves: a plain start is as good as a reload.
 		in.app.stopped = false
 		if in.cur == nil {
+			if to != nil {
+				in.runs(to)
+			}
 			s.startIdle(in, o)
 		}
 		then(nil)
@@ -693,16 +721,21 @@ func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(err
 	}
 	noteRestart(in, reason)
 	r := s.newRun(in)
+	if to != nil {
+		r.sp = to
+	}
 	in.next = r
 	r.onReady = func(err error) {
 		if err != nil {
-			then(fmt.Errorf("reloading %s: %w; the old process keeps serving", name, err))
+			err = fmt.Errorf("reloading %s: %w; the old process keeps serving", name, err)
+			then(&InstanceError{App: in.app.spec.Name, Instance: in.num, Since: r.spawnedAt, Err: err})
 			s.save(in.app)
 			return
 		}
 		old := in.cur
 		in.next = nil
 		in.cur = r
+		in.runs(r.sp)
 		in.unstable = 0
 		if in.status != Online {
 			s.setStatus(in, Online, "")

@@ -78,9 +78,11 @@ type Supervisor struct {
 	done  chan struct{}
 
 	// Owned by the Run goroutine.
-	apps    map[string]*app
-	persist *persister
-	exits   *queue[ExitInfo]
+	apps map[string]*app
+	// applying: an Apply is under way (one at a time).
+	applying bool
+	persist  *persister
+	exits    *queue[ExitInfo]
 }
 
 // New returns a Supervisor; call Run to bring it to life.
