@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 
 // runApp is the body of each helper app.
 func runApp(name string) int {
+	if code, ok := runEscapeApp(name); ok {
+		return code
+	}
 	switch name {
 	case "sleep": // runs until SIGTERM, then exits 0
 		sig := make(chan os.Signal, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/ready"
+	"github.com/keel-run/keel/internal/reaper"
 	"github.com/keel-run/keel/internal/sdnotify"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -100,6 +101,11 @@ func MainWith(args []string, opts Options) int {
 		return 1
 	}
 	log = log.With("id", cfg.ID, "app", cfg.App.Name, "instance", cfg.Instance)
+	// Orphans of the app's tree (a double fork, a setsid child whose
+	// parent exited) come to the keeper, which kills them with the app.
+	if err := reaper.BecomeSubreaper(); err != nil {
+		log.Warn("keeper: orphans of the app go to init, out of keel's reach", "err", err)
+	}
 	k, err := start(cfg, files, opts, log)
 	if err != nil {
 		log.Error("keeper: start failed", "err", err)
@@ -113,8 +119,24 @@ func MainWith(args []string, opts Options) int {
 	}
 	detachStdio(log)
 	log.Info("keeper: app started", "pid", st.Pid)
+	stopReaping := reapOrphans(st.Pid)
+	defer stopReaping()
 	k.run(sigC)
 	return 0
+}
+
+// reapOrphans reaps the keeper's children other than the app (whose
+// waiter is proc): orphans re-parented to the keeper. It returns the
+// function that stops it.
+func reapOrphans(app int) func() {
+	r := reaper.New()
+	r.Leave(app)
+	sigchld := make(chan os.Signal, 16)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx, sigchld, nil) }()
+	return func() { cancel(); <-done; signal.Stop(sigchld) }
 }
 
 // errNoConfig is an empty config: EOF came first.
@@ -392,6 +414,8 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		ListenNames:     cfg.ListenNames,
 		Helper:          selfExe,
 		KillGroupOnExit: true,
+		// With the keeper a subreaper, that is every descendant.
+		KillDescendantsOnExit: true,
 	})
 	if err != nil {
 		return nil, err

@@ -54,6 +54,12 @@ type Options struct {
 	// of its process group, so no descendant outlives it (systemd's
 	// KillMode=control-group for what stayed in the group).
 	KillGroupOnExit bool
+	// KillDescendantsOnExit makes the exit of the leader also SIGKILL
+	// every other descendant of the calling process (KillDescendants):
+	// children that left the group (setsid) and, when the caller is a
+	// child subreaper, the orphans of the app's tree (a double fork). The
+	// caller must have no other children it wants to keep.
+	KillDescendantsOnExit bool
 }
 
 // Exit is how a process ended.
@@ -82,6 +88,7 @@ type Process struct {
 	ident     Identity
 	cmd       *exec.Cmd
 	killGroup bool
+	killTree  bool
 	done      chan struct{}
 	exit      Exit // written once before done is closed
 
@@ -184,6 +191,7 @@ func Start(o Options) (*Process, error) {
 		started:   time.Now(),
 		cmd:       cmd,
 		killGroup: o.KillGroupOnExit,
+		killTree:  o.KillDescendantsOnExit,
 		done:      make(chan struct{}),
 	}
 	// Nobody has waited for the child yet, so /proc still has it (as a
@@ -232,6 +240,9 @@ func (p *Process) wait() {
 	p.mu.Lock()
 	if p.killGroup {
 		_ = unix.Kill(-p.pid, unix.SIGKILL)
+	}
+	if p.killTree {
+		KillDescendants(p.pid)
 	}
 	p.exited = true
 	p.mu.Unlock()

@@ -74,6 +74,14 @@ func (r *Reaper) Start(cmd *exec.Cmd) (wait func() error, err error) {
 	}, nil
 }
 
+// Leave makes the reaper leave pid, a child started without Start, to
+// its own waiter. Call it before Run, or the child may be reaped first.
+func (r *Reaper) Leave(pid int) {
+	r.mu.Lock()
+	r.own[pid] = true
+	r.mu.Unlock()
+}
+
 // Run reaps exited children each time sigchld delivers, and once at the
 // start, until ctx is done. The caller subscribes sigchld to SIGCHLD.
 // onReap, if not nil, hears each reaped pid.
