@@ -353,6 +353,9 @@ func (w *ResponseWriter) WriteHeader(status int) {
 	}
 }
 
+// Status is the status set so far: 0 before WriteHeader or Write.
+func (w *ResponseWriter) Status() int { return w.status }
+
 // Write appends p to the body. It never fails.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
 	w.WriteHeader(StatusOK)
