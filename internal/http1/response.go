@@ -353,6 +353,10 @@ func (w *ResponseWriter) WriteHeader(status int) {
 	}
 }
 
+// Grow makes room for n more bytes of body, so that a large answer
+// written in pieces is not copied as its buffer grows.
+func (w *ResponseWriter) Grow(n int) { w.body.Grow(n) }
+
 // Status is the status set so far: 0 before WriteHeader or Write.
 func (w *ResponseWriter) Status() int { return w.status }
 
