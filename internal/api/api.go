@@ -38,6 +38,8 @@ type AppDetail struct {
 	LatestCrash *CrashGroup   `json:"latest_crash,omitempty"`
 	Triggers    []TriggerInfo `json:"triggers,omitempty"`
 	Sockets     []string      `json:"sockets,omitempty"`
+	// Containment says how keel ends the app's descendants with it.
+	Containment string `json:"containment,omitempty"`
 }
 
 // ExitRecord is one exit in an app's history.
