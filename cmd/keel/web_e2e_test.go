@@ -136,6 +136,10 @@ func TestWebListener(t *testing.T) {
 			t.Fatalf("keel_instance_memory_bytes{svc,%s} = %v", inst, v)
 		}
 	}
+	// The keepers count what the apps print ("sleeping <pid>\n" each).
+	poll.Until(t, 20*time.Second, "log bytes in /metrics", func() bool {
+		return sample(scrape(t, w.Listen), "keel_log_bytes_total", "app", "svc", "stream", "out") >= float64(2*len("sleeping 1\n"))
+	})
 	if v := sample(fams, "keel_app_instances_ready", "app", "svc"); v != 2 {
 		t.Fatalf("keel_app_instances_ready = %v", v)
 	}

@@ -38,6 +38,9 @@ type AppDetail struct {
 	LatestCrash *CrashGroup   `json:"latest_crash,omitempty"`
 	Triggers    []TriggerInfo `json:"triggers,omitempty"`
 	Sockets     []string      `json:"sockets,omitempty"`
+	// Deploying is the definition being rolled out by a `keel reload
+	// FILE` still under way; Spec stays the app's until it is done.
+	Deploying *spec.App `json:"deploying,omitempty"`
 	// Containment says how keel ends the app's descendants with it.
 	Containment string `json:"containment,omitempty"`
 }

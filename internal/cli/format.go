@@ -193,6 +193,13 @@ func writeDetails(w io.Writer, apps []api.AppDetail, home string, now time.Time)
 			name = d.Spec.Name
 		}
 		fmt.Fprintf(w, "%s (desired: %s)\n", name, d.Desired)
+		if d.Deploying != nil && d.Spec != nil {
+			var keys []string
+			for _, c := range spec.Diff(d.Spec, d.Deploying) {
+				keys = append(keys, changeName(c))
+			}
+			fmt.Fprintf(w, "  deploying: a reload is rolling out a new definition (%s changed); below is the one in force until it is done\n", strings.Join(keys, ", "))
+		}
 		tw := newTable(w)
 		if d.Spec != nil {
 			for _, kv := range specFields(d.Spec) {

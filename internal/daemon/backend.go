@@ -179,6 +179,10 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 		if a.Stopped {
 			det.Desired = "stopped"
 		}
+		if a.Deploying != nil {
+			det.Deploying = a.Deploying.Clone()
+			det.Deploying.ShellEnv = nil
+		}
 		for _, e := range a.Exits {
 			det.Exits = append(det.Exits, api.ExitRecord{Instance: e.Instance, Pid: e.Pid, Exit: e.Exit})
 		}

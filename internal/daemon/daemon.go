@@ -97,6 +97,7 @@ type Daemon struct {
 	crash *crashRecorder
 	trig  *triggerManager
 	web   webListener
+	spawn *keeper.Spawner
 
 	killOnce sync.Once
 	killC    chan struct{} // closed by Kill once every app has stopped
@@ -179,6 +180,7 @@ func Run(ctx context.Context, o Options) error {
 		StartCmd:     o.StartChild,
 	})
 	defer spawner.Close()
+	d.spawn = spawner
 	d.crash = newCrashRecorder(o.Home, d.store, o.Logger, o.StartChild)
 	defer d.crash.close()
 	d.sup = supervisor.New(supervisor.Config{

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"sync"
+	"time"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/keeper"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/metrics"
 	"github.com/keel-run/keel/internal/spec"
@@ -26,6 +29,10 @@ type webListener struct {
 
 	procMu sync.Mutex // guards proc; apart from mu, which a switch holds while requests finish
 	proc   metrics.ProcessReader
+
+	logs     logCounter
+	stopLogs context.CancelFunc // ends the log count poll while on
+	logsDone chan struct{}
 }
 
 // Web switches the listener on or off, keeping the setting in KEEL_HOME
@@ -69,6 +76,9 @@ func (d *Daemon) Web(ctx context.Context, req api.WebRequest) (api.WebInfo, erro
 		}
 		d.stopWebLocked()
 		d.web.srv = web.Serve(ln, token, d, d.log.With("component", "web"))
+		pctx, stop := context.WithCancel(context.Background())
+		d.web.stopLogs, d.web.logsDone = stop, make(chan struct{})
+		go d.pollLogBytes(pctx, d.web.logsDone)
 		d.web.listen, d.web.bound = addr, ln.Addr().String()
 		d.log.Info("web listener on", "listen", d.web.bound)
 	}
@@ -95,6 +105,8 @@ func (d *Daemon) restoreWeb(ctx context.Context) {
 
 func (d *Daemon) stopWebLocked() {
 	if d.web.srv != nil {
+		d.web.stopLogs()
+		<-d.web.logsDone
 		d.web.srv.Close()
 		d.web.srv = nil
 		d.web.listen, d.web.bound = "", ""
@@ -148,7 +160,7 @@ func (d *Daemon) WriteMetrics(ctx context.Context, w io.Writer, f metrics.Format
 	if err != nil {
 		return d.wrap(err)
 	}
-	snap := &metrics.Snapshot{Apps: apps, Stats: d.stats.get()}
+	snap := &metrics.Snapshot{Apps: apps, Stats: d.stats.get(), LogBytes: d.web.logs.snapshot()}
 	for _, g := range d.crash.groups("") {
 		snap.Crashes = append(snap.Crashes, metrics.CrashGroup{App: g.App, Group: g.ID, Count: g.Count})
 	}
@@ -165,4 +177,77 @@ func (d *Daemon) WriteMetrics(ctx context.Context, w io.Writer, f metrics.Format
 // lines, until ctx is done.
 func (d *Daemon) FollowLogs(ctx context.Context, w io.Writer, t spec.Target, lines int) error {
 	return logs.Print(ctx, w, logs.PrintOptions{Home: d.o.Home, Target: t, Lines: lines, Follow: true, JSON: true})
+}
+
+// logPollEvery is how often, while the listener is on, the keepers are
+// asked how much their apps wrote (keel_log_bytes_total). Bytes written
+// after a keeper's last answer and before its exit are not counted.
+const logPollEvery = 5 * time.Second
+
+func (d *Daemon) pollLogBytes(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(logPollEvery)
+	defer t.Stop()
+	for {
+		d.web.logs.add(d.spawn.LogBytes())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// logCounter turns the keepers' per-process counts into per-app counters
+// that only grow: a keeper's count starts at zero with its process.
+type logCounter struct {
+	mu     sync.Mutex
+	last   map[string]keeper.LogCount // by keeper id
+	totals map[string]*[2]uint64      // by app: out, err
+}
+
+func (c *logCounter) add(counts []keeper.LogCount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last, c.totals = map[string]keeper.LogCount{}, map[string]*[2]uint64{}
+	}
+	seen := make(map[string]bool, len(counts))
+	for _, n := range counts {
+		seen[n.ID] = true
+		prev := c.last[n.ID]
+		t := c.totals[n.App]
+		if t == nil {
+			t = new([2]uint64)
+			c.totals[n.App] = t
+		}
+		if n.Out >= prev.Out {
+			t[0] += n.Out - prev.Out
+		}
+		if n.Err >= prev.Err {
+			t[1] += n.Err - prev.Err
+		}
+		c.last[n.ID] = n
+	}
+	for id := range c.last {
+		if !seen[id] {
+			delete(c.last, id)
+		}
+	}
+}
+
+func (c *logCounter) snapshot() []metrics.LogBytes {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	apps := make([]string, 0, len(c.totals))
+	for a := range c.totals {
+		apps = append(apps, a)
+	}
+	sort.Strings(apps)
+	out := make([]metrics.LogBytes, 0, 2*len(apps))
+	for _, a := range apps {
+		t := c.totals[a]
+		out = append(out, metrics.LogBytes{App: a, Stream: "out", Bytes: t[0]}, metrics.LogBytes{App: a, Stream: "err", Bytes: t[1]})
+	}
+	return out
 }

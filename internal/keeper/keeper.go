@@ -52,6 +52,8 @@ type keeper struct {
 	notify    *sdnotify.Server // nil unless ready: notify
 	node      NodeChannel      // nil unless a Node IPC channel is open
 	listeners []*os.File
+	logOut    *logs.Writer // for log_bytes
+	logErr    *logs.Writer
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
@@ -282,6 +284,8 @@ func (k *keeper) handle(pc peerCommand) {
 				fail("", err)
 			}
 		}
+	case cmdLogBytes:
+		r.LogBytes = []uint64{k.logOut.Captured(), k.logErr.Captured()}
 	case cmdRelease:
 		if k.state.Exit == nil {
 			fail(codeRunning, errors.New("the app is still running"))

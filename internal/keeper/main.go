@@ -505,6 +505,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 	}
 
 	// Capture and drain: see keeper.drain.
+	k.logOut, k.logErr = wOut, wErr
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()

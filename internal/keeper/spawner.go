@@ -747,3 +747,33 @@ func tail(path string) string {
 	n, _ := f.ReadAt(b, off)
 	return strings.TrimSpace(string(b[:n]))
 }
+
+// LogCount is how many bytes one keeper's app has written to its stdout
+// and stderr since the keeper started (it counts, the daemon adds up).
+type LogCount struct {
+	ID       string // the keeper's
+	App      string
+	Out, Err uint64
+}
+
+// LogBytes asks every keeper of this Spawner for its counts. A keeper
+// that cannot answer (gone, or of an older keel without the command) is
+// left out. It makes one call per keeper: for a background poll, not for
+// a request's path.
+func (s *Spawner) LogBytes() []LogCount {
+	s.mu.Lock()
+	procs := make([]*process, 0, len(s.procs))
+	for _, p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	out := make([]LogCount, 0, len(procs))
+	for _, p := range procs {
+		m, err := p.call(command{Cmd: cmdLogBytes}, true)
+		if err != nil || len(m.LogBytes) != 2 {
+			continue
+		}
+		out = append(out, LogCount{ID: p.st.ID, App: p.st.App, Out: m.LogBytes[0], Err: m.LogBytes[1]})
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,9 @@ type Writer struct {
 	fd        int        // f's descriptor
 	dev, ino  uint64     // identity of f, compared with the path's before each write
 	checkTail bool       // f may end in a torn record: look before the next write
+
+	// captured counts the bytes Capture read from the app (Captured).
+	captured atomic.Uint64
 }
 
 // OpenWriter opens (creating it and its directory if needed) the log file
@@ -133,6 +137,7 @@ func (w *Writer) Capture(r io.Reader) error {
 	var tsBuf [timeLen]byte
 	for {
 		n, rerr := r.Read(buf[held:])
+		w.captured.Add(uint64(n))
 		ts := appendTime(tsBuf[:0], w.opts.Now())
 		data := buf[:held+n]
 		start := 0
@@ -164,6 +169,10 @@ func (w *Writer) Capture(r io.Reader) error {
 		c.flush()
 	}
 }
+
+// Captured is how many bytes Capture has read from the app so far: the
+// app's own output, before records are framed. Safe to call at any time.
+func (w *Writer) Captured() uint64 { return w.captured.Load() }
 
 // capturer is the state of one Capture call.
 type capturer struct {

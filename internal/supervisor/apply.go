@@ -304,12 +304,14 @@ func (s *Supervisor) rollOut(a *app, to *spec.App, then func(error)) {
 	o := s.newOp(nil)
 	var failed error
 	o.reply = func(err error) {
+		a.deploying = nil
 		if failed != nil {
 			err = failed
 		}
 		then(err)
 	}
 	began := s.clock.Now()
+	a.deploying = to
 	insts := make([]*instance, 0, len(a.insts))
 	for _, in := range a.insts {
 		if !in.removed {

@@ -116,6 +116,10 @@ func TestApplyReloadRollsOut(t *testing.T) {
 			t.Fatalf("old instance %d stopped before its replacement was ready", i)
 		}
 		h.noSpawn() // one at a time
+		apps, _ := h.sup.Apps(h.ctx(), spec.All)
+		if apps[0].Spec.Env["GREETING"] != "hi" || apps[0].Deploying == nil || apps[0].Deploying.Env["GREETING"] != "hello" {
+			t.Fatalf("during the rollout: spec %v, deploying %+v", apps[0].Spec.Env, apps[0].Deploying)
+		}
 		n.ready()
 	}
 	r := <-res
@@ -123,8 +127,8 @@ func TestApplyReloadRollsOut(t *testing.T) {
 		t.Fatalf("apply: %+v, %v", r.c, r.err)
 	}
 	apps, _ := h.sup.Apps(h.ctx(), spec.All)
-	if apps[0].Spec.Env["GREETING"] != "hello" {
-		t.Fatalf("definition after the reload: %v", apps[0].Spec.Env)
+	if apps[0].Spec.Env["GREETING"] != "hello" || apps[0].Deploying != nil {
+		t.Fatalf("definition after the reload: %v (deploying %v)", apps[0].Spec.Env, apps[0].Deploying)
 	}
 	if st, ok := h.store.get("web"); !ok || st.Spec.Env["GREETING"] != "hello" {
 		t.Fatalf("stored definition: %+v", st.Spec)

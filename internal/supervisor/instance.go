@@ -17,6 +17,8 @@ type app struct {
 	insts    []*instance // ordered by number
 	exits    []ExitRecord
 	deleting bool
+	// deploying is the definition an apply is rolling out (rollOut).
+	deploying *spec.App
 	// readyOnce: at some moment ReadyNeed instances were online together
 	// (keel run's /startupz).
 	readyOnce bool

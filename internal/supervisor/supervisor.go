@@ -57,6 +57,9 @@ type AppInfo struct {
 	ReadyOnce bool
 	Instances []InstanceInfo
 	Exits     []ExitRecord
+	// Deploying is the definition an apply is rolling out, instance by
+	// instance, while Spec is still the app's; nil when none is.
+	Deploying *spec.App
 }
 
 // NotFoundError says a target names no app or instance.
@@ -291,12 +294,17 @@ func (s *Supervisor) Apps(ctx context.Context, t spec.Target) ([]AppInfo, error)
 		}
 		out := make([]AppInfo, 0, len(apps))
 		for _, a := range apps {
+			var deploying *spec.App
+			if a.deploying != nil {
+				deploying = a.deploying.Clone()
+			}
 			out = append(out, AppInfo{
 				Spec:      a.spec.Clone(),
 				Stopped:   a.stopped,
 				ReadyOnce: a.readyOnce,
 				Instances: a.infos(),
 				Exits:     append([]ExitRecord(nil), a.exits...),
+				Deploying: deploying,
 			})
 		}
 		reply(out, nil)
