@@ -146,6 +146,12 @@ func testEscape(t *testing.T, route string) {
 	e.app("esc", "escape", flags...)
 	online()
 	d := escaped(1)
+	// describe says how descendants end, and why no cgroup is used here.
+	var det []api.AppDetail
+	if err := jsonUnmarshal(e.ok("describe", "esc", "--json"), &det); err != nil || len(det) != 1 ||
+		!strings.Contains(det[0].Containment, "child subreaper") {
+		t.Fatalf("describe: %+v, %v", det, err)
+	}
 	if route == "stdout" {
 		poll.Until(t, 10*time.Second, "the descendant's line in the log", func() bool {
 			return strings.Contains(e.ok("logs", "esc", "--lines", "50"), fmt.Sprintf("lingering %d", d))

@@ -41,6 +41,8 @@ type AppDetail struct {
 	// Deploying is the definition being rolled out by a `keel reload
 	// FILE` still under way; Spec stays the app's until it is done.
 	Deploying *spec.App `json:"deploying,omitempty"`
+	// Containment says how keel ends the app's descendants with it.
+	Containment string `json:"containment,omitempty"`
 }
 
 // ExitRecord is one exit in an app's history.

@@ -212,6 +212,9 @@ func writeDetails(w io.Writer, apps []api.AppDetail, home string, now time.Time)
 		if len(d.Sockets) > 0 {
 			fmt.Fprintf(tw, "  sockets\t%s\n", strings.Join(d.Sockets, ", "))
 		}
+		if d.Containment != "" {
+			fmt.Fprintf(tw, "  containment\t%s\n", d.Containment)
+		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}

@@ -115,6 +115,9 @@ func systemdUnit(exe, home, username string) string {
 	b.WriteString("Restart=always\n")
 	b.WriteString("RestartSec=1\n")
 	b.WriteString("KillMode=process\n")
+	// A cgroup subtree of its own that keel may write to (see describe's
+	// containment line).
+	b.WriteString("Delegate=yes\n")
 	b.WriteString("LimitNOFILE=infinity\n")
 	b.WriteString("\n[Install]\n")
 	b.WriteString("WantedBy=multi-user.target\n")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/oneline"
@@ -168,11 +169,12 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 		sp := a.Spec.Clone()
 		sp.ShellEnv = nil
 		det := api.AppDetail{
-			Spec:      sp,
-			Desired:   "running",
-			Instances: d.instances(a.Instances),
-			Triggers:  d.trig.info(a.Spec.Name),
-			Sockets:   d.socks.names(a.Spec),
+			Spec:        sp,
+			Desired:     "running",
+			Instances:   d.instances(a.Instances),
+			Triggers:    d.trig.info(a.Spec.Name),
+			Sockets:     d.socks.names(a.Spec),
+			Containment: d.containment,
 		}
 		if a.Stopped {
 			det.Desired = "stopped"
@@ -193,6 +195,17 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 		out = append(out, det)
 	}
 	return out, nil
+}
+
+// containment says how an app's descendants end with it: through its
+// keeper, a child subreaper, whatever the cgroup hierarchy offers — and
+// what that offers, so an operator knows whether Delegate=yes is in place.
+func containment() string {
+	const mode = "process tree: the keeper (a child subreaper) kills every descendant with the app"
+	if ok, why := cgroup.Probe(); !ok {
+		return mode + "; no cgroup per instance: " + why
+	}
+	return mode + "; a delegated cgroup v2 subtree is available, but keel does not use cgroups yet"
 }
 
 func filterInstance(in []api.Instance, n int) []api.Instance {

@@ -101,6 +101,9 @@ type Daemon struct {
 
 	killOnce sync.Once
 	killC    chan struct{} // closed by Kill once every app has stopped
+	// containment is describe's answer to how descendants end (fixed at
+	// start).
+	containment string
 }
 
 // Run runs the daemon until ctx is done or `keel kill`.
@@ -152,7 +155,7 @@ func Run(ctx context.Context, o Options) error {
 		defer cleanup()
 	}
 
-	d := &Daemon{o: o, log: o.Logger, killC: make(chan struct{})}
+	d := &Daemon{o: o, log: o.Logger, killC: make(chan struct{}), containment: containment()}
 	var st supervisor.Store
 	if !o.Foreground {
 		s, err := store.Open(filepath.Join(o.Home, StateName))

@@ -26,7 +26,10 @@ const (
 	maxRedials = 10
 )
 
-var errNotConnected = errors.New("not connected to the keeper")
+var (
+	errNotConnected = errors.New("not connected to the keeper")
+	errNoAnswer     = errors.New("the keeper did not answer")
+)
 
 // process is the daemon's handle on one keeper and its app: a
 // supervisor.Process. A reader goroutine reads the keeper's lines and
@@ -131,13 +134,37 @@ func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
 		ch, seq, err := p.send(c, false)
 		sent()
 		if err == nil {
-			_, err = p.await(ch, seq, c.Cmd)
+			// The keeper answers at once; the exit may take the whole
+			// timeout, after which the keeper SIGKILLs the group.
+			_, err = p.await(ch, seq, c.Cmd, timeout+p.s.cfg.CallTimeout)
 		}
 		if err != nil && !errors.Is(err, os.ErrProcessDone) {
 			p.log.Warn("stopping the app", "signal", c.Signal, "err", err)
 		}
+		if errors.Is(err, errNoAnswer) {
+			p.abandon()
+		}
 	})
 	return nil
+}
+
+// abandon gives up on a keeper that took a stop and, by the end of its
+// kill_timeout and CallTimeout more, had neither answered nor reported
+// the exit: it cannot do its job. It is killed and the connection
+// dropped; the reader then finds it gone and kills the app's group (an
+// exit with Reason "keeper lost"), so the stop ends.
+func (p *process) abandon() {
+	p.mu.Lock()
+	gone := p.exited || p.detached || p.released
+	p.mu.Unlock()
+	if gone {
+		return
+	}
+	p.log.Error("the keeper neither answered a stop nor reported the exit; killing it and its app", "keeper_pid", p.st.KeeperPid)
+	killAndWait(proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}, false, p.log)
+	p.mu.Lock()
+	p.brokenLocked()
+	p.mu.Unlock()
 }
 
 // Release lets the keeper forget the exit and go. It does nothing before
@@ -197,7 +224,7 @@ func (p *process) call(c command, afterExit bool) (message, error) {
 	if err != nil {
 		return message{}, err
 	}
-	return p.await(ch, seq, c.Cmd)
+	return p.await(ch, seq, c.Cmd, p.s.cfg.CallTimeout)
 }
 
 // send writes a command (see call) and returns where its reply comes.
@@ -245,8 +272,8 @@ func (p *process) send(c command, afterExit bool) (chan message, int, error) {
 }
 
 // await waits for the reply to command seq.
-func (p *process) await(ch chan message, seq int, cmd string) (message, error) {
-	t := time.NewTimer(p.s.cfg.CallTimeout)
+func (p *process) await(ch chan message, seq int, cmd string, within time.Duration) (message, error) {
+	t := time.NewTimer(within)
 	defer t.Stop()
 	select {
 	case m, ok := <-ch:
@@ -268,7 +295,7 @@ func (p *process) await(ch chan message, seq int, cmd string) (message, error) {
 			closeFiles(m.files)
 		default:
 		}
-		return message{}, fmt.Errorf("the keeper did not answer %s within %s", cmd, p.s.cfg.CallTimeout)
+		return message{}, fmt.Errorf("%w %s within %s", errNoAnswer, cmd, within)
 	}
 }
 

@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-run/keel/internal/proc"
 
 	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/spec"
@@ -17,6 +21,7 @@ import (
 // silentKeeper is a keeper that says hello and then reads commands
 // without ever answering one: a wedged keeper.
 type silentKeeper struct {
+	ln   net.Listener
 	conn net.Conn
 	cmds chan command
 	// accept waits for the daemon side's connection and says hello.
@@ -34,7 +39,7 @@ func startSilentKeeper(t *testing.T, home string, st State) *silentKeeper {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close(); pp.remove() })
-	k := &silentKeeper{cmds: make(chan command, 16)}
+	k := &silentKeeper{ln: ln, cmds: make(chan command, 16)}
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -177,5 +182,63 @@ func TestKeeperThatNeverAnswers(t *testing.T) {
 	k.next(t, cmdRelease)
 	if l := list(); len(l) != 1 || l[0].Status != supervisor.Stopped {
 		t.Fatalf("after the exit: %+v", l)
+	}
+}
+
+// A keeper that takes a stop and then neither answers nor reports the
+// exit by the end of kill_timeout and the call timeout is killed, and so
+// is its app: the stop ends with the exit "keeper lost".
+func TestKeeperThatNeverAnswersAStopIsKilled(t *testing.T) {
+	home := t.TempDir()
+	start := func(setpgid bool) (*exec.Cmd, proc.Identity) {
+		c := exec.Command("/bin/sleep", "60")
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: setpgid}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		id, err := proc.Identify(c.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan struct{})
+		go func() { c.Wait(); close(waited) }()
+		t.Cleanup(func() { c.Process.Kill(); <-waited })
+		return c, id
+	}
+	keeperCmd, keeperID := start(false) // stands in for the wedged keeper
+	_, appID := start(true)
+	st := State{
+		Version: protocolVersion, ID: newID(), App: "web", Instance: 0,
+		Pid: appID.Pid, PidStart: appID.Start, Started: time.Now(),
+		KeeperPid: keeperID.Pid, KeeperStart: keeperID.Start, Ready: true,
+	}
+	k := startSilentKeeper(t, home, st)
+	// Once the stand-in is killed, its socket refuses connections, as a
+	// dead keeper's does.
+	go func() { keeperCmd.Process.Wait(); k.ln.Close() }()
+	sp := NewSpawner(SpawnerConfig{Home: home, NoStandby: true, CallTimeout: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&testLog{t: t}, nil))})
+	defer sp.Close()
+	app := &spec.App{Name: "web", Script: "/bin/true", KillTimeout: spec.Duration(100 * time.Millisecond)}
+	app.Normalize()
+	sup := supervisor.New(supervisor.Config{Spawner: sp,
+		Store: oneApp{supervisor.AppRecord{Spec: app, Instances: []supervisor.InstanceRecord{{Instance: 0}}}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- sup.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+	k.accept()
+
+	sctx, scancel := context.WithTimeout(context.Background(), eventTimeout)
+	defer scancel()
+	l, err := sup.Stop(sctx, spec.Target{App: "web", Instance: -1})
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if len(l) != 1 || l[0].Status != supervisor.Stopped || l[0].LastExit == nil || l[0].LastExit.Reason != ReasonKeeperLost {
+		t.Fatalf("after the stop: %+v", l)
+	}
+	if keeperID.Running() || appID.Running() {
+		t.Fatalf("keeper running %v, app running %v", keeperID.Running(), appID.Running())
 	}
 }
