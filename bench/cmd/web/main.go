@@ -1,17 +1,17 @@
 // Command web measures what the web listener (keel web, issue 12) costs
 // the daemon, with one or two keel binaries in private KEEL_HOMEs:
 //
-//	go run ./bench/cmd/web [-keel path] [-base path] [-instances 200] [-scrapes 200] [-browse 20s]
+//		go run ./bench/cmd/web [-keel path] [-base path] [-instances 200] [-scrapes 200] [-browse 20s]
 //
-//  1. RSS with the listener off: the daemon's VmRSS, idle with 3 small apps,
-//     median of 5 samples, for -keel and (if given) -base, a keel built
-//     without the listener; then after 200 `keel ls`, and the ls wall time.
-//  2. RSS with the listener on and a browser attached: headless Chromium
-//     (Debian's chromium) keeps the dashboard open for -browse while the
-//     daemon is sampled; the figure is the rise over the idle RSS.
-//  3. A /metrics scrape with -instances instances (20 apps): the daemon's
-//     CPU time per scrape (utime+stime over -scrapes scrapes, from
-//     /proc/<pid>/stat) and the wall time of each.
+//	 1. RSS with the listener off: the daemon's VmRSS, idle with 3 small apps,
+//	    median of 5 samples, for -keel and (if given) -base, a keel built
+//	    without the listener; then after 200 `keel ls`, and the ls wall time.
+//	 2. RSS with the listener on and a browser attached: headless Chromium
+//	    (Debian's chromium) keeps the dashboard open for -browse while the
+//	    daemon is sampled; the figure is the rise over the idle RSS.
+//	 3. A /metrics scrape with -instances instances (20 apps): the daemon's
+//	    CPU time per scrape (utime+stime over -scrapes scrapes, from
+//	    /proc/<pid>/stat) and the wall time of each.
 //
 // Everything runs on 127.0.0.1 and is stopped at the end. Run it from the
 // module root.
@@ -372,6 +372,6 @@ func scrapeCost(ctx context.Context, tmp, bin string, instances, scrapes int) er
 	sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
 	fmt.Printf("%d scrapes of %d bytes: wall median %s, p90 %s; daemon CPU %s during them, %s idle for as long: %s per scrape\n",
 		scrapes, size, walls[len(walls)/2].Round(10*time.Microsecond), walls[len(walls)*9/10].Round(10*time.Microsecond),
-		busy, idle, ((busy-idle)/time.Duration(scrapes)).Round(10*time.Microsecond))
+		busy, idle, ((busy - idle) / time.Duration(scrapes)).Round(10*time.Microsecond))
 	return nil
 }
