@@ -90,8 +90,8 @@ type Supervisor struct {
 	applying bool
 	// closing: StopAll began; nothing new starts.
 	closing bool
-	persist  *persister
-	exits    *queue[ExitInfo]
+	persist *persister
+	exits   *queue[ExitInfo]
 }
 
 // New returns a Supervisor; call Run to bring it to life.
