@@ -353,6 +353,13 @@ func (w *ResponseWriter) WriteHeader(status int) {
 	}
 }
 
+// Grow makes room for n more bytes of body, so that a large answer
+// written in pieces is not copied as its buffer grows.
+func (w *ResponseWriter) Grow(n int) { w.body.Grow(n) }
+
+// Status is the status set so far: 0 before WriteHeader or Write.
+func (w *ResponseWriter) Status() int { return w.status }
+
 // Write appends p to the body. It never fails.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
 	w.WriteHeader(StatusOK)

@@ -106,9 +106,10 @@ type Snapshot struct {
 	Process *Process
 }
 
-// Write renders s in format f to w.
+// Write renders s in format f to w, in pieces of about chunk bytes: a
+// scrape of 200 instances is some 300 KB, which is not held twice.
 func Write(w io.Writer, s *Snapshot, f Format) error {
-	e := &encoder{f: f, buf: make([]byte, 0, 4096+len(s.Apps)*512)}
+	e := &encoder{f: f, w: w, buf: make([]byte, 0, chunk+4096)}
 	e.instances(s)
 	e.apps(s)
 	e.crashes(s)
@@ -119,13 +120,25 @@ func Write(w io.Writer, s *Snapshot, f Format) error {
 	if f == OpenMetrics {
 		e.buf = append(e.buf, "# EOF\n"...)
 	}
-	_, err := w.Write(e.buf)
-	return err
+	e.flush()
+	return e.err
 }
+
+const chunk = 32 << 10
 
 type encoder struct {
 	f   Format
+	w   io.Writer
 	buf []byte
+	err error
+}
+
+// flush writes the buffer out; the first error sticks.
+func (e *encoder) flush() {
+	if e.err == nil && len(e.buf) > 0 {
+		_, e.err = e.w.Write(e.buf)
+	}
+	e.buf = e.buf[:0]
 }
 
 // family writes the HELP and TYPE lines. For a counter, name ends in
@@ -165,6 +178,9 @@ func (e *encoder) sample2(name, labels, more string, v float64) {
 	e.buf = append(e.buf, ' ')
 	e.buf = appendValue(e.buf, v)
 	e.buf = append(e.buf, '\n')
+	if len(e.buf) >= chunk {
+		e.flush()
+	}
 }
 
 func appendValue(b []byte, v float64) []byte {

@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
@@ -89,6 +90,8 @@ type Server struct {
 	log   *slog.Logger
 	srv   *http1.Server
 	hist  *history
+	// lastScrape is the size of the last /metrics answer.
+	lastScrape atomic.Int64
 
 	stopHist context.CancelFunc
 	wg       sync.WaitGroup
@@ -248,14 +251,18 @@ func (s *Server) authorized(r *http1.Request) bool {
 
 func (s *Server) metrics(w *http1.ResponseWriter, r *http1.Request) {
 	f := metrics.Negotiate(r.Header.Get("Accept"))
-	var b bytes.Buffer
-	if err := s.b.WriteMetrics(r.Context(), &b, f); err != nil {
+	// Rendered straight into the answer, which has room for as much as
+	// the last scrape: one buffer a scrape, never regrown and copied.
+	w.Grow(int(s.lastScrape.Load()) + 4096)
+	w.Header().Set("Content-Type", f.ContentType())
+	w.Header().Set("Cache-Control", "no-store")
+	n := &countingWriter{w: w}
+	if err := s.b.WriteMetrics(r.Context(), n, f); err != nil {
+		w.Reset()
 		writeJSON(w, http1.StatusInternalServerError, api.Error{Error: "collecting metrics: " + err.Error()})
 		return
 	}
-	w.Header().Set("Content-Type", f.ContentType())
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(b.Bytes())
+	s.lastScrape.Store(n.n)
 }
 
 var contentTypes = map[string]string{
@@ -498,4 +505,15 @@ func (s *Server) action(w *http1.ResponseWriter, r *http1.Request) {
 	}
 	s.log.Info("web action", "action", req.Action, "target", req.Target, "instances", req.Instances)
 	writeJSON(w, http1.StatusOK, res)
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
