@@ -18,7 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// A node is one value of a config file in a form common to every format:
+// A treeNode is one value of a config file in a form common to every format:
 // a scalar, a list, a map (keys in file order) or null, with the line it
 // starts on (0 when the format has no lines).
 type treeNode struct {
