@@ -24,15 +24,10 @@ import (
 // when it is writable and offers the memory controller; why says what is
 // missing otherwise (v1 only, read-only, no controllers).
 func Probe() (delegated bool, why string) {
-	rel, err := ownV2Path("/proc/self/cgroup")
+	dir, err := Own()
 	if err != nil {
 		return false, err.Error()
 	}
-	mnt, err := v2Mount("/proc/self/mountinfo")
-	if err != nil {
-		return false, err.Error()
-	}
-	dir := filepath.Join(mnt, rel)
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
 		return false, fmt.Sprintf("cgroup v2 at %s is not readable: %v", dir, err)
@@ -44,6 +39,19 @@ func Probe() (delegated bool, why string) {
 		return false, fmt.Sprintf("cgroup v2 at %s is not writable (not delegated; keel startup's unit asks for Delegate=yes)", dir)
 	}
 	return true, ""
+}
+
+// Own is the directory of this process's cgroup v2.
+func Own() (string, error) {
+	rel, err := ownV2Path("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	mnt, err := v2Mount("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(mnt, rel), nil
 }
 
 // ownV2Path reads the "0::<path>" line of a /proc/<pid>/cgroup file.

@@ -103,7 +103,7 @@ func parseYAML(data []byte) (*node, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, &posError{line: extra.Line, err: errors.New("a second YAML document; put every app in one apps list")}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, yamlError(err)
+		return nil, yamlSyntaxError(data, err)
 	}
 	c := &yamlConv{}
 	return c.convert(&doc)
@@ -111,27 +111,48 @@ func parseYAML(data []byte) (*node, error) {
 
 // yamlSyntaxError places a syntax error on the line where the problem is.
 // The YAML library reports the line where the enclosing block started
-// (often line 1), so this finds the shortest run of leading lines that
-// fails with the same message: the problem is on its last line.
+// (often line 1) or none (junk after the first document), so this finds
+// the shortest run of leading lines that fails with the same message: the
+// problem is on its last line. Failing that, the parser read to the end,
+// so the last line is where it gave up.
 func yamlSyntaxError(data []byte, err error) error {
 	pe := yamlError(err).(*posError)
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	if len(lines) > 5000 {
+		if pe.line == 0 {
+			pe.line = len(lines)
+		}
 		return pe
 	}
 	want := pe.err.Error()
 	var prefix []byte
 	for i, l := range lines {
 		prefix = append(prefix, l...)
-		var n yaml.Node
-		if e := yaml.Unmarshal(prefix, &n); e != nil {
+		if e := yamlDecodeAll(prefix); e != nil {
 			if yamlError(e).(*posError).err.Error() == want {
 				pe.line = i + 1
-				break
+				return pe
 			}
 		}
 	}
+	if pe.line == 0 {
+		pe.line = len(lines)
+	}
 	return pe
+}
+
+// yamlDecodeAll decodes every document in data, returning the first error.
+func yamlDecodeAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 func yamlError(err error) error {
@@ -143,7 +164,12 @@ func yamlError(err error) error {
 	return &posError{err: errors.New(strings.TrimPrefix(msg, "yaml: "))}
 }
 
-type yamlConv struct{ count int }
+type yamlConv struct {
+	count int
+	// expanding holds the anchors whose aliases are being expanded, to
+	// refuse an anchor that contains an alias of itself.
+	expanding map[*yaml.Node]bool
+}
 
 func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 	c.count++
@@ -157,7 +183,15 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 		}
 		return c.convert(y.Content[0])
 	case yaml.AliasNode:
+		if c.expanding[y.Alias] {
+			return nil, &posError{line: y.Line, err: fmt.Errorf("alias *%s is inside its own anchor", y.Value)}
+		}
+		if c.expanding == nil {
+			c.expanding = map[*yaml.Node]bool{}
+		}
+		c.expanding[y.Alias] = true
 		n, err := c.convert(y.Alias)
+		delete(c.expanding, y.Alias)
 		if err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +106,8 @@ type Spawner struct {
 	log *slog.Logger
 
 	wg sync.WaitGroup // refill goroutines
+	// starts holds a token per Spawn under way (bounded).
+	starts chan struct{}
 
 	mu        sync.Mutex
 	procs     map[string]*process // by keeper id
@@ -129,7 +132,8 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = defaultCallTimeout
 	}
-	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{}}
+	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
+		starts: make(chan struct{}, max(4, 4*runtime.NumCPU()))}
 }
 
 // Spawn starts a keeper for one instance and returns once the app runs
@@ -152,6 +156,14 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 			return nil, fmt.Errorf("listening sockets: %d files, %d names", len(files), len(names))
 		}
 	}
+	// A few starts at a time: a thousand keepers starting at once on a
+	// few cores would each take longer than handshakeTimeout.
+	select {
+	case s.starts <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("spawn: %w", ctx.Err())
+	}
+	defer func() { <-s.starts }()
 	deadline := time.Now().Add(handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d

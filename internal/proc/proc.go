@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/cgroup"
 )
 
 // ExecArg is the first argument that makes the keel binary run ExecMain.
@@ -60,6 +63,12 @@ type Options struct {
 	// child subreaper, the orphans of the app's tree (a double fork). The
 	// caller must have no other children it wants to keep.
 	KillDescendantsOnExit bool
+	// Cgroup, when set, is where the process is born (CLONE_INTO_CGROUP),
+	// and with it everything it starts; the leader's exit then ends the
+	// whole group with cgroup.kill and waits until it is empty, whatever
+	// its members did to leave the process group, the session or the
+	// caller's tree. The caller creates and removes the group.
+	Cgroup *cgroup.Group
 }
 
 // Exit is how a process ended.
@@ -89,6 +98,7 @@ type Process struct {
 	cmd       *exec.Cmd
 	killGroup bool
 	killTree  bool
+	cgroup    *cgroup.Group
 	done      chan struct{}
 	exit      Exit // written once before done is closed
 
@@ -154,6 +164,16 @@ func Start(o Options) (*Process, error) {
 		ExtraFiles:  o.ExtraFiles,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
+	if o.Cgroup != nil {
+		fd, err := o.Cgroup.Open()
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
+		}
+		// Start has forked once it returns, so the fd can go then.
+		defer fd.Close()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+	}
 	// exec.Cmd wants untyped nils for /dev/null.
 	if o.Stdin != nil {
 		cmd.Stdin = o.Stdin
@@ -192,6 +212,7 @@ func Start(o Options) (*Process, error) {
 		cmd:       cmd,
 		killGroup: o.KillGroupOnExit,
 		killTree:  o.KillDescendantsOnExit,
+		cgroup:    o.Cgroup,
 		done:      make(chan struct{}),
 	}
 	// Nobody has waited for the child yet, so /proc still has it (as a
@@ -244,12 +265,35 @@ func (p *Process) wait() {
 	if p.killTree {
 		KillDescendants(p.pid)
 	}
+	if p.cgroup != nil {
+		p.killCgroup()
+	}
 	p.exited = true
 	p.mu.Unlock()
 
 	err := p.cmd.Wait()
 	p.exit = exitOf(p.cmd.ProcessState, err, at)
 	close(p.done)
+}
+
+// cgroupEmptyTimeout bounds the wait for a killed cgroup to empty: the
+// kernel delivers the SIGKILLs; only a process stuck in the kernel (D
+// state, a hung NFS mount) holds it up.
+const cgroupEmptyTimeout = 10 * time.Second
+
+// killCgroup ends what is left in the process's cgroup, and waits for it.
+func (p *Process) killCgroup() {
+	// An empty group needs no kill (and its members cannot come back:
+	// only a member forks into it).
+	if pop, err := p.cgroup.Populated(); err == nil && !pop {
+		return
+	}
+	if err := p.cgroup.Kill(); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cgroupEmptyTimeout)
+	defer cancel()
+	_ = p.cgroup.WaitEmpty(ctx)
 }
 
 func exitOf(st *os.ProcessState, err error, at time.Time) Exit {

@@ -93,6 +93,10 @@ func (s *Supervisor) Apply(ctx context.Context, apps []*spec.App, o ApplyOptions
 		}
 	}
 	return call(ctx, s, func(reply func([]AppChange, error)) {
+		if s.closing && !o.DryRun {
+			reply(nil, ErrClosing)
+			return
+		}
 		if s.applying {
 			reply(nil, ErrApplying)
 			return

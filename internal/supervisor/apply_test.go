@@ -230,3 +230,27 @@ func TestApplyRestartReplacesAndPrunes(t *testing.T) {
 		t.Fatalf("after prune: %+v", l)
 	}
 }
+
+// Once StopAll began (keel kill), nothing new starts: a restart trigger
+// firing meanwhile must not leave a process behind the daemon.
+func TestNothingStartsAfterStopAll(t *testing.T) {
+	h := newHarness(t)
+	h.start(newSpec("web"))
+	h.nextSpawn()
+	h.waitStatus("web", 0, Online)
+	if err := h.sup.StopAll(h.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.sup.Restart(h.ctx(), spec.All, "watch"); !errors.Is(err, ErrClosing) {
+		t.Fatalf("restart after StopAll: %v", err)
+	}
+	other := newSpec("other")
+	other.Normalize()
+	if _, err := h.sup.Start(h.ctx(), []*spec.App{other}); !errors.Is(err, ErrClosing) {
+		t.Fatalf("start after StopAll: %v", err)
+	}
+	if _, err := h.sup.Scale(h.ctx(), "web", 2); !errors.Is(err, ErrClosing) {
+		t.Fatalf("scale after StopAll: %v", err)
+	}
+	h.noSpawn()
+}
