@@ -113,7 +113,7 @@ func LoadWith(path string, o LoadOptions) ([]*spec.App, error) {
 // call it directly.
 func loadData(path, abs string, data []byte, f format, d dialect, o LoadOptions) ([]*spec.App, error) {
 	var (
-		root *node
+		root *treeNode
 		err  error
 	)
 	switch f {
@@ -136,7 +136,7 @@ func loadData(path, abs string, data []byte, f format, d dialect, o LoadOptions)
 
 // decodeFile turns a parsed file into apps: decoded, with the env_<name>
 // block o.Env applied, normalized, validated and resolved.
-func decodeFile(path, abs string, root *node, d dialect, o LoadOptions) ([]*spec.App, error) {
+func decodeFile(path, abs string, root *treeNode, d dialect, o LoadOptions) ([]*spec.App, error) {
 	dec := &decoder{file: path, dialect: d}
 	ads, err := dec.decodeRoot(root)
 	if err != nil {
