@@ -27,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -293,8 +294,8 @@ func table(rs []*result) string {
 			span(r.reload), joinInts(r.failed), joinInts(r.requests), joinInts(r.replaced))
 	}
 	for _, r := range rs {
-		for k, v := range r.errs {
-			fmt.Fprintf(&b, "\n%s, first %s error: %s", r.name, k, v)
+		for _, k := range slices.Sorted(maps.Keys(r.errs)) {
+			fmt.Fprintf(&b, "\n%s, first %s error: %s", r.name, k, r.errs[k])
 		}
 	}
 	b.WriteString("\n")
