@@ -50,7 +50,7 @@ const (
 	pm2Dialect                 // pm2's keys and keel's
 )
 
-// decoder turns a file's node tree into apps.
+// decoder turns a file's parse tree into apps.
 type decoder struct {
 	file    string
 	dialect dialect
@@ -111,7 +111,7 @@ func (ad *appDecoder) claim(field string, p pair) error {
 }
 
 // decodeRoot finds the apps list and decodes each app.
-func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
+func (d *decoder) decodeRoot(root *treeNode) ([]*appDecoder, error) {
 	var apps *pair
 	switch root.kind {
 	case mapNode:
@@ -163,7 +163,7 @@ func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
 }
 
 // decode applies every key of one app's map.
-func (ad *appDecoder) decode(m *node) error {
+func (ad *appDecoder) decode(m *treeNode) error {
 	var port *pair
 	for i := range m.pairs {
 		p := m.pairs[i]
@@ -274,7 +274,7 @@ func (ad *appDecoder) option(o *option, p pair) error {
 }
 
 // applyNode sets option o on a from a file's value.
-func applyNode(a *spec.App, o *option, n *node) error {
+func applyNode(a *spec.App, o *option, n *treeNode) error {
 	switch o.Kind {
 	case Env:
 		switch n.kind {
@@ -510,14 +510,14 @@ func refuse(why string) pm2Handler {
 	}
 }
 
-func scalarText(n *node) string {
+func scalarText(n *treeNode) string {
 	if n.kind != scalarNode {
 		return n.describe()
 	}
 	return n.text
 }
 
-func nodeBool(n *node) (bool, error) {
+func nodeBool(n *treeNode) (bool, error) {
 	if n.kind != scalarNode {
 		return false, fmt.Errorf("want true or false, got %s", n.describe())
 	}

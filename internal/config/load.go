@@ -90,9 +90,8 @@ func LoadWith(path string, o LoadOptions) ([]*spec.App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %s: %w", path, err)
 	}
-	var root *node
 	if f == formatJS {
-		root, err = evalJS(abs, jsTimeout)
+		root, err := evalJS(abs, jsTimeout)
 		if err != nil {
 			var pe *posError
 			if errors.As(err, &pe) {
@@ -100,27 +99,44 @@ func LoadWith(path string, o LoadOptions) ([]*spec.App, error) {
 			}
 			return nil, &Error{File: path, Err: err}
 		}
-	} else {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading config: %w", err)
-		}
-		switch f {
-		case formatYAML:
-			root, err = parseYAML(data)
-		case formatJSON:
-			root, err = parseJSON(data)
-		case formatTOML:
-			root, err = parseTOML(data)
-		}
-		if err != nil {
-			var pe *posError
-			if errors.As(err, &pe) {
-				return nil, &Error{File: path, Line: pe.line, Err: pe.err}
-			}
-			return nil, &Error{File: path, Err: err}
-		}
+		return decodeFile(path, abs, root, d, o)
 	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return loadData(path, abs, data, f, d, o)
+}
+
+// loadData is LoadWith for a file's contents already read: data in format
+// f (not JavaScript), named path, at absolute path abs. The fuzz targets
+// call it directly.
+func loadData(path, abs string, data []byte, f format, d dialect, o LoadOptions) ([]*spec.App, error) {
+	var (
+		root *treeNode
+		err  error
+	)
+	switch f {
+	case formatYAML:
+		root, err = parseYAML(data)
+	case formatJSON:
+		root, err = parseJSON(data)
+	case formatTOML:
+		root, err = parseTOML(data)
+	}
+	if err != nil {
+		var pe *posError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: path, Line: pe.line, Err: pe.err}
+		}
+		return nil, &Error{File: path, Err: err}
+	}
+	return decodeFile(path, abs, root, d, o)
+}
+
+// decodeFile turns a parsed file into apps: decoded, with the env_<name>
+// block o.Env applied, normalized, validated and resolved.
+func decodeFile(path, abs string, root *treeNode, d dialect, o LoadOptions) ([]*spec.App, error) {
 	dec := &decoder{file: path, dialect: d}
 	ads, err := dec.decodeRoot(root)
 	if err != nil {
