@@ -417,8 +417,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 			undo = append(undo, func() { group.Remove() })
 		}
 	}
-	pr, err := proc.Start(proc.Options{
-		Cgroup:          group,
+	po := proc.Options{
 		Argv:            argv,
 		Dir:             app.Cwd,
 		Env:             env.list(),
@@ -430,7 +429,11 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		KillGroupOnExit: true,
 		// With the keeper a subreaper, that is every descendant.
 		KillDescendantsOnExit: true,
-	})
+	}
+	if group != nil { // not a typed nil in the interface
+		po.Cgroup = group
+	}
+	pr, err := proc.Start(po)
 	if err != nil {
 		return nil, err
 	}
