@@ -20,7 +20,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keel-run/keel/internal/api"
-	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/control/controltest"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -315,9 +314,9 @@ func TestUsageErrors(t *testing.T) {
 
 func TestFailures(t *testing.T) {
 	e := served(t, &controltest.Backend{Errs: map[string]error{
-		"Stop":     &control.NotFoundError{What: "app web"},
+		"Stop":     &spec.NotFoundError{What: "app web"},
 		"Save":     errors.New("writing dump.json:\nno space left on device"),
-		"Describe": &control.NotFoundError{What: "app ghost"},
+		"Describe": &spec.NotFoundError{What: "app ghost"},
 	}})
 	for _, tt := range []struct {
 		args []string

@@ -33,9 +33,3 @@ type Backend interface {
 	// Web switches the web listener on or off (keel web).
 	Web(ctx context.Context, req api.WebRequest) (api.WebInfo, error)
 }
-
-// NotFoundError marks an error about a target that does not exist; the
-// server answers it with 404.
-type NotFoundError struct{ What string }
-
-func (e *NotFoundError) Error() string { return e.What + " not found" }

@@ -233,7 +233,7 @@ func badRequestf(format string, args ...any) error {
 
 // statusOf maps an error to its HTTP status.
 func statusOf(err error) int {
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	var br *badRequest
 	var fe *spec.FieldError
 	switch {

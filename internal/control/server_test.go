@@ -308,8 +308,8 @@ func TestErrors(t *testing.T) {
 		msg                string
 		called             bool
 	}{
-		{"not found", &NotFoundError{What: "app web"}, "POST", "/stop", `{"target":"web"}`, 404, "app web not found", true},
-		{"wrapped not found", fmt.Errorf("describe: %w", &NotFoundError{What: "app x"}), "GET", "/describe?target=x", "", 404, "describe: app x not found", true},
+		{"not found", &spec.NotFoundError{What: "app web"}, "POST", "/stop", `{"target":"web"}`, 404, "app web not found", true},
+		{"wrapped not found", fmt.Errorf("describe: %w", &spec.NotFoundError{What: "app x"}), "GET", "/describe?target=x", "", 404, "describe: app x not found", true},
 		{"field error", &spec.FieldError{Field: "ready", Err: errors.New("bad")}, "POST", "/start", `{"apps":[{"name":"a","script":"a"}]}`, 400, "ready: bad", true},
 		{"backend failure", errors.New("disk full"), "POST", "/save", "", 500, "disk full", true},
 		{"multi-line error", errors.New("line one\nline two\n"), "GET", "/list", "", 500, "line one; line two", true},

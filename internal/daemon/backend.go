@@ -31,7 +31,7 @@ func (d *Daemon) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 	}
 	l, err := d.sup.Start(ctx, apps)
 	d.trig.sync(ctx)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Apply opens the sockets of the apps it is given, then makes the running
@@ -51,7 +51,7 @@ func (d *Daemon) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResu
 	}
 	changes, err := d.sup.Apply(ctx, req.Apps, supervisor.ApplyOptions{Mode: mode, Prune: req.Prune, DryRun: req.DryRun})
 	if changes == nil && err != nil {
-		return api.ApplyResult{}, d.wrap(err)
+		return api.ApplyResult{}, err
 	}
 	var res api.ApplyResult
 	names := map[string]bool{}
@@ -116,25 +116,25 @@ func (d *Daemon) lastLines(app string, inst int, since time.Time, n int) []strin
 // Stop stops the target gracefully.
 func (d *Daemon) Stop(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Stop(ctx, t)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Restart stops then starts the target.
 func (d *Daemon) Restart(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Restart(ctx, t, "restart")
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Reload replaces the target's processes without downtime.
 func (d *Daemon) Reload(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Reload(ctx, t, "reload")
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Scale changes an app's instance count.
 func (d *Daemon) Scale(ctx context.Context, app string, n int) (api.Result, error) {
 	l, err := d.sup.Scale(ctx, app, n)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Delete stops and forgets the target's apps.
@@ -144,14 +144,14 @@ func (d *Daemon) Delete(ctx context.Context, t spec.Target) (api.Result, error) 
 		d.trig.sync(ctx)
 		d.socks.prune(d.liveSpecs(ctx))
 	}
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // List returns every instance with its latest memory and CPU sample.
 func (d *Daemon) List(ctx context.Context) ([]api.Instance, error) {
 	l, err := d.sup.List(ctx)
 	if err != nil {
-		return nil, d.wrap(err)
+		return nil, err
 	}
 	return d.instances(l), nil
 }
@@ -160,7 +160,7 @@ func (d *Daemon) List(ctx context.Context) ([]api.Instance, error) {
 func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, error) {
 	apps, err := d.sup.Apps(ctx, t)
 	if err != nil {
-		return nil, d.wrap(err)
+		return nil, err
 	}
 	out := make([]api.AppDetail, 0, len(apps))
 	for _, a := range apps {
@@ -243,7 +243,7 @@ func (d *Daemon) Crashes(ctx context.Context, app string) ([]api.CrashGroup, err
 func (d *Daemon) Crash(ctx context.Context, id string) (api.CrashDetail, error) {
 	g, ok := d.crash.get(id)
 	if !ok {
-		return api.CrashDetail{}, &control.NotFoundError{What: fmt.Sprintf("crash %q", id)}
+		return api.CrashDetail{}, &spec.NotFoundError{What: fmt.Sprintf("crash %q", id)}
 	}
 	return g, nil
 }
@@ -252,7 +252,7 @@ func (d *Daemon) Crash(ctx context.Context, id string) (api.CrashDetail, error) 
 func (d *Daemon) Save(ctx context.Context) (api.Result, error) {
 	apps, err := d.sup.Apps(ctx, spec.All)
 	if err != nil && !isNotFound(err) {
-		return api.Result{}, d.wrap(err)
+		return api.Result{}, err
 	}
 	var dump store.Dump
 	for _, a := range apps {
@@ -300,7 +300,7 @@ func (d *Daemon) Kill(ctx context.Context) (api.Result, error) {
 		time.AfterFunc(50*time.Millisecond, func() { close(d.killC) })
 	})
 	if err != nil {
-		return api.Result{}, d.wrap(err)
+		return api.Result{}, err
 	}
 	return api.Result{Message: "stopped every app; the daemon exits"}, nil
 }
@@ -317,15 +317,6 @@ func (d *Daemon) liveSpecs(ctx context.Context) []*spec.App {
 		out = append(out, a.Spec)
 	}
 	return out
-}
-
-// wrap turns the supervisor's not-found into the control server's.
-func (d *Daemon) wrap(err error) error {
-	var nf *supervisor.NotFoundError
-	if errors.As(err, &nf) {
-		return &control.NotFoundError{What: nf.What}
-	}
-	return err
 }
 
 func (d *Daemon) result(l []supervisor.InstanceInfo) api.Result {

@@ -448,7 +448,7 @@ func (d *Daemon) healthApps(ctx context.Context) ([]health.App, error) {
 }
 
 func isNotFound(err error) bool {
-	var nf *supervisor.NotFoundError
+	var nf *spec.NotFoundError
 	return errors.As(err, &nf)
 }
 

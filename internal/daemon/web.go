@@ -125,7 +125,7 @@ func (d *Daemon) closeWeb() {
 func (d *Daemon) StartStopped(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.List(ctx)
 	if err != nil {
-		return api.Result{}, d.wrap(err)
+		return api.Result{}, err
 	}
 	var res api.Result
 	found := false
@@ -139,12 +139,12 @@ func (d *Daemon) StartStopped(ctx context.Context, t spec.Target) (api.Result, e
 		}
 		r, err := d.sup.Restart(ctx, spec.Target{App: in.App, Instance: in.Instance}, "start")
 		if err != nil {
-			return api.Result{}, d.wrap(err)
+			return api.Result{}, err
 		}
 		res.Instances = append(res.Instances, d.instances(r)...)
 	}
 	if !found {
-		return api.Result{}, d.wrap(&supervisor.NotFoundError{What: fmt.Sprintf("app %q", t.App)})
+		return api.Result{}, &spec.NotFoundError{What: fmt.Sprintf("app %q", t.App)}
 	}
 	if len(res.Instances) == 0 {
 		res.Message = "nothing to start: every instance runs"
@@ -158,7 +158,7 @@ func (d *Daemon) StartStopped(ctx context.Context, t spec.Target) (api.Result, e
 func (d *Daemon) WriteMetrics(ctx context.Context, w io.Writer, f metrics.Format) error {
 	apps, err := d.sup.Metrics(ctx)
 	if err != nil {
-		return d.wrap(err)
+		return err
 	}
 	snap := &metrics.Snapshot{Apps: apps, Stats: d.stats.get(), LogBytes: d.web.logs.snapshot()}
 	for _, g := range d.crash.groups("") {

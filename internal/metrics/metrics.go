@@ -109,7 +109,7 @@ type Snapshot struct {
 // Write renders s in format f to w, in pieces of about chunk bytes: a
 // scrape of 200 instances is some 300 KB, which is not held twice.
 func Write(w io.Writer, s *Snapshot, f Format) error {
-	e := &encoder{f: f, w: w, buf: make([]byte, 0, chunk+4096)}
+	e := &encoder{f: f, w: w, buf: make([]byte, 0, chunk+4096), tab: newLabelTables()}
 	e.instances(s)
 	e.apps(s)
 	e.crashes(s)
@@ -131,6 +131,7 @@ type encoder struct {
 	w   io.Writer
 	buf []byte
 	err error
+	tab *labelTables
 }
 
 // flush writes the buffer out; the first error sticks.
@@ -221,27 +222,28 @@ func label(name, value string) string {
 
 func join(labels ...string) string { return strings.Join(labels, ",") }
 
-// The label pairs that are the same in every scrape, encoded once.
-var (
-	statusLabels = func() (out [supervisor.Errored + 1]string) {
-		for st := supervisor.Starting; st <= supervisor.Errored; st++ {
-			out[st] = label("status", st.String())
-		}
-		return out
-	}()
-	reasonLabels = func() (out [len(supervisor.RestartReasons)]string) {
-		for i, r := range supervisor.RestartReasons {
-			out[i] = label("reason", r)
-		}
-		return out
-	}()
-	leLabels = func() (out []string) {
-		for _, le := range supervisor.HistogramBounds {
-			out = append(out, label("le", strconv.FormatFloat(le, 'g', -1, 64)))
-		}
-		return out
-	}()
-)
+// labelTables are the label pairs that are the same for every instance
+// or histogram, encoded once a scrape (not at init: every keel process,
+// the CLI and the keepers included, would pay for them).
+type labelTables struct {
+	status [supervisor.Errored + 1]string
+	reason [len(supervisor.RestartReasons)]string
+	le     []string
+}
+
+func newLabelTables() *labelTables {
+	t := &labelTables{}
+	for st := supervisor.Starting; st <= supervisor.Errored; st++ {
+		t.status[st] = label("status", st.String())
+	}
+	for i, r := range supervisor.RestartReasons {
+		t.reason[i] = label("reason", r)
+	}
+	for _, le := range supervisor.HistogramBounds {
+		t.le = append(t.le, label("le", strconv.FormatFloat(le, 'g', -1, 64)))
+	}
+	return t
+}
 
 type instanceRow struct {
 	labels string
@@ -279,13 +281,13 @@ func (e *encoder) instances(s *Snapshot) {
 			if r.in.Status == st {
 				v = 1
 			}
-			e.sample2("keel_instance_status", r.labels, statusLabels[st], v)
+			e.sample2("keel_instance_status", r.labels, e.tab.status[st], v)
 		}
 	}
 	e.family("keel_instance_restarts_total", "counter", "Restarts of the instance since the daemon started, by reason.")
 	for _, r := range rows {
 		for i := range supervisor.RestartReasons {
-			e.sample2("keel_instance_restarts_total", r.labels, reasonLabels[i], float64(r.in.Restarts[i]))
+			e.sample2("keel_instance_restarts_total", r.labels, e.tab.reason[i], float64(r.in.Restarts[i]))
 		}
 	}
 	e.family("keel_instance_cpu_seconds_total", "counter", "CPU time (user and system) used by the instance's running process tree.")
@@ -330,7 +332,7 @@ func (e *encoder) apps(s *Snapshot) {
 func (e *encoder) histogram(name, labels string, h supervisor.Histogram) {
 	var cum uint64
 	bucket := name + "_bucket"
-	for i, le := range leLabels {
+	for i, le := range e.tab.le {
 		if i < len(h.Counts) {
 			cum += h.Counts[i]
 		}

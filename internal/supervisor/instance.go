@@ -114,7 +114,7 @@ func (a *app) select_(t spec.Target) ([]*instance, error) {
 			return []*instance{in}, nil
 		}
 	}
-	return nil, &NotFoundError{What: fmt.Sprintf("instance %s:%d", a.spec.Name, t.Instance)}
+	return nil, &spec.NotFoundError{What: fmt.Sprintf("instance %s:%d", a.spec.Name, t.Instance)}
 }
 
 // sharesSockets reports whether the app's instances share listening

@@ -62,11 +62,6 @@ type AppInfo struct {
 	Deploying *spec.App
 }
 
-// NotFoundError says a target names no app or instance.
-type NotFoundError struct{ What string }
-
-func (e *NotFoundError) Error() string { return e.What + " not found" }
-
 // ErrClosing refuses a command that would start processes once StopAll
 // began.
 var ErrClosing = errors.New("keel is stopping every app; nothing new starts")
@@ -250,7 +245,7 @@ func (s *Supervisor) Scale(ctx context.Context, name string, n int) ([]InstanceI
 		}
 		a, ok := s.apps[name]
 		if !ok {
-			reply(nil, &NotFoundError{What: fmt.Sprintf("app %q", name)})
+			reply(nil, &spec.NotFoundError{What: fmt.Sprintf("app %q", name)})
 			return
 		}
 		op := s.newOp(func(err error) { reply(s.snapshot([]string{name}), err) })
@@ -292,7 +287,7 @@ func (s *Supervisor) StopAll(ctx context.Context) error {
 		return err
 	}
 	_, err := s.Stop(ctx, spec.All)
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	if errors.As(err, &nf) {
 		return nil
 	}
@@ -377,7 +372,7 @@ func (s *Supervisor) resolveApps(t spec.Target) ([]*app, error) {
 		}
 		sort.Strings(names)
 		if len(names) == 0 {
-			return nil, &NotFoundError{What: "no apps:"}
+			return nil, &spec.NotFoundError{What: "no apps:"}
 		}
 		out := make([]*app, 0, len(names))
 		for _, n := range names {
@@ -387,7 +382,7 @@ func (s *Supervisor) resolveApps(t spec.Target) ([]*app, error) {
 	}
 	a, ok := s.apps[t.App]
 	if !ok {
-		return nil, &NotFoundError{What: fmt.Sprintf("app %q", t.App)}
+		return nil, &spec.NotFoundError{What: fmt.Sprintf("app %q", t.App)}
 	}
 	return []*app{a}, nil
 }

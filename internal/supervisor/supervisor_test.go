@@ -409,7 +409,7 @@ func TestDeleteForgets(t *testing.T) {
 	if l := h.list(); len(l) != 0 {
 		t.Fatalf("after delete: %+v", l)
 	}
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	if _, err := h.sup.Stop(h.ctx(), spec.Target{App: "d", Instance: -1}); !errors.As(err, &nf) {
 		t.Fatalf("stop of deleted app: %v", err)
 	}

@@ -194,7 +194,7 @@ func (b *Backend) Crash(_ context.Context, id string) (api.CrashDetail, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if id != b.Detail.ID {
-		return api.CrashDetail{}, &control.NotFoundError{What: "crash " + id}
+		return api.CrashDetail{}, &spec.NotFoundError{What: "crash " + id}
 	}
 	return b.Detail, nil
 }
