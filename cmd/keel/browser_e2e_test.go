@@ -118,6 +118,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if !mainHidden || strings.Contains(text, "svc") || !strings.Contains(text, "wrong") {
 		t.Fatalf("with a wrong token the page shows main=%v text %q", !mainHidden, text)
 	}
+	saveShot(t, ctx, "wrong-token.png")
 
 	// The right token: every instance, online.
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"#token="+w.Token), chromedp.WaitVisible(chromedp.CSS("#apps tr[data-app]"))); err != nil {
@@ -198,6 +199,13 @@ func TestDashboardInChromium(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Sleep(2500*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
+	saveShot(t, ctx, "dashboard.png")
+}
+
+// saveShot keeps a screenshot of the page as a test artifact
+// (t.ArtifactDir, or $KEEL_SCREENSHOTS when set).
+func saveShot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -207,7 +215,7 @@ func TestDashboardInChromium(t *testing.T) {
 		dir = d
 	}
 	os.MkdirAll(dir, 0o755)
-	path := filepath.Join(dir, "dashboard.png")
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}

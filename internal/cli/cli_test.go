@@ -601,7 +601,7 @@ func TestStartup(t *testing.T) {
 	out := e.ok("startup")
 	for _, want := range []string{
 		"ExecStart=" + exe + " daemon\n", "Environment=KEEL_HOME=" + e.home + "\n", "Restart=always\n",
-		"KillMode=process\n", "Delegate=yes\n", "User=root\n", "WantedBy=multi-user.target\n", "[Service]\n",
+		"KillMode=process\n", "Delegate=yes\n", "DelegateSubgroup=daemon\n", "User=root\n", "WantedBy=multi-user.target\n", "[Service]\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("unit lacks %q:\n%s", want, out)

@@ -197,15 +197,31 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 	return out, nil
 }
 
-// containment says how an app's descendants end with it: through its
-// keeper, a child subreaper, whatever the cgroup hierarchy offers — and
-// what that offers, so an operator knows whether Delegate=yes is in place.
-func containment() string {
-	const mode = "process tree: the keeper (a child subreaper) kills every descendant with the app"
+// instanceCgroups says where the instances' cgroups go: dir when given,
+// else this daemon's delegated subtree when it has one; "" and why not
+// otherwise.
+func instanceCgroups(dir string) (string, string) {
+	if dir != "" {
+		return dir, ""
+	}
 	if ok, why := cgroup.Probe(); !ok {
+		return "", why
+	}
+	root, err := cgroup.Delegate()
+	if err != nil {
+		return "", err.Error()
+	}
+	return root, ""
+}
+
+// containment says how an app's descendants end with it, so an operator
+// knows whether Delegate=yes is in place.
+func containment(cg, why string) string {
+	const mode = "process tree: the keeper (a child subreaper) kills every descendant with the app"
+	if cg == "" {
 		return mode + "; no cgroup per instance: " + why
 	}
-	return mode + "; a delegated cgroup v2 subtree is available, but keel does not use cgroups yet"
+	return "cgroup v2 per instance under " + cg + " (cgroup.kill ends the tree), and " + mode
 }
 
 func filterInstance(in []api.Instance, n int) []api.Instance {

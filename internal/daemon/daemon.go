@@ -80,6 +80,11 @@ type Options struct {
 	// commands) and returns their wait; nil: cmd.Start and cmd.Wait.
 	// `keel run` passes its reaper's, which leaves their status to them.
 	StartChild func(*exec.Cmd) (wait func() error, err error)
+	// Cgroup is a cgroup v2 directory under which each instance gets a
+	// group of its own (keeper.SpawnerConfig.Cgroup). "": the daemon uses
+	// its own delegated subtree when it has one (cgroup.Delegate), and
+	// no cgroups otherwise.
+	Cgroup string
 }
 
 // ErrUnclean is returned by a foreground run when an app was errored or
@@ -155,7 +160,11 @@ func Run(ctx context.Context, o Options) error {
 		defer cleanup()
 	}
 
-	d := &Daemon{o: o, log: o.Logger, killC: make(chan struct{}), containment: containment()}
+	cg, cgWhy := instanceCgroups(o.Cgroup)
+	if cg == "" {
+		o.Logger.Info("no cgroup per instance; the keepers end every descendant as child subreapers", "why", cgWhy)
+	}
+	d := &Daemon{o: o, log: o.Logger, killC: make(chan struct{}), containment: containment(cg, cgWhy)}
 	var st supervisor.Store
 	if !o.Foreground {
 		s, err := store.Open(filepath.Join(o.Home, StateName))
@@ -178,6 +187,7 @@ func Run(ctx context.Context, o Options) error {
 		AdoptionDone: d.socks.adoptionDone,
 		Serving:      d.socks.servingChanged,
 		StartCmd:     o.StartChild,
+		Cgroup:       cg,
 	})
 	defer spawner.Close()
 	d.spawn = spawner

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/ready"
@@ -50,6 +51,9 @@ type Config struct {
 	ListenNames []string `json:"listen_names,omitempty"`
 	// NodeIPC asks for Node's IPC channel (see Options.NodeIPC).
 	NodeIPC bool `json:"node_ipc,omitempty"`
+	// Cgroup is a cgroup v2 directory under which the keeper makes a
+	// group for the app's tree (see SpawnerConfig.Cgroup); "": none.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 func (c *Config) check() error {
@@ -404,7 +408,16 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		log.Warn("keeper: this keel has no Node IPC channel; the app counts as ready once started", "ready", app.Ready)
 	}
 
-	pr, err := proc.Start(proc.Options{
+	var group *cgroup.Group
+	if cfg.Cgroup != "" {
+		if group, err = cgroup.Create(cfg.Cgroup, "keel-"+cfg.ID); err != nil {
+			log.Warn("keeper: no cgroup for the app; its descendants end through the subreaper alone", "err", err)
+			group = nil
+		} else {
+			undo = append(undo, func() { group.Remove() })
+		}
+	}
+	po := proc.Options{
 		Argv:            argv,
 		Dir:             app.Cwd,
 		Env:             env.list(),
@@ -416,7 +429,11 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		KillGroupOnExit: true,
 		// With the keeper a subreaper, that is every descendant.
 		KillDescendantsOnExit: true,
-	})
+	}
+	if group != nil { // not a typed nil in the interface
+		po.Cgroup = group
+	}
+	pr, err := proc.Start(po)
 	if err != nil {
 		return nil, err
 	}
@@ -432,6 +449,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		paths:     p,
 		ln:        ln,
 		proc:      pr,
+		group:     group,
 		notify:    notify,
 		node:      node,
 		listeners: listeners,

@@ -94,6 +94,12 @@ type SpawnerConfig struct {
 	// StartCmd starts a keeper process and returns its wait; nil:
 	// cmd.Start and cmd.Wait. (`keel run`'s reaper must not take it.)
 	StartCmd func(*exec.Cmd) (wait func() error, err error)
+	// Cgroup is a cgroup v2 directory this process may write to, with the
+	// controllers it wants enabled in its subtree_control; each keeper
+	// makes the group Cgroup/keel-<keeper id> for its app, which is born
+	// in it and whose every descendant cgroup.kill ends at the exit. "":
+	// no cgroup per instance (the keeper's subreaper still ends them).
+	Cgroup string
 	// CallTimeout bounds a command's round trip to a keeper (and the
 	// write of a command); 0 means 5 s.
 	CallTimeout time.Duration
@@ -366,7 +372,7 @@ func (s *Spawner) refill() {
 func (s *Spawner) sendConfig(ctx context.Context, k *keeperProc, req supervisor.SpawnRequest, files []*os.File, names []string, deadline time.Time) error {
 	body, err := json.Marshal(&Config{
 		ID: k.id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
-		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App),
+		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App), Cgroup: s.cfg.Cgroup,
 	})
 	if err != nil {
 		return fmt.Errorf("encoding keeper config: %w", err)

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/keel-run/keel/internal/cgroup"
 )
 
 // ExecArg is the first argument that makes the keel binary run ExecMain.
@@ -68,7 +66,18 @@ type Options struct {
 	// whole group with cgroup.kill and waits until it is empty, whatever
 	// its members did to leave the process group, the session or the
 	// caller's tree. The caller creates and removes the group.
-	Cgroup *cgroup.Group
+	Cgroup Cgroup
+}
+
+// Cgroup is a cgroup v2 group for Options.Cgroup (internal/cgroup.Group
+// is one; proc stays a leaf package).
+type Cgroup interface {
+	// Open opens the group's directory, for CLONE_INTO_CGROUP.
+	Open() (*os.File, error)
+	Populated() (bool, error)
+	// Kill SIGKILLs every member (cgroup.kill).
+	Kill() error
+	WaitEmpty(ctx context.Context) error
 }
 
 // Exit is how a process ended.
@@ -98,7 +107,7 @@ type Process struct {
 	cmd       *exec.Cmd
 	killGroup bool
 	killTree  bool
-	cgroup    *cgroup.Group
+	cgroup    Cgroup
 	done      chan struct{}
 	exit      Exit // written once before done is closed
 
