@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/bench/load"
+	"github.com/keel-run/keel/internal/poll"
 )
 
 // releaseApp is an unmodified Express server that answers with its
@@ -250,5 +251,43 @@ func TestEnvBlocksWithEnvFlag(t *testing.T) {
 	r := e.keel("start", yaml, "--env", "staging")
 	if r.code != 1 || !strings.Contains(r.err, "no app has an env_staging block") {
 		t.Fatalf("--env staging: exit %d %q", r.code, r.err)
+	}
+}
+
+// TestFileEnvSurvivesResurrect: the environment a file gave an app (the
+// applying shell's, then env, then env_production) is the one it gets
+// again after save, kill and resurrect from a shell without those variables.
+func TestFileEnvSurvivesResurrect(t *testing.T) {
+	e := newEnv(t)
+	cfg := filepath.Join(t.TempDir(), "keel.yaml")
+	src := fmt.Sprintf("apps:\n  - name: envy\n    script: %s\n    env: {KEEL_E2E_APP: env, KEEL_E2E_SHELL: file}\n    env_production: {KEEL_E2E_SHELL: production}\n", os.Args[0])
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.keelWith([]string{"KEEL_E2E_SHELL=shell", "KEEL_E2E_DAEMON=applier"}, "start", cfg, "--env", "production"); r.code != 0 {
+		t.Fatalf("keel start: exit %d: %s", r.code, r.err)
+	}
+	want := `from the shell: "production", from the daemon: "applier"`
+	poll.Until(t, 10*time.Second, "the app to print its environment", func() bool {
+		return strings.Contains(e.ok("logs", "envy", "--raw"), want)
+	})
+	e.waitFor("online", allStatus("envy", 1, "online"))
+	count := func() int { return strings.Count(e.ok("logs", "envy", "--raw"), want) }
+	// A new daemon: keel kill leaves the app defined and stopped; starting
+	// it from a shell without the variables gives the same env.
+	e.ok("save")
+	e.ok("kill")
+	e.ok("restart", "envy")
+	if !poll.Within(10*time.Second, func() bool { return count() == 2 }) {
+		t.Fatalf("after a new daemon: ls %s\nlogs %s", e.ok("ls"), e.ok("logs", "envy", "--raw"))
+	}
+	// resurrect from the dump after a delete: the same env again.
+	e.ok("delete", "envy")
+	e.ok("resurrect")
+	if !poll.Within(10*time.Second, func() bool { c := count(); return c == 3 || c == 1 }) {
+		t.Fatalf("after resurrect: ls %s\nlogs %s", e.ok("ls"), e.ok("logs", "envy", "--raw"))
+	}
+	if out := e.ok("start", cfg, "--env", "production"); strings.TrimSpace(out) != "envy: unchanged" {
+		t.Fatalf("the same file after resurrect: %q", out)
 	}
 }
