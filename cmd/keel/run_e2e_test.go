@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/keel-run/keel/internal/poll"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/client"
 )
 
 // startRun starts `keel run cfg` in the foreground as a child and returns
@@ -28,7 +30,21 @@ func (e *env) startRun(cfg string, flags ...string) (*exec.Cmd, *syncBuffer) {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	e.waitRunServes()
 	return cmd, out
+}
+
+// waitRunServes waits until `keel run` answers on the control socket, so
+// that the test's `keel ls` talks to it rather than starting a daemon of
+// its own in the same KEEL_HOME before keel run listens.
+func (e *env) waitRunServes() {
+	e.t.Helper()
+	c := client.New(e.home)
+	poll.Until(e.t, 20*time.Second, "keel run to serve its control socket", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return c.Ping(ctx) == nil
+	})
 }
 
 // startRunApart makes `keel run cfg flags…` with stdout and stderr
