@@ -110,12 +110,13 @@ func newLoop(cfg *Config, addr *net.TCPAddr, reqs [][]byte, wakeFd, conns int, s
 }
 
 // pick says where the loop's next request (number n, from 1) goes: 0 to
-// the URL, i+1 to special i if n ≡ i+1 (mod its Every); the first special
-// that matches wins.
+// the URL, i+1 to special i if n ≡ 1 + i·Every/len(Specials) (mod its
+// Every), the first special that matches: specials of one Every are spread
+// evenly over its cycle, not sent back to back.
 func (l *loop) pick() int {
 	l.sent++
 	for i, s := range l.cfg.Specials {
-		if l.sent%s.Every == (i+1)%s.Every {
+		if l.sent%s.Every == (1+i*s.Every/len(l.cfg.Specials))%s.Every {
 			return i + 1
 		}
 	}

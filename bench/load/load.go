@@ -99,8 +99,8 @@ type Config struct {
 	// Close asks for a new connection per request ("Connection: close").
 	Close bool
 	// Specials send some requests to other paths of the same server: in
-	// each event loop, request n goes to special i if n ≡ i+1 (mod its
-	// Every), the first that matches. Their outcomes are counted apart, in
+	// each event loop, request n goes to special i if n ≡ 1 +
+	// i·Every/len(Specials) (mod its Every), the first that matches. Their outcomes are counted apart, in
 	// Result.Specials, and nowhere else.
 	Specials []Special
 	// Threads is the number of event loops, each on an OS thread of its
