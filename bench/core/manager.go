@@ -27,6 +27,7 @@ type App struct {
 	Interpreter string        // "none" runs Script itself
 	Args        []string      // after --
 	MinUptime   time.Duration // 0: the manager's default
+	Instances   int           // 0: one
 }
 
 // Instance is one row of a manager's list.
@@ -41,7 +42,7 @@ type Instance struct {
 // Manager is a process manager under a private home directory.
 type Manager interface {
 	Name() string
-	// Start defines and starts an app (one instance).
+	// Start defines and starts an app (Instances of it).
 	Start(ctx context.Context, a App) error
 	// ListCommand is the command whose wall time is measured: keel ls
 	// --json, pm2 jlist.
@@ -101,6 +102,9 @@ func (k *Keel) Start(ctx context.Context, a App) error {
 	}
 	if a.MinUptime > 0 {
 		args = append(args, "--min-uptime", a.MinUptime.String())
+	}
+	if a.Instances > 1 {
+		args = append(args, "-i", strconv.Itoa(a.Instances))
 	}
 	if len(a.Args) > 0 {
 		args = append(append(args, "--"), a.Args...)
@@ -197,6 +201,9 @@ func (p *PM2) Start(ctx context.Context, a App) error {
 	}
 	if a.MinUptime > 0 {
 		app["min_uptime"] = a.MinUptime.Milliseconds()
+	}
+	if a.Instances > 1 {
+		app["instances"], app["exec_mode"] = a.Instances, "fork"
 	}
 	b, err := json.Marshal(map[string]any{"apps": []any{app}})
 	if err != nil {

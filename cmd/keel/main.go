@@ -55,17 +55,19 @@ func main() {
 			}
 			return err
 		},
-		RunForeground: func(ctx context.Context, home string, apps []*spec.App) error {
+		RunForeground: func(ctx context.Context, home string, apps []*spec.App, ro cli.RunOptions) error {
 			if err := reaper.BecomeSubreaper(); err != nil {
 				return err
 			}
+			children := reaper.New()
 			sigchld := make(chan os.Signal, 16)
 			signal.Notify(sigchld, syscall.SIGCHLD)
 			reapCtx, stopReaping := context.WithCancel(context.Background())
 			reaped := make(chan struct{})
-			go func() { defer close(reaped); reaper.Run(reapCtx, sigchld, nil) }()
+			go func() { defer close(reaped); children.Run(reapCtx, sigchld, nil) }()
 			defer func() { stopReaping(); <-reaped; signal.Stop(sigchld) }()
-			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout})
+			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout,
+				Health: ro.Health, LogFormat: ro.LogFormat, LogFiles: ro.LogFiles, StartChild: children.Start})
 		},
 	})
 	stop()

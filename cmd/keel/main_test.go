@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 
 // runApp is the body of each helper app.
 func runApp(name string) int {
+	if code, ok := runEscapeApp(name); ok {
+		return code
+	}
 	switch name {
 	case "sleep": // runs until SIGTERM, then exits 0
 		sig := make(chan os.Signal, 1)
@@ -75,8 +78,18 @@ func runApp(name string) int {
 	case "lines": // prints N numbered lines as fast as it can, then exits
 		n, _ := strconv.Atoi(os.Getenv("LINES_N"))
 		w := bufio.NewWriterSize(os.Stdout, 64<<10)
+		if long, _ := strconv.Atoi(os.Getenv("LINES_LONG")); long > 0 {
+			// One line of that many bytes: "é"s, then one byte that is
+			// not UTF-8, then "x"s.
+			b := append(bytes.Repeat([]byte("é"), long/4), 0xff)
+			b = append(b, bytes.Repeat([]byte("x"), long-len(b))...)
+			w.Write(append(b, '\n'))
+		}
 		for i := 1; i <= n; i++ {
 			fmt.Fprintf(w, "line %d\n", i)
+		}
+		if os.Getenv("LINES_PARTIAL") == "1" {
+			w.WriteString("no newline at the end")
 		}
 		w.Flush()
 		if os.Getenv("LINES_CRASH") == "1" {
@@ -106,6 +119,11 @@ func guardedApp() int {
 		w.Header().Set("X-Keel-Instance", os.Getenv("KEEL_INSTANCE"))
 		fmt.Fprintf(w, "pid %d\n", os.Getpid())
 	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("slow request in flight") // to be answered during a drain
+		time.Sleep(time.Second)
+		fmt.Fprintf(w, "pid %d\n", os.Getpid())
+	})
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		// A panic in a goroutine the handler started through its scope.
 		sc := guard.ScopeOf(w)
@@ -116,6 +134,12 @@ func guardedApp() int {
 		})
 		sc.Wait()
 	})
+	// GATE: not ready (serve.Run says READY=1) until this file exists.
+	for gate := os.Getenv("GATE"); gate != ""; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(gate); err == nil {
+			break
+		}
+	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	err := serve.Run(&http.Server{Handler: mux}, serve.Options{OnPanic: serve.DrainAndExit, Logger: logger})
 	if err != nil {

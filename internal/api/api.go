@@ -38,6 +38,11 @@ type AppDetail struct {
 	LatestCrash *CrashGroup   `json:"latest_crash,omitempty"`
 	Triggers    []TriggerInfo `json:"triggers,omitempty"`
 	Sockets     []string      `json:"sockets,omitempty"`
+	// Deploying is the definition being rolled out by a `keel reload
+	// FILE` still under way; Spec stays the app's until it is done.
+	Deploying *spec.App `json:"deploying,omitempty"`
+	// Containment says how keel ends the app's descendants with it.
+	Containment string `json:"containment,omitempty"`
 }
 
 // ExitRecord is one exit in an app's history.
@@ -107,4 +112,64 @@ type Version struct {
 	Version string `json:"version"`
 	Pid     int    `json:"pid"`
 	Home    string `json:"home"`
+}
+
+// WebRequest switches the daemon's web listener: on at Listen (the
+// current or default address when ""), or off.
+type WebRequest struct {
+	Listen string `json:"listen,omitempty"`
+	Off    bool   `json:"off,omitempty"`
+}
+
+// WebInfo is the web listener's state: `keel web --json` prints URL,
+// Listen and Token.
+type WebInfo struct {
+	URL    string `json:"url,omitempty"`
+	Listen string `json:"listen"`
+	Token  string `json:"token,omitempty"`
+	On     bool   `json:"on"`
+}
+
+// Apply modes: what replaces an app whose definition changed.
+const (
+	ApplyStart   = "start"   // stop then start, as ApplyRestart
+	ApplyRestart = "restart" // stop then start
+	ApplyReload  = "reload"  // rolling, ready-gated, rolled back on failure
+)
+
+// ApplyRequest makes the running apps match Apps (`keel start|restart|reload
+// FILE`, `keel diff FILE`).
+type ApplyRequest struct {
+	Apps   []*spec.App `json:"apps"`
+	Mode   string      `json:"mode"`
+	Prune  bool        `json:"prune,omitempty"`
+	DryRun bool        `json:"dry_run,omitempty"`
+}
+
+// AppChange is one app's line of an apply: what is planned and, unless it
+// was a dry run, what happened.
+type AppChange struct {
+	App string `json:"app"`
+	// Action is the plan: "start", "unchanged", "scale", "replace" or
+	// "delete".
+	Action string `json:"action"`
+	// Done is what happened: "started", "unchanged", "scaled",
+	// "reloaded", "restarted", "deleted", "rolled back" or "failed".
+	Done    string        `json:"done,omitempty"`
+	Changes []spec.Change `json:"changes,omitempty"`
+	From    int           `json:"from"`
+	To      int           `json:"to"`
+	Error   string        `json:"error,omitempty"`
+	// FailedInstance and Logs, for a rollout that failed: the instance
+	// whose new process failed, and its last log lines.
+	FailedInstance *int     `json:"failed_instance,omitempty"`
+	Logs           []string `json:"logs,omitempty"`
+}
+
+// ApplyResult is the answer to an ApplyRequest. An app that failed does
+// not fail the request: its AppChange says so, and so does Error.
+type ApplyResult struct {
+	Apps      []AppChange `json:"apps"`
+	Instances []Instance  `json:"instances,omitempty"`
+	Error     string      `json:"error,omitempty"`
 }

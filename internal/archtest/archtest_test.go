@@ -30,7 +30,8 @@ func standard(p string) bool {
 
 func TestCoreKnowsNothingOfTransportOrCLI(t *testing.T) {
 	banned := []string{"net/http", mod + "internal/api", mod + "internal/cli", mod + "internal/control",
-		mod + "internal/client", mod + "internal/daemon", mod + "internal/keeper", mod + "internal/store"}
+		mod + "internal/client", mod + "internal/daemon", mod + "internal/keeper", mod + "internal/store",
+		mod + "internal/web", mod + "internal/metrics"}
 	for _, d := range deps(t, "internal/supervisor") {
 		for _, b := range banned {
 			if d == b {
@@ -48,8 +49,10 @@ func TestLeavesStayLeaves(t *testing.T) {
 		"internal/sdnotify": nil,
 		"internal/sockets":  nil,
 		"internal/nodeipc":  nil,
-		"internal/crash":    {"internal/spec", "internal/http1"},
+		"internal/crash":    {"internal/spec", "internal/http1", "internal/oneline"},
+		"internal/oneline":  nil,
 		"internal/http1":    nil,
+		"internal/health":   {"internal/http1"},
 		"internal/procstat": nil,
 		"internal/reaper":   nil,
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keel-run/keel/internal/client"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -46,12 +47,24 @@ type Deps struct {
 	RunDaemon func(ctx context.Context, home string) error
 	// RunForeground runs apps without a daemon (`keel run <config>`) until
 	// ctx is done.
-	RunForeground func(ctx context.Context, home string, apps []*spec.App) error
+	RunForeground func(ctx context.Context, home string, apps []*spec.App, o RunOptions) error
 	// Getenv reads the environment (KEEL_HOME, HOME). Default: os.Getenv.
 	Getenv func(string) string
 	// Environ is the whole environment, which `keel start` hands to the
 	// apps it defines. Default: os.Environ.
 	Environ func() []string
+}
+
+// RunOptions are `keel run`'s own flags.
+type RunOptions struct {
+	// Health is the address of the /livez, /readyz and /startupz
+	// endpoints ("" for none): --health, else KEEL_HEALTH.
+	Health string
+	// LogFormat is how the apps' lines are echoed on stdout: "text" or
+	// "json".
+	LogFormat string
+	// LogFiles: write the apps' log files in KEEL_HOME (--log-files).
+	LogFiles bool
 }
 
 // Exit codes.
@@ -175,9 +188,13 @@ func (r *runner) report(err error) int {
 	if err == nil {
 		return ExitOK
 	}
+	var se *silentExit
+	if errors.As(err, &se) {
+		return se.code
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(r.stdio.Err, "keel: %s\n", oneLine(ue.msg))
+		fmt.Fprintf(r.stdio.Err, "keel: %s\n", oneline.Fold(ue.msg, 0))
 		if ue.hint != "" {
 			fmt.Fprintln(r.stdio.Err, ue.hint)
 		}
@@ -198,14 +215,5 @@ func why(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "interrupted"
 	}
-	return oneLine(strings.TrimPrefix(err.Error(), "keel: "))
-}
-
-// oneLine folds s into one line.
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
+	return oneline.Fold(strings.TrimPrefix(err.Error(), "keel: "), 0)
 }

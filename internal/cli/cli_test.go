@@ -20,7 +20,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/keel-run/keel/internal/api"
-	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/control/controltest"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -315,9 +314,9 @@ func TestUsageErrors(t *testing.T) {
 
 func TestFailures(t *testing.T) {
 	e := served(t, &controltest.Backend{Errs: map[string]error{
-		"Stop":     &control.NotFoundError{What: "app web"},
+		"Stop":     &spec.NotFoundError{What: "app web"},
 		"Save":     errors.New("writing dump.json:\nno space left on device"),
-		"Describe": &control.NotFoundError{What: "app ghost"},
+		"Describe": &spec.NotFoundError{What: "app ghost"},
 	}})
 	for _, tt := range []struct {
 		args []string
@@ -452,7 +451,7 @@ func TestStartConfig(t *testing.T) {
 	if apps := e.b.Started(); len(apps) != 3 || apps[2].Name != "worker" {
 		t.Fatalf("--only worker started %+v", apps[2:])
 	}
-	if calls := e.calls(); !reflect.DeepEqual(calls, []string{"Start web,worker", "Start worker"}) {
+	if calls := e.calls(); !reflect.DeepEqual(calls, []string{"Apply start web,worker", "Apply start worker"}) {
 		t.Errorf("calls %q", calls)
 	}
 
@@ -602,7 +601,7 @@ func TestStartup(t *testing.T) {
 	out := e.ok("startup")
 	for _, want := range []string{
 		"ExecStart=" + exe + " daemon\n", "Environment=KEEL_HOME=" + e.home + "\n", "Restart=always\n",
-		"KillMode=process\n", "User=root\n", "WantedBy=multi-user.target\n", "[Service]\n",
+		"KillMode=process\n", "Delegate=yes\n", "DelegateSubgroup=daemon\n", "User=root\n", "WantedBy=multi-user.target\n", "[Service]\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("unit lacks %q:\n%s", want, out)
@@ -671,8 +670,9 @@ func TestRunForeground(t *testing.T) {
 	os.WriteFile(cfg, []byte(`{"apps":[{"name":"a","script":"./srv"},{"name":"b","script":"./srv"}]}`), 0o600)
 	var gotHome string
 	var gotApps []string
-	e.deps.RunForeground = func(_ context.Context, home string, apps []*spec.App) error {
-		gotHome = home
+	var gotOpts RunOptions
+	e.deps.RunForeground = func(_ context.Context, home string, apps []*spec.App, o RunOptions) error {
+		gotHome, gotOpts = home, o
 		for _, a := range apps {
 			gotApps = append(gotApps, a.Name)
 		}
@@ -682,7 +682,32 @@ func TestRunForeground(t *testing.T) {
 	if gotHome != e.home || !slices.Equal(gotApps, []string{"b"}) {
 		t.Errorf("RunForeground(%q, %v)", gotHome, gotApps)
 	}
-	e.deps.RunForeground = func(context.Context, string, []*spec.App) error {
+	if want := (RunOptions{LogFormat: "text", LogFiles: true}); gotOpts != want {
+		t.Errorf("keel run's defaults: %+v, want %+v", gotOpts, want)
+	}
+	e.ok("run", cfg, "--health", "127.0.0.1:9616", "--log-format", "json", "--log-files=false")
+	if want := (RunOptions{Health: "127.0.0.1:9616", LogFormat: "json"}); gotOpts != want {
+		t.Errorf("keel run --health --log-format json --log-files=false: %+v, want %+v", gotOpts, want)
+	}
+	getenv := e.deps.Getenv
+	e.deps.Getenv = func(k string) string {
+		if k == "KEEL_HEALTH" {
+			return ":7000"
+		}
+		return getenv(k)
+	}
+	e.ok("run", cfg)
+	if gotOpts.Health != ":7000" {
+		t.Errorf("KEEL_HEALTH=:7000 gave --health %q", gotOpts.Health)
+	}
+	e.ok("run", cfg, "--health", ":7001")
+	if gotOpts.Health != ":7001" {
+		t.Errorf("--health :7001 with KEEL_HEALTH=:7000 gave %q", gotOpts.Health)
+	}
+	if code, _, errs := e.run("run", cfg, "--log-format", "xml"); code != ExitUsage || !strings.Contains(errs, `--log-format "xml": want text or json`) {
+		t.Errorf("--log-format xml: %d %q", code, errs)
+	}
+	e.deps.RunForeground = func(context.Context, string, []*spec.App, RunOptions) error {
 		return errors.New("app a: did not stop within 5s")
 	}
 	code, _, errs := e.run("run", cfg)

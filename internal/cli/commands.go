@@ -15,6 +15,7 @@ import (
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/client"
+	"github.com/keel-run/keel/internal/config"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -64,8 +65,9 @@ func (r *runner) rootCommand() *cobra.Command {
 	)
 	for _, c := range []*cobra.Command{
 		r.startCommand(), r.targetCommand("stop", "graceful stop: signal, wait kill_timeout, then SIGKILL the process group", (*client.Client).Stop),
-		r.targetCommand("restart", "stop then start", (*client.Client).Restart),
-		r.targetCommand("reload", "rolling restart without downtime: per instance, start new → wait ready → stop old", (*client.Client).Reload),
+		r.fileTargetCommand("restart", "stop then start", api.ApplyRestart, (*client.Client).Restart, "startOrRestart"),
+		r.fileTargetCommand("reload", "rolling restart without downtime: per instance, start new → wait ready → stop old", api.ApplyReload, (*client.Client).Reload, "startOrReload", "startOrGracefulReload"),
+		r.diffCommand(),
 		r.scaleCommand(), r.targetCommand("delete", "stop and forget", (*client.Client).Delete),
 		r.runCommand(), r.exportCommand(),
 	} {
@@ -73,7 +75,7 @@ func (r *runner) rootCommand() *cobra.Command {
 		root.AddCommand(c)
 	}
 	for _, c := range []*cobra.Command{
-		r.listCommand(), r.describeCommand(), r.logsCommand(), r.crashesCommand(), r.crashCommand(), r.monitCommand(),
+		r.listCommand(), r.describeCommand(), r.logsCommand(), r.crashesCommand(), r.crashCommand(), r.monitCommand(), r.webCommand(),
 	} {
 		c.GroupID = "look"
 		root.AddCommand(c)
@@ -151,6 +153,37 @@ func (r *runner) targetCommand(name, short string, call func(*client.Client, con
 	})
 	cmd.Long = short + ".\n\n<target> is an app name, name:N for one instance, or all."
 	asJSON = jsonFlag(cmd)
+	return cmd
+}
+
+// fileTargetCommand is a targetCommand that also applies a config file:
+// `keel reload keel.yaml` makes the running apps match it (mode says how
+// changed apps are replaced).
+func (r *runner) fileTargetCommand(name, short, mode string, call func(*client.Client, context.Context, spec.Target) (api.Result, error), aliases ...string) *cobra.Command {
+	cmd := r.targetCommand(name, short, call)
+	cmd.Use = name + " <target|config>"
+	cmd.Aliases = aliases
+	cmd.Long = short + ".\n\n<target> is an app name, name:N for one instance, or all.\n\n" +
+		"A config file (keel.yaml/.yml/.json/.toml, ecosystem.config.js) is applied instead:\n" +
+		"apps not running are started, unchanged ones left alone, a changed instance count\n" +
+		"scaled, any other change replaces the app's processes (" + map[string]string{
+		api.ApplyReload:  "rolling and ready-gated;\na failure rolls the replaced instances back and exits 1",
+		api.ApplyRestart: "stop then start",
+	}[mode] + ").\n\n" + envRule
+	cmd.Example = fmt.Sprintf("  keel %s web\n  keel %s keel.yaml --env production\n  keel %s ecosystem.config.js --only api --json", name, name, name)
+	f := addApplyFlags(cmd, nil, new(bool), mode == api.ApplyReload)
+	byTarget := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if !config.IsConfigFile(args[0]) {
+			if given := changed(cmd.Flags(), "json"); len(given) > 0 {
+				return usagef(cmd, "%s: %s apply to a config file, and %s is not one", name, strings.Join(given, ", "), args[0])
+			}
+			return byTarget(cmd, args)
+		}
+		asJSON, _ := cmd.Flags().GetBool("json")
+		f.asJSON = &asJSON
+		return r.applyFile(cmd, args[0], mode, f, *f.dryRun)
+	}
 	return cmd
 }
 

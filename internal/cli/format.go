@@ -15,6 +15,7 @@ import (
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/config"
 	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -120,10 +121,10 @@ func writeInstances(w io.Writer, l []api.Instance, now time.Time) error {
 func instanceInfo(in api.Instance, now time.Time) string {
 	var parts []string
 	if in.Reason != "" {
-		parts = append(parts, oneLine(in.Reason))
+		parts = append(parts, oneline.Fold(in.Reason, 0))
 	}
 	if in.StatusText != "" {
-		parts = append(parts, oneLine(in.StatusText))
+		parts = append(parts, oneline.Fold(in.StatusText, 0))
 	}
 	if len(parts) == 0 && in.LastExit != nil && (in.Status == "stopped" || in.Status == "errored") {
 		parts = append(parts, "last exit: "+in.LastExit.String()+" "+ago(in.LastExit.At, now))
@@ -192,6 +193,13 @@ func writeDetails(w io.Writer, apps []api.AppDetail, home string, now time.Time)
 			name = d.Spec.Name
 		}
 		fmt.Fprintf(w, "%s (desired: %s)\n", name, d.Desired)
+		if d.Deploying != nil && d.Spec != nil {
+			var keys []string
+			for _, c := range spec.Diff(d.Spec, d.Deploying) {
+				keys = append(keys, changeName(c))
+			}
+			fmt.Fprintf(w, "  deploying: a reload is rolling out a new definition (%s changed); below is the one in force until it is done\n", strings.Join(keys, ", "))
+		}
 		tw := newTable(w)
 		if d.Spec != nil {
 			for _, kv := range specFields(d.Spec) {
@@ -203,6 +211,9 @@ func writeDetails(w io.Writer, apps []api.AppDetail, home string, now time.Time)
 		}
 		if len(d.Sockets) > 0 {
 			fmt.Fprintf(tw, "  sockets\t%s\n", strings.Join(d.Sockets, ", "))
+		}
+		if d.Containment != "" {
+			fmt.Fprintf(tw, "  containment\t%s\n", d.Containment)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -240,7 +251,7 @@ func writeDetails(w io.Writer, apps []api.AppDetail, home string, now time.Time)
 			}
 		}
 		if c := d.LatestCrash; c != nil {
-			fmt.Fprintf(w, "\n  latest crash: %s (%d×, last %s) — keel crash %s\n", oneLine(c.Title), c.Count, ago(c.LastSeen, now), c.ID)
+			fmt.Fprintf(w, "\n  latest crash: %s (%d×, last %s) — keel crash %s\n", oneline.Fold(c.Title, 0), c.Count, ago(c.LastSeen, now), c.ID)
 		}
 	}
 	return nil
@@ -353,7 +364,7 @@ func writeCrashes(w io.Writer, groups []api.CrashGroup, now time.Time) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tAPP\tCOUNT\tLAST SEEN\tTITLE")
 	for _, g := range groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", g.ID, g.App, g.Count, ago(g.LastSeen, now), oneLine(g.Title))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", g.ID, g.App, g.Count, ago(g.LastSeen, now), oneline.Fold(g.Title, 0))
 	}
 	return tw.Flush()
 }
@@ -367,7 +378,7 @@ func writeCrash(w io.Writer, d api.CrashDetail, now time.Time) error {
 	}
 	fmt.Fprintln(w)
 	tw := newTable(w)
-	fmt.Fprintf(tw, "  title\t%s\n", oneLine(d.Title))
+	fmt.Fprintf(tw, "  title\t%s\n", oneline.Fold(d.Title, 0))
 	fmt.Fprintf(tw, "  seen\t%d× — first %s, last %s (%s)\n", d.Count, stamp(d.FirstSeen), stamp(d.LastSeen), ago(d.LastSeen, now))
 	fmt.Fprintf(tw, "  signature\t%s\n", d.Signature)
 	if err := tw.Flush(); err != nil {

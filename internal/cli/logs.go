@@ -115,6 +115,12 @@ func systemdUnit(exe, home, username string) string {
 	b.WriteString("Restart=always\n")
 	b.WriteString("RestartSec=1\n")
 	b.WriteString("KillMode=process\n")
+	// A cgroup subtree of its own that keel may write to, a cgroup per
+	// instance in it (see describe's containment line); the daemon starts
+	// in its leaf "daemon", so the subtree may hand the memory controller
+	// on (systemd 254; older ones ignore the key, and keel moves itself).
+	b.WriteString("Delegate=yes\n")
+	b.WriteString("DelegateSubgroup=daemon\n")
 	b.WriteString("LimitNOFILE=infinity\n")
 	b.WriteString("\n[Install]\n")
 	b.WriteString("WantedBy=multi-user.target\n")

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,22 +19,11 @@ import (
 	"github.com/keel-run/keel/internal/spec"
 )
 
-// monit is drawn with plain ANSI escapes rather than a TUI library: the
-// view is one table and a log pane, and the libraries' package
-// initialisation would be paid by every keel command, which must start in a
-// few milliseconds (`keel ls --json` ≤ 5 ms).
-
-// Escape sequences used by monit.
+// Escape sequences of monit's one-frame output (see monitterm.go for the
+// interactive view's).
 const (
-	escAltScreen  = "\x1b[?1049h"
-	escMainScreen = "\x1b[?1049l"
-	escHideCursor = "\x1b[?25l"
-	escShowCursor = "\x1b[?25h"
-	escHome       = "\x1b[H"
-	escClearLine  = "\x1b[K"
-	escClearBelow = "\x1b[J"
-	escBold       = "\x1b[1m"
-	escReset      = "\x1b[0m"
+	escBold  = "\x1b[1m"
+	escReset = "\x1b[0m"
 )
 
 func (r *runner) monitCommand() *cobra.Command {
@@ -54,37 +42,32 @@ func (r *runner) monitCommand() *cobra.Command {
 			return fail("monit", err)
 		}
 		out, ansi := terminal(r.stdio.Out)
-		frame := func(width, height int) (string, error) {
-			l, err := c.List(ctx)
-			if err != nil {
-				return "", err
-			}
-			logLines := 10
-			if height > 0 {
-				logLines = max(height-len(l)-5, 0)
-			}
-			return renderMonit(l, tailLogs(ctx, home, logLines), width, height, time.Now(), ansi), nil
-		}
 		if !ansi {
 			// Not a terminal: one frame, no escapes, then exit.
-			s, err := frame(0, 0)
+			l, err := c.List(ctx)
 			if err != nil {
 				return fail("monit", err)
 			}
-			_, err = io.WriteString(r.stdio.Out, s)
+			_, err = io.WriteString(r.stdio.Out, renderMonit(l, tailLogs(ctx, home, 10), 0, 0, time.Now(), false))
 			return fail("monit", err)
 		}
-		return fail("monit", r.monitLoop(ctx, out, interval, frame))
+		in, _ := terminal(r.stdio.In)
+		color := r.deps.Getenv("NO_COLOR") == ""
+		return fail("monit", runMonitTUI(ctx, in, out, c, home, interval, color))
 	})
-	cmd.Long = "A live view of every instance (status, CPU, memory, restarts, uptime) and the\n" +
-		"latest log lines, redrawn every --interval. Quit with q or Ctrl-C.\n" +
-		"When stdout is not a terminal, prints one frame and exits."
+	cmd.Long = "An interactive view of every app and instance (status, CPU, memory, restarts,\n" +
+		"uptime), sparklines of the selected one's CPU and memory, and its live log tail.\n" +
+		"Keys: ↑/↓ or j/k select, PgUp/PgDn/Home/End; r restart, R or l reload, s stop,\n" +
+		"S start, + and - scale by one, each after a y/n confirmation; / filters the log\n" +
+		"lines (enter keeps the filter, esc clears it); q or Ctrl-C quits. The list is\n" +
+		"refreshed every --interval. When stdout is not a terminal, prints one frame and exits."
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between redraws")
 	return cmd
 }
 
-// terminal returns w as a file when it is a terminal.
-func terminal(w io.Writer) (*os.File, bool) {
+// terminal returns w (a reader or a writer) as a file when it is a
+// terminal.
+func terminal(w any) (*os.File, bool) {
 	f, ok := w.(*os.File)
 	if !ok {
 		return nil, false
@@ -93,100 +76,6 @@ func terminal(w io.Writer) (*os.File, bool) {
 		return nil, false
 	}
 	return f, true
-}
-
-// monitLoop draws frames on the terminal out until ctx is done or q is
-// pressed on a terminal stdin.
-func (r *runner) monitLoop(ctx context.Context, out *os.File, interval time.Duration, frame func(w, h int) (string, error)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if in, ok := r.stdio.In.(*os.File); ok {
-		if restore, err := cbreak(int(in.Fd())); err == nil {
-			defer restore()
-			keysDone := make(chan struct{})
-			go func() { defer close(keysDone); watchKeys(ctx, int(in.Fd()), cancel) }()
-			defer func() { cancel(); <-keysDone }()
-		}
-	}
-	io.WriteString(out, escAltScreen+escHideCursor)
-	defer io.WriteString(out, escShowCursor+escMainScreen)
-
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		width, height := 120, 40
-		if ws, err := unix.IoctlGetWinsize(int(out.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 && ws.Row > 0 {
-			width, height = int(ws.Col), int(ws.Row)
-		}
-		s, err := frame(width, height)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		var b strings.Builder
-		b.WriteString(escHome)
-		for i, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
-			if i > 0 {
-				b.WriteString("\r\n")
-			}
-			b.WriteString(line)
-			b.WriteString(escClearLine)
-		}
-		b.WriteString(escClearBelow)
-		if _, err := io.WriteString(out, b.String()); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
-}
-
-// cbreak turns off echo and line buffering on the terminal fd and returns
-// the function that restores it.
-func cbreak(fd int) (restore func(), err error) {
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	t := *old
-	t.Lflag &^= unix.ECHO | unix.ICANON
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &t); err != nil {
-		return nil, err
-	}
-	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
-}
-
-// watchKeys calls quit when q or Q is pressed, until ctx is done. It polls
-// the fd with a short timeout so that it never blocks past ctx.
-func watchKeys(ctx context.Context, fd int, quit func()) {
-	buf := make([]byte, 16)
-	for ctx.Err() == nil {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 100)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return
-		}
-		if n == 0 || fds[0].Revents&unix.POLLIN == 0 {
-			if fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-				return
-			}
-			continue
-		}
-		k, err := unix.Read(fd, buf)
-		if err != nil || k == 0 {
-			return
-		}
-		if bytes.ContainsAny(buf[:k], "qQ") {
-			quit()
-			return
-		}
-	}
 }
 
 // tailLogs returns the last n log lines of every app, as keel logs prints

@@ -108,37 +108,75 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
-// TestMonitOnTerminal runs monit on a real pseudo-terminal: it draws on
-// the alternate screen, quits on q, and leaves the terminal as it was.
-func TestMonitOnTerminal(t *testing.T) {
-	e := served(t, &controltest.Backend{Instances: []api.Instance{{App: "web", Pid: 1, Status: "online"}}})
-	master, slave := openPTY(t)
-	defer slave.Close()
-	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-	if err != nil {
+// ptyTerm is a pseudo-terminal for monit: the program gets the slave
+// side, the test reads what it draws from the master side.
+type ptyTerm struct {
+	master, slave *os.File
+	before        *unix.Termios
+	screen        syncBuffer
+}
+
+func newPTYTerm(t *testing.T) *ptyTerm {
+	t.Helper()
+	p := &ptyTerm{}
+	p.master, p.slave = openPTY(t)
+	var err error
+	if p.before, err = unix.IoctlGetTermios(int(p.slave.Fd()), unix.TCGETS); err != nil {
 		t.Fatal(err)
 	}
-	var screen syncBuffer
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
 		buf := make([]byte, 4096)
 		for {
-			n, err := master.Read(buf)
-			screen.Write(buf[:n])
+			n, err := p.master.Read(buf)
+			p.screen.Write(buf[:n])
 			if err != nil {
 				return
 			}
 		}
 	}()
-	defer func() { master.Close(); <-readDone }()
+	t.Cleanup(func() { p.master.Close(); <-readDone; p.slave.Close() })
+	return p
+}
 
+// restored checks that the terminal is back as it was: its modes, and
+// the main screen, the cursor and autowrap turned back on.
+func (p *ptyTerm) restored(t *testing.T) {
+	t.Helper()
+	poll.Until(t, 20*time.Second, "monit to leave the alternate screen", func() bool { return strings.Contains(p.screen.String(), escLeave) })
+	after, err := unix.IoctlGetTermios(int(p.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Iflag != p.before.Iflag || after.Oflag != p.before.Oflag || after.Lflag != p.before.Lflag || after.Cflag != p.before.Cflag {
+		t.Errorf("terminal modes not restored: %+v, was %+v", after, p.before)
+	}
+}
+
+// TestMonitOnTerminal runs monit on a real pseudo-terminal: it draws on
+// the alternate screen, quits on q, and leaves the terminal as it was.
+func TestMonitOnTerminal(t *testing.T) {
+	e := served(t, &controltest.Backend{Instances: []api.Instance{{App: "web", Pid: 1, Status: "online"}}})
+	p := newPTYTerm(t)
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(context.Background(), []string{"monit", "--interval", "100ms"}, Stdio{In: slave, Out: slave, Err: slave}, e.deps)
+		done <- Run(context.Background(), []string{"monit", "--interval", "100ms"}, Stdio{In: p.slave, Out: p.slave, Err: p.slave}, e.deps)
 	}()
-	poll.Until(t, 20*time.Second, "monit to draw two frames", func() bool { return strings.Count(screen.String(), "keel monit") >= 2 })
-	if _, err := master.Write([]byte("q")); err != nil {
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "keel monit") })
+	// A resize redraws at the new size: the last frame is 15 lines, the
+	// help line last.
+	unix.IoctlSetWinsize(int(p.slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 15, Col: 60})
+	unix.Kill(os.Getpid(), unix.SIGWINCH)
+	var frame string
+	if !poll.Within(20*time.Second, func() bool {
+		s := p.screen.String()
+		frame = s[max(strings.LastIndex(s, "\x1b[1;1H"), 0):]
+		return strings.Contains(frame, "\x1b[15;1H\x1b[1m ↑↓") && !strings.Contains(frame, "\x1b[16;1H")
+	}) {
+		t.Errorf("no 15-line frame after the resize; the last frame: %q", frame)
+	}
+	if _, err := p.master.Write([]byte("q")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -149,16 +187,86 @@ func TestMonitOnTerminal(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("monit did not quit on q")
 	}
-	poll.Until(t, 20*time.Second, "monit to leave the alternate screen", func() bool { return strings.Contains(screen.String(), escMainScreen) })
-	out := screen.String()
-	if !strings.Contains(out, escAltScreen) || !strings.Contains(out, escMainScreen) || !strings.Contains(out, "web") {
+	p.restored(t)
+	out := p.screen.String()
+	if !strings.Contains(out, escEnter) || !strings.Contains(out, "web") {
 		t.Errorf("screen %q", out)
 	}
-	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// Ending monit's context (SIGTERM, SIGINT from outside) restores the
+// terminal too.
+func TestMonitRestoresTheTerminalOnCancel(t *testing.T) {
+	p := newPTYTerm(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runMonitTUI(ctx, p.slave, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "web:0") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monit after cancel: %v", err)
 	}
-	if after.Lflag != before.Lflag {
-		t.Errorf("terminal modes not restored: lflag %#x, was %#x", after.Lflag, before.Lflag)
+	p.restored(t)
+}
+
+// With stdin not a terminal, monit draws without keys and says so; the
+// context (Ctrl-C) ends it.
+func TestMonitWithoutKeys(t *testing.T) {
+	p := newPTYTerm(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runMonitTUI(ctx, nil, p.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(p.screen.String(), "no keys; Ctrl-C quits") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("monit after cancel: %v", err)
 	}
+	p.restored(t)
+}
+
+// panicSource is a daemon client with a bug.
+type panicSource struct{ controltest.Backend }
+
+func (*panicSource) List(context.Context) ([]api.Instance, error) { panic("a bug in List") }
+
+// A panic in one of monit's goroutines restores the terminal, then goes
+// on as a panic.
+func TestMonitRestoresTheTerminalOnPanic(t *testing.T) {
+	p := newPTYTerm(t)
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		runMonitTUI(context.Background(), p.slave, p.slave, &panicSource{}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	v := <-done
+	if s, _ := v.(string); !strings.Contains(s, "a bug in List") || !strings.Contains(s, "goroutine of keel monit") {
+		t.Errorf("recovered %v, want the List panic", v)
+	}
+	p.restored(t)
+}
+
+// A terminal that hangs up ends monit with an error, the terminal
+// restored as far as it can be.
+func TestMonitEndsWhenTheKeyboardHangsUp(t *testing.T) {
+	out := newPTYTerm(t)
+	in := newPTYTerm(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- runMonitTUI(context.Background(), in.slave, out.slave, &controltest.Backend{Instances: sampleInstances()}, t.TempDir(), 100*time.Millisecond, true)
+	}()
+	poll.Until(t, 20*time.Second, "monit to draw", func() bool { return strings.Contains(out.screen.String(), "web:0") })
+	in.master.Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "reading keys") {
+			t.Errorf("monit after hang-up: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("monit did not end when its keyboard hung up")
+	}
+	out.restored(t)
 }

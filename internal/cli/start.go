@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/config"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -121,13 +122,18 @@ func (r *runner) startCommand() *cobra.Command {
 	cmd.Long = "Define an app and start it: a script (.js/.mjs/.cjs run with node, .py with python3),\n" +
 		"a binary, or a command on PATH; everything after -- is passed to it.\n" +
 		"A config file (keel.yaml/.yml/.json/.toml, ecosystem.config.js) starts every app in it;\n" +
-		"its options are set in the file, not by flags."
+		"its options are set in the file, not by flags. It is applied: apps not running start,\n" +
+		"unchanged ones are left alone, a changed instance count is scaled, and any other change\n" +
+		"replaces the app's processes (stop then start; keel reload FILE replaces them rolling).\n" +
+		"--env NAME applies each app's env_NAME block; --prune deletes apps the file does not name.\n\n" + envRule
 	cmd.Example = "  keel start server.js -i 4 --listen :3000\n" +
 		"  keel start ./api --name api --env PORT=8080 -- --verbose\n" +
-		"  keel start keel.yaml --only web,worker"
+		"  keel start keel.yaml --only web,worker\n" +
+		"  keel start ecosystem.config.js --env production"
 	apply, given := optionFlags(cmd)
 	asJSON = jsonFlag(cmd)
 	only = cmd.Flags().StringSlice("only", nil, "with a config file: start only these apps (comma-separated or repeated)")
+	prune := cmd.Flags().Bool("prune", false, "with a config file: delete the apps it does not name")
 
 	cmd.Args = func(cmd *cobra.Command, args []string) error {
 		before := args
@@ -154,19 +160,21 @@ func (r *runner) startCommand() *cobra.Command {
 
 		var apps []*spec.App
 		if target != "" && config.IsConfigFile(target) {
-			if g := given(); len(g) > 0 {
+			if g := slices.DeleteFunc(given(), func(f string) bool { return f == "--env" }); len(g) > 0 {
 				return usagef(cmd, "start: %s cannot be combined with a config file; set it in %s", strings.Join(g, ", "), target)
 			}
 			if len(appArgs) > 0 {
 				return usagef(cmd, "start: arguments after -- cannot be combined with a config file; set args in %s", target)
 			}
-			loaded, err := config.Load(target)
-			if err != nil {
-				return fail("start", err) // the error names the file
+			// With a config file, --env names its env_<name> blocks.
+			var envName string
+			if v, ok := cmd.Flags().Lookup("env").Value.(*optionValue); ok && len(v.values) > 0 {
+				if len(v.values) > 1 || strings.Contains(v.values[0], "=") {
+					return usagef(cmd, "start: with a config file, --env names one env_NAME block (--env production), not KEY=VALUE")
+				}
+				envName = v.values[0]
 			}
-			if apps, err = onlyApps(loaded, *only, target); err != nil {
-				return usagef(cmd, "start: %v", err)
-			}
+			return r.applyFile(cmd, target, api.ApplyStart, applyFlags{env: &envName, only: only, prune: prune, dryRun: new(bool), asJSON: asJSON}, false)
 		} else {
 			if len(*only) > 0 {
 				return usagef(cmd, "start: --only applies to a config file, and %s is not one", target)
@@ -214,7 +222,10 @@ func (r *runner) startCommand() *cobra.Command {
 }
 
 func (r *runner) runCommand() *cobra.Command {
-	var only *[]string
+	var (
+		only *[]string
+		ro   RunOptions
+	)
 	cmd := command("run <config>", "run a config's apps in the foreground, without a daemon (for containers)", exactArgs("config"), func(cmd *cobra.Command, args []string) error {
 		path := args[0]
 		what := "run " + path
@@ -236,11 +247,22 @@ func (r *runner) runCommand() *cobra.Command {
 		if err != nil {
 			return usagef(cmd, "run: %v", err)
 		}
-		return fail(what, r.deps.RunForeground(cmd.Context(), home, apps))
+		if !cmd.Flags().Changed("health") {
+			ro.Health = r.deps.Getenv("KEEL_HEALTH")
+		}
+		if ro.LogFormat != "text" && ro.LogFormat != "json" {
+			return usagef(cmd, "run: --log-format %q: want text or json", ro.LogFormat)
+		}
+		return fail(what, r.deps.RunForeground(cmd.Context(), home, apps, ro))
 	})
 	cmd.Long = "Run every app of a config file in the foreground, without a daemon: for containers.\n" +
-		"PID-1 safe: reaps zombies and forwards signals. Exits 0 after SIGTERM when every app\n" +
-		"stopped within its kill_timeout, non-zero otherwise."
+		"PID-1 safe: reaps zombies and forwards signals. On SIGTERM /readyz turns 503 at once and\n" +
+		"every app drains and stops in parallel. Exits 0 when every app stopped within its\n" +
+		"kill_timeout, 1 when an app was errored or had to be killed (it logs which).\n" +
+		"keel stop, reload, scale, ls and logs with the same KEEL_HOME act on its apps."
 	only = cmd.Flags().StringSlice("only", nil, "run only these apps (comma-separated or repeated)")
+	cmd.Flags().StringVar(&ro.Health, "health", "", "answer /livez, /readyz and /startupz on this address, e.g. :9616 (default: $KEEL_HEALTH)")
+	cmd.Flags().StringVar(&ro.LogFormat, "log-format", "text", `how the apps' lines are echoed on stdout: text, or json ({"time","app","instance","stream","line"} a line)`)
+	cmd.Flags().BoolVar(&ro.LogFiles, "log-files", true, "also write the apps' log files in KEEL_HOME (--log-files=false: stdout is the log)")
 	return cmd
 }

@@ -170,6 +170,13 @@ func (c *Client) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 	return c.command(ctx, "/start", api.StartRequest{Apps: apps})
 }
 
+// Apply makes the running apps match req.Apps (see api.ApplyRequest).
+func (c *Client) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	var res api.ApplyResult
+	err := c.do(ctx, "POST", "/apply", req, &res)
+	return res, err
+}
+
 // Stop stops the target gracefully.
 func (c *Client) Stop(ctx context.Context, t spec.Target) (api.Result, error) {
 	return c.command(ctx, "/stop", api.TargetRequest{Target: t.String()})
@@ -257,6 +264,13 @@ func (c *Client) Version(ctx context.Context) (api.Version, error) {
 	var v api.Version
 	err := c.do(ctx, "GET", "/version", nil, &v)
 	return v, err
+}
+
+// Web switches the daemon's web listener.
+func (c *Client) Web(ctx context.Context, req api.WebRequest) (api.WebInfo, error) {
+	var info api.WebInfo
+	err := c.do(ctx, "POST", "/web", req, &info)
+	return info, err
 }
 
 // Home returns the KEEL_HOME that getenv describes: $KEEL_HOME, or

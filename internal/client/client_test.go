@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-run/keel/internal/api"
-	"github.com/keel-run/keel/internal/control"
 	"github.com/keel-run/keel/internal/control/controltest"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -149,7 +148,7 @@ func TestEmptyAnswersAreEmptySlices(t *testing.T) {
 
 func TestDaemonErrors(t *testing.T) {
 	b := &controltest.Backend{Errs: map[string]error{
-		"Stop": &control.NotFoundError{What: "app web"},
+		"Stop": &spec.NotFoundError{What: "app web"},
 		"Save": errors.New("writing dump.json: disk full"),
 	}}
 	c := served(t, b)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -36,16 +37,11 @@ func (e *Error) Error() string {
 		b.WriteString(e.Key)
 		b.WriteString(": ")
 	}
-	b.WriteString(oneLine(e.Err.Error()))
+	b.WriteString(oneline.Fold(e.Err.Error(), 0))
 	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-// oneLine folds a message onto one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.TrimSpace(s)), " ")
-}
 
 type dialect int
 
@@ -54,7 +50,7 @@ const (
 	pm2Dialect                 // pm2's keys and keel's
 )
 
-// decoder turns a file's node tree into apps.
+// decoder turns a file's parse tree into apps.
 type decoder struct {
 	file    string
 	dialect dialect
@@ -77,6 +73,8 @@ type appDecoder struct {
 	line  int
 	app   *spec.App
 	src   map[string]source // keel option key → where it was set
+	// envSets are the app's env_<name> blocks, by name.
+	envSets map[string]map[string]string
 }
 
 func (ad *appDecoder) path(key string) string { return fmt.Sprintf("apps[%d].%s", ad.index, key) }
@@ -113,7 +111,7 @@ func (ad *appDecoder) claim(field string, p pair) error {
 }
 
 // decodeRoot finds the apps list and decodes each app.
-func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
+func (d *decoder) decodeRoot(root *treeNode) ([]*appDecoder, error) {
 	var apps *pair
 	switch root.kind {
 	case mapNode:
@@ -165,12 +163,18 @@ func (d *decoder) decodeRoot(root *node) ([]*appDecoder, error) {
 }
 
 // decode applies every key of one app's map.
-func (ad *appDecoder) decode(m *node) error {
+func (ad *appDecoder) decode(m *treeNode) error {
 	var port *pair
 	for i := range m.pairs {
 		p := m.pairs[i]
 		if p.val.kind == nullNode {
 			continue // "key:" with no value leaves the default
+		}
+		if name, ok := strings.CutPrefix(p.key, "env_"); ok && name != "" {
+			if err := ad.envSet(name, p); err != nil {
+				return err
+			}
+			continue
 		}
 		if ad.dialect == pm2Dialect {
 			if p.key == "port" {
@@ -202,6 +206,24 @@ func (ad *appDecoder) decode(m *node) error {
 		}
 		setEnv(ad.app, "PORT", port.val.text)
 	}
+	return nil
+}
+
+// envSet decodes an env_<name> block (applied with --env <name>) as env
+// is decoded, so that a bad one is refused whether it is selected or not.
+func (ad *appDecoder) envSet(name string, p pair) error {
+	o, _ := optionByKey("env")
+	scratch := &spec.App{}
+	if err := applyNode(scratch, o, p.val); err != nil {
+		return ad.fail(p, err)
+	}
+	if ad.envSets == nil {
+		ad.envSets = map[string]map[string]string{}
+	}
+	if scratch.Env == nil {
+		scratch.Env = map[string]string{}
+	}
+	ad.envSets[name] = scratch.Env
 	return nil
 }
 
@@ -252,7 +274,7 @@ func (ad *appDecoder) option(o *option, p pair) error {
 }
 
 // applyNode sets option o on a from a file's value.
-func applyNode(a *spec.App, o *option, n *node) error {
+func applyNode(a *spec.App, o *option, n *treeNode) error {
 	switch o.Kind {
 	case Env:
 		switch n.kind {
@@ -488,14 +510,14 @@ func refuse(why string) pm2Handler {
 	}
 }
 
-func scalarText(n *node) string {
+func scalarText(n *treeNode) string {
 	if n.kind != scalarNode {
 		return n.describe()
 	}
 	return n.text
 }
 
-func nodeBool(n *node) (bool, error) {
+func nodeBool(n *treeNode) (bool, error) {
 	if n.kind != scalarNode {
 		return false, fmt.Errorf("want true or false, got %s", n.describe())
 	}

@@ -46,10 +46,10 @@ type jsResult struct {
 }
 
 // evalJS evaluates a JavaScript config file (absolute path) with node and
-// returns its exports as a node tree without lines. Errors say what to do:
+// returns its exports as a parse tree without lines. Errors say what to do:
 // node missing, the file throwing (with its line when the stack names it),
 // node taking too long.
-func evalJS(path string, timeout time.Duration) (*node, error) {
+func evalJS(path string, timeout time.Duration) (*treeNode, error) {
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
 		return nil, errors.New("reading a JavaScript config needs node, and node is not in PATH: install Node.js, or write the config as keel.yaml")
@@ -101,7 +101,7 @@ func evalJS(path string, timeout time.Duration) (*node, error) {
 }
 
 // clearLines drops the lines of node's JSON output: they are not the file's.
-func clearLines(n *node) {
+func clearLines(n *treeNode) {
 	n.line = 0
 	for _, it := range n.items {
 		clearLines(it)

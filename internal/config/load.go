@@ -69,6 +69,19 @@ func IsConfigFile(path string) bool {
 // JavaScript files are evaluated with node (found in PATH), which must
 // finish within 10 seconds.
 func Load(path string) ([]*spec.App, error) {
+	return LoadWith(path, LoadOptions{})
+}
+
+// LoadOptions tune LoadWith.
+type LoadOptions struct {
+	// Env names the env_<name> blocks to apply: each app's block of that
+	// name is applied on top of its env (its keys win). A file in which
+	// no app has that block is refused.
+	Env string
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) ([]*spec.App, error) {
 	f, d := formatOf(path)
 	if f == formatNone {
 		return nil, &Error{File: path, Err: errors.New("not a config file: want .yaml, .yml, .toml, .json or ecosystem.config.js")}
@@ -77,9 +90,8 @@ func Load(path string) ([]*spec.App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config %s: %w", path, err)
 	}
-	var root *node
 	if f == formatJS {
-		root, err = evalJS(abs, jsTimeout)
+		root, err := evalJS(abs, jsTimeout)
 		if err != nil {
 			var pe *posError
 			if errors.As(err, &pe) {
@@ -87,31 +99,64 @@ func Load(path string) ([]*spec.App, error) {
 			}
 			return nil, &Error{File: path, Err: err}
 		}
-	} else {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading config: %w", err)
-		}
-		switch f {
-		case formatYAML:
-			root, err = parseYAML(data)
-		case formatJSON:
-			root, err = parseJSON(data)
-		case formatTOML:
-			root, err = parseTOML(data)
-		}
-		if err != nil {
-			var pe *posError
-			if errors.As(err, &pe) {
-				return nil, &Error{File: path, Line: pe.line, Err: pe.err}
-			}
-			return nil, &Error{File: path, Err: err}
-		}
+		return decodeFile(path, abs, root, d, o)
 	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return loadData(path, abs, data, f, d, o)
+}
+
+// loadData is LoadWith for a file's contents already read: data in format
+// f (not JavaScript), named path, at absolute path abs. The fuzz targets
+// call it directly.
+func loadData(path, abs string, data []byte, f format, d dialect, o LoadOptions) ([]*spec.App, error) {
+	var (
+		root *treeNode
+		err  error
+	)
+	switch f {
+	case formatYAML:
+		root, err = parseYAML(data)
+	case formatJSON:
+		root, err = parseJSON(data)
+	case formatTOML:
+		root, err = parseTOML(data)
+	}
+	if err != nil {
+		var pe *posError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: path, Line: pe.line, Err: pe.err}
+		}
+		return nil, &Error{File: path, Err: err}
+	}
+	return decodeFile(path, abs, root, d, o)
+}
+
+// decodeFile turns a parsed file into apps: decoded, with the env_<name>
+// block o.Env applied, normalized, validated and resolved.
+func decodeFile(path, abs string, root *treeNode, d dialect, o LoadOptions) ([]*spec.App, error) {
 	dec := &decoder{file: path, dialect: d}
 	ads, err := dec.decodeRoot(root)
 	if err != nil {
 		return nil, err
+	}
+	if o.Env != "" {
+		found := false
+		for _, ad := range ads {
+			set, ok := ad.envSets[o.Env]
+			if !ok {
+				continue
+			}
+			found = true
+			for k, v := range set {
+				setEnv(ad.app, k, v)
+			}
+		}
+		if !found {
+			return nil, &Error{File: path, Key: "env_" + o.Env, Err: fmt.Errorf("--env %s: no app has an env_%s block", o.Env, o.Env)}
+		}
 	}
 	dir := filepath.Dir(abs)
 	names := map[string]*appDecoder{}

@@ -296,6 +296,13 @@ func TestLoadErrorsYAML(t *testing.T) {
 			`keel.yaml:3: found a tab character that violates indentation`},
 		{"two documents", "apps:\n  - script: server.js\n---\napps: []\n",
 			`keel.yaml:3: a second YAML document; put every app in one apps list`},
+		// Found by FuzzLoadYAML: the error comes from the second
+		// document, and the YAML library gives it no line.
+		{"junk after the document", "\"\"00\n",
+			`keel.yaml:1: did not find expected <document start>`},
+		// Found by the FuzzLoadYAML seeds: took seconds to refuse.
+		{"alias inside its anchor", "x: &x\n  <<: *x\napps: [{script: server.js}]\n",
+			`keel.yaml:2: alias *x is inside its own anchor`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -662,5 +669,5 @@ func TestErrorText(t *testing.T) {
 		require.Equal(t, want, e.Error())
 		require.ErrorIs(t, e, inner)
 	}
-	require.Equal(t, "f: a b c", (&Error{File: "f", Err: errors.New("a\n  b\nc")}).Error())
+	require.Equal(t, "f: a; b; c", (&Error{File: "f", Err: errors.New("a\n  b\nc")}).Error())
 }

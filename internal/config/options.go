@@ -114,6 +114,9 @@ var options = []option{
 			n, err := parseInstances(v)
 			return assign(&a.Instances, n, err)
 		}},
+	{Option: Option{Key: "min_ready", Flag: "min-ready", Kind: Int,
+		Usage: "instances that must be ready for the app to count as ready in keel run's /readyz (default: all)"},
+		set: setInt(func(a *spec.App) *int { return &a.MinReady })},
 	{Option: Option{Key: "cluster", Flag: "cluster", Kind: Bool,
 		Usage: "cluster mode (pm2's exec_mode cluster): share the ports a Node app listens on between its instances"},
 		set: setBool(func(a *spec.App) *bool { return &a.Cluster })},

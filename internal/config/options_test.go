@@ -63,7 +63,8 @@ func TestOptionsCoverApp(t *testing.T) {
 	for i := range typ.NumField() {
 		f := typ.Field(i)
 		key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if key == "" || key == "-" || key == "shell_env" { // shell_env: set by keel start, not a config key
+		// shell_env: set by keel start; logs_until_read: by keel run --log-files=false; neither is a config key.
+		if key == "" || key == "-" || key == "shell_env" || key == "logs_until_read" {
 			continue
 		}
 		o, ok := byKey[key]

@@ -20,7 +20,7 @@ import (
 func decodeApp(t *rapid.T, f string, app map[string]any) (*spec.App, error) {
 	doc := map[string]any{"apps": []any{app}}
 	var (
-		root *node
+		root *treeNode
 		err  error
 	)
 	switch f {

@@ -13,6 +13,9 @@ import (
 // what failed and why.
 type Backend interface {
 	Start(ctx context.Context, apps []*spec.App) (api.Result, error)
+	// Apply makes the running apps match a config file's (see
+	// api.ApplyRequest); a failed app is reported in the result.
+	Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error)
 	Stop(ctx context.Context, t spec.Target) (api.Result, error)
 	Restart(ctx context.Context, t spec.Target) (api.Result, error)
 	Reload(ctx context.Context, t spec.Target) (api.Result, error)
@@ -27,10 +30,6 @@ type Backend interface {
 	// Kill stops every app, answers, then makes the daemon exit.
 	Kill(ctx context.Context) (api.Result, error)
 	Version() api.Version
+	// Web switches the web listener on or off (keel web).
+	Web(ctx context.Context, req api.WebRequest) (api.WebInfo, error)
 }
-
-// NotFoundError marks an error about a target that does not exist; the
-// server answers it with 404.
-type NotFoundError struct{ What string }
-
-func (e *NotFoundError) Error() string { return e.What + " not found" }

@@ -25,7 +25,7 @@
 // Every answer that is not 2xx carries an api.Error body: 400 for a request
 // the server could not make sense of (bad JSON, bad target, a
 // *spec.FieldError from the backend), 403 for a peer of another uid, 404 for
-// a *NotFoundError or an unknown endpoint, 405 for a known endpoint called
+// a *spec.NotFoundError or an unknown endpoint, 405 for a known endpoint called
 // with the wrong method, 500 for any other backend error; and, for a request
 // the server will not read (see internal/http1), 400, 413 (a body over
 // 8 MB), 431 (a head over 64 KB), 501 (a chunked body: send a

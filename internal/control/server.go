@@ -16,6 +16,7 @@ import (
 
 	"github.com/keel-run/keel/internal/api"
 	"github.com/keel-run/keel/internal/http1"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -157,6 +158,7 @@ type handlerFunc func(w *http1.ResponseWriter, r *http1.Request)
 func (s *Server) routes() []endpoint {
 	return []endpoint{
 		{"POST", "/start", s.start},
+		{"POST", "/apply", s.apply},
 		{"POST", "/stop", s.target(s.b.Stop)},
 		{"POST", "/restart", s.target(s.b.Restart)},
 		{"POST", "/reload", s.target(s.b.Reload)},
@@ -170,6 +172,7 @@ func (s *Server) routes() []endpoint {
 		{"GET", "/crashes", s.crashes},
 		{"GET", "/crashes/{id}", s.crash},
 		{"GET", "/version", s.version},
+		{"POST", "/web", s.web},
 	}
 }
 
@@ -230,7 +233,7 @@ func badRequestf(format string, args ...any) error {
 
 // statusOf maps an error to its HTTP status.
 func statusOf(err error) int {
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	var br *badRequest
 	var fe *spec.FieldError
 	switch {
@@ -249,7 +252,7 @@ func (s *Server) reply(w *http1.ResponseWriter, r *http1.Request, v any, err err
 		if code == http1.StatusInternalServerError {
 			s.logger.Warn("control request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		writeJSON(w, code, api.Error{Error: oneLine(err.Error())})
+		writeJSON(w, code, api.Error{Error: oneline.Fold(err.Error(), 0)})
 		return
 	}
 	writeJSON(w, http1.StatusOK, v)
@@ -264,15 +267,6 @@ func writeJSON(w *http1.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
-}
-
-// oneLine folds a multi-line message so the CLI can print it as one line.
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")
 }
 
 // decode reads a JSON request body into v. The server has already
@@ -302,6 +296,28 @@ func (s *Server) start(w *http1.ResponseWriter, r *http1.Request) {
 		}
 	}
 	res, err := s.b.Start(r.Context(), req.Apps)
+	s.reply(w, r, res, err)
+}
+
+func (s *Server) apply(w *http1.ResponseWriter, r *http1.Request) {
+	var req api.ApplyRequest
+	if err := decode(r, &req); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	switch req.Mode {
+	case api.ApplyStart, api.ApplyRestart, api.ApplyReload:
+	default:
+		s.reply(w, r, nil, badRequestf("apply: mode %q is not start, restart or reload", req.Mode))
+		return
+	}
+	for i, a := range req.Apps {
+		if a == nil {
+			s.reply(w, r, nil, badRequestf("app %d is null", i))
+			return
+		}
+	}
+	res, err := s.b.Apply(r.Context(), req)
 	s.reply(w, r, res, err)
 }
 
@@ -404,4 +420,14 @@ func (s *Server) crash(w *http1.ResponseWriter, r *http1.Request) {
 
 func (s *Server) version(w *http1.ResponseWriter, r *http1.Request) {
 	s.reply(w, r, s.b.Version(), nil)
+}
+
+func (s *Server) web(w *http1.ResponseWriter, r *http1.Request) {
+	var req api.WebRequest
+	if err := decode(r, &req); err != nil {
+		s.reply(w, r, nil, err)
+		return
+	}
+	info, err := s.b.Web(r.Context(), req)
+	s.reply(w, r, info, err)
 }

@@ -100,6 +100,14 @@ func (f *fakeBackend) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
+func (f *fakeBackend) Apply(_ context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	var names []string
+	for _, a := range req.Apps {
+		names = append(names, a.Name)
+	}
+	return api.ApplyResult{}, f.record("Apply %s %s", req.Mode, strings.Join(names, ","))
+}
+
 func result(what string) api.Result {
 	return api.Result{Message: what, Instances: []api.Instance{{App: "web", Status: "online"}}}
 }
@@ -150,6 +158,9 @@ func (f *fakeBackend) Kill(context.Context) (api.Result, error) {
 		f.kill()
 	}
 	return result("killed"), err
+}
+func (f *fakeBackend) Web(_ context.Context, req api.WebRequest) (api.WebInfo, error) {
+	return api.WebInfo{Listen: req.Listen, On: !req.Off}, f.record("Web")
 }
 func (f *fakeBackend) Version() api.Version {
 	f.record("Version")
@@ -297,8 +308,8 @@ func TestErrors(t *testing.T) {
 		msg                string
 		called             bool
 	}{
-		{"not found", &NotFoundError{What: "app web"}, "POST", "/stop", `{"target":"web"}`, 404, "app web not found", true},
-		{"wrapped not found", fmt.Errorf("describe: %w", &NotFoundError{What: "app x"}), "GET", "/describe?target=x", "", 404, "describe: app x not found", true},
+		{"not found", &spec.NotFoundError{What: "app web"}, "POST", "/stop", `{"target":"web"}`, 404, "app web not found", true},
+		{"wrapped not found", fmt.Errorf("describe: %w", &spec.NotFoundError{What: "app x"}), "GET", "/describe?target=x", "", 404, "describe: app x not found", true},
 		{"field error", &spec.FieldError{Field: "ready", Err: errors.New("bad")}, "POST", "/start", `{"apps":[{"name":"a","script":"a"}]}`, 400, "ready: bad", true},
 		{"backend failure", errors.New("disk full"), "POST", "/save", "", 500, "disk full", true},
 		{"multi-line error", errors.New("line one\nline two\n"), "GET", "/list", "", 500, "line one; line two", true},

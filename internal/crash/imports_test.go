@@ -10,7 +10,7 @@ import (
 )
 
 // TestImports keeps the package a leaf: the standard library,
-// internal/spec and internal/http1 only, and the network and processes
+// internal/spec, internal/oneline and internal/http1 only, and the network and processes
 // only in the notifier. net/http never: keel's binary does not link it.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
@@ -34,9 +34,9 @@ func TestImports(t *testing.T) {
 				t.Errorf("%s imports net/http: use internal/http1, keel's binary links no net/http", file)
 			case (path == http1 || path == "crypto/tls" || path == "os/exec") && file != "notify.go":
 				t.Errorf("%s imports %s: only notify.go may", file, path)
-			case path == "github.com/keel-run/keel/internal/spec", path == http1:
+			case path == "github.com/keel-run/keel/internal/spec", path == "github.com/keel-run/keel/internal/oneline", path == http1:
 			case strings.Contains(first, "."):
-				t.Errorf("%s imports %s: only the standard library, internal/spec and internal/http1 are allowed", file, path)
+				t.Errorf("%s imports %s: only the standard library, internal/spec, internal/oneline and internal/http1 are allowed", file, path)
 			}
 		}
 	}

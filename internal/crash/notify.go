@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/internal/http1"
+	"github.com/keel-run/keel/internal/oneline"
 )
 
 // Defaults of NotifierOptions.
@@ -52,6 +53,9 @@ type NotifierOptions struct {
 	// the system's roots, the certificate verified for the URL's host
 	// (which is also sent as SNI). Tests trust their own server with it.
 	TLSConfig *tls.Config
+	// Start starts a command and returns its wait; nil: cmd.Start and
+	// cmd.Wait. (`keel run`'s reaper must not take the command's status.)
+	Start func(*exec.Cmd) (wait func() error, err error)
 	// Done, if set, is called after each delivery with its outcome, from
 	// the delivery's goroutine.
 	Done func(Delivery)
@@ -265,7 +269,7 @@ func (n *Notifier) run(ctx context.Context, command string, body []byte, note No
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second // a grandchild holding the output pipe must not hold us
-	err := cmd.Run()
+	err := n.runCmd(cmd)
 	if err == nil {
 		return nil
 	}
@@ -273,9 +277,20 @@ func (n *Notifier) run(ctx context.Context, command string, body []byte, note No
 		err = fmt.Errorf("%w (timed out after %s)", err, n.o.Timeout)
 	}
 	if o := strings.TrimSpace(out.String()); o != "" {
-		return fmt.Errorf("running on_crash command: %w: %s", err, oneLine(o, 200))
+		return fmt.Errorf("running on_crash command: %w: %s", err, oneline.Fold(o, 200))
 	}
 	return fmt.Errorf("running on_crash command: %w", err)
+}
+
+func (n *Notifier) runCmd(cmd *exec.Cmd) error {
+	if n.o.Start == nil {
+		return cmd.Run()
+	}
+	wait, err := n.o.Start(cmd)
+	if err != nil {
+		return err
+	}
+	return wait()
 }
 
 // capped keeps the first max bytes written to it.

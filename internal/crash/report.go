@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -145,7 +146,7 @@ func Parse(stderr, stdout []byte, exit spec.Exit) Report {
 		rep = plainExit(errLines, stdout, exit, sigName)
 	}
 	rep.Reason = exit.Reason
-	rep.Title = oneLine(rep.Title, maxTitle)
+	rep.Title = oneline.Fold(rep.Title, maxTitle)
 	if len(rep.Message) > maxMessage {
 		rep.Message = cutUTF8(rep.Message, maxMessage)
 	}
@@ -259,7 +260,7 @@ func normalSignalName(s string) string {
 	if sig, err := spec.ParseSignal(s); err == nil {
 		return spec.SignalName(sig)
 	}
-	return oneLine(s, 32)
+	return oneline.Fold(s, 32)
 }
 
 var signalMeanings = map[string]string{
@@ -343,29 +344,6 @@ func lastNonEmpty(lines []string) string {
 		}
 	}
 	return ""
-}
-
-// oneLine makes s a single trimmed line of at most n runes, with control
-// characters replaced by spaces.
-func oneLine(s string, n int) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 4*n {
-		s = cutUTF8(s, 4*n)
-	}
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if utf8.RuneCountInString(s) > n {
-		rs := []rune(s)
-		s = string(rs[:n-1]) + "…"
-	}
-	return s
 }
 
 // cutUTF8 returns at most n bytes of s, not splitting a rune.

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/control"
+	"github.com/keel-run/keel/internal/logs"
+	"github.com/keel-run/keel/internal/oneline"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/store"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -27,31 +31,110 @@ func (d *Daemon) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 	}
 	l, err := d.sup.Start(ctx, apps)
 	d.trig.sync(ctx)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
+}
+
+// Apply opens the sockets of the apps it is given, then makes the running
+// apps match them (supervisor.Apply). A rollout that failed is reported in
+// its app's AppChange with the failing instance's last log lines.
+func (d *Daemon) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	if !req.DryRun {
+		for _, a := range req.Apps {
+			if err := d.socks.ensure(a); err != nil {
+				return api.ApplyResult{}, fmt.Errorf("applying %s: %w", a.Name, err)
+			}
+		}
+	}
+	mode := supervisor.ApplyRestart
+	if req.Mode == api.ApplyReload {
+		mode = supervisor.ApplyReload
+	}
+	changes, err := d.sup.Apply(ctx, req.Apps, supervisor.ApplyOptions{Mode: mode, Prune: req.Prune, DryRun: req.DryRun})
+	if changes == nil && err != nil {
+		return api.ApplyResult{}, err
+	}
+	var res api.ApplyResult
+	names := map[string]bool{}
+	for _, c := range changes {
+		names[c.App] = true
+		ac := api.AppChange{App: c.App, Action: c.Action, Done: c.Done, Changes: c.Changes, From: c.From, To: c.To}
+		if c.Err != nil {
+			ac.Error = oneline.Fold(c.Err.Error(), 0)
+			var ie *supervisor.InstanceError
+			if errors.As(c.Err, &ie) {
+				n := ie.Instance
+				ac.FailedInstance = &n
+				ac.Logs = d.lastLines(ie.App, ie.Instance, ie.Since, applyLogLines)
+			}
+		}
+		res.Apps = append(res.Apps, ac)
+	}
+	if err != nil {
+		res.Error = oneline.Fold(err.Error(), 0)
+	}
+	if req.DryRun {
+		return res, nil
+	}
+	d.trig.sync(ctx)
+	d.socks.prune(d.liveSpecs(ctx))
+	if l, lerr := d.sup.List(ctx); lerr == nil {
+		var mine []supervisor.InstanceInfo
+		for _, in := range l {
+			if names[in.App] {
+				mine = append(mine, in)
+			}
+		}
+		res.Instances = d.instances(mine)
+	}
+	return res, nil
+}
+
+// applyLogLines is how many of a failing instance's last lines an apply shows.
+const applyLogLines = 10
+
+// lastLines returns up to n of the last lines an instance wrote since
+// since, stderr's after stdout's, without their timestamps.
+func (d *Daemon) lastLines(app string, inst int, since time.Time, n int) []string {
+	var out []string
+	for _, stream := range []string{logs.Stdout, logs.Stderr} {
+		raw, err := logs.TailRawSince(logs.Path(d.o.Home, app, inst, stream), 8<<10, since)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(strings.TrimRight(string(raw), "\n"), "\n") {
+			if l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
 }
 
 // Stop stops the target gracefully.
 func (d *Daemon) Stop(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Stop(ctx, t)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Restart stops then starts the target.
 func (d *Daemon) Restart(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Restart(ctx, t, "restart")
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Reload replaces the target's processes without downtime.
 func (d *Daemon) Reload(ctx context.Context, t spec.Target) (api.Result, error) {
 	l, err := d.sup.Reload(ctx, t, "reload")
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Scale changes an app's instance count.
 func (d *Daemon) Scale(ctx context.Context, app string, n int) (api.Result, error) {
 	l, err := d.sup.Scale(ctx, app, n)
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // Delete stops and forgets the target's apps.
@@ -61,14 +144,14 @@ func (d *Daemon) Delete(ctx context.Context, t spec.Target) (api.Result, error) 
 		d.trig.sync(ctx)
 		d.socks.prune(d.liveSpecs(ctx))
 	}
-	return d.result(l), d.wrap(err)
+	return d.result(l), err
 }
 
 // List returns every instance with its latest memory and CPU sample.
 func (d *Daemon) List(ctx context.Context) ([]api.Instance, error) {
 	l, err := d.sup.List(ctx)
 	if err != nil {
-		return nil, d.wrap(err)
+		return nil, err
 	}
 	return d.instances(l), nil
 }
@@ -77,7 +160,7 @@ func (d *Daemon) List(ctx context.Context) ([]api.Instance, error) {
 func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, error) {
 	apps, err := d.sup.Apps(ctx, t)
 	if err != nil {
-		return nil, d.wrap(err)
+		return nil, err
 	}
 	out := make([]api.AppDetail, 0, len(apps))
 	for _, a := range apps {
@@ -86,14 +169,19 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 		sp := a.Spec.Clone()
 		sp.ShellEnv = nil
 		det := api.AppDetail{
-			Spec:      sp,
-			Desired:   "running",
-			Instances: d.instances(a.Instances),
-			Triggers:  d.trig.info(a.Spec.Name),
-			Sockets:   d.socks.names(a.Spec),
+			Spec:        sp,
+			Desired:     "running",
+			Instances:   d.instances(a.Instances),
+			Triggers:    d.trig.info(a.Spec.Name),
+			Sockets:     d.socks.names(a.Spec),
+			Containment: d.containment,
 		}
 		if a.Stopped {
 			det.Desired = "stopped"
+		}
+		if a.Deploying != nil {
+			det.Deploying = a.Deploying.Clone()
+			det.Deploying.ShellEnv = nil
 		}
 		for _, e := range a.Exits {
 			det.Exits = append(det.Exits, api.ExitRecord{Instance: e.Instance, Pid: e.Pid, Exit: e.Exit})
@@ -107,6 +195,33 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 		out = append(out, det)
 	}
 	return out, nil
+}
+
+// instanceCgroups says where the instances' cgroups go: dir when given,
+// else this daemon's delegated subtree when it has one; "" and why not
+// otherwise.
+func instanceCgroups(dir string) (string, string) {
+	if dir != "" {
+		return dir, ""
+	}
+	if ok, why := cgroup.Probe(); !ok {
+		return "", why
+	}
+	root, err := cgroup.Delegate()
+	if err != nil {
+		return "", err.Error()
+	}
+	return root, ""
+}
+
+// containment says how an app's descendants end with it, so an operator
+// knows whether Delegate=yes is in place.
+func containment(cg, why string) string {
+	const mode = "process tree: the keeper (a child subreaper) kills every descendant with the app"
+	if cg == "" {
+		return mode + "; no cgroup per instance: " + why
+	}
+	return "cgroup v2 per instance under " + cg + " (cgroup.kill ends the tree), and " + mode
 }
 
 func filterInstance(in []api.Instance, n int) []api.Instance {
@@ -128,7 +243,7 @@ func (d *Daemon) Crashes(ctx context.Context, app string) ([]api.CrashGroup, err
 func (d *Daemon) Crash(ctx context.Context, id string) (api.CrashDetail, error) {
 	g, ok := d.crash.get(id)
 	if !ok {
-		return api.CrashDetail{}, &control.NotFoundError{What: fmt.Sprintf("crash %q", id)}
+		return api.CrashDetail{}, &spec.NotFoundError{What: fmt.Sprintf("crash %q", id)}
 	}
 	return g, nil
 }
@@ -137,7 +252,7 @@ func (d *Daemon) Crash(ctx context.Context, id string) (api.CrashDetail, error) 
 func (d *Daemon) Save(ctx context.Context) (api.Result, error) {
 	apps, err := d.sup.Apps(ctx, spec.All)
 	if err != nil && !isNotFound(err) {
-		return api.Result{}, d.wrap(err)
+		return api.Result{}, err
 	}
 	var dump store.Dump
 	for _, a := range apps {
@@ -185,7 +300,7 @@ func (d *Daemon) Kill(ctx context.Context) (api.Result, error) {
 		time.AfterFunc(50*time.Millisecond, func() { close(d.killC) })
 	})
 	if err != nil {
-		return api.Result{}, d.wrap(err)
+		return api.Result{}, err
 	}
 	return api.Result{Message: "stopped every app; the daemon exits"}, nil
 }
@@ -202,15 +317,6 @@ func (d *Daemon) liveSpecs(ctx context.Context) []*spec.App {
 		out = append(out, a.Spec)
 	}
 	return out
-}
-
-// wrap turns the supervisor's not-found into the control server's.
-func (d *Daemon) wrap(err error) error {
-	var nf *supervisor.NotFoundError
-	if errors.As(err, &nf) {
-		return &control.NotFoundError{What: nf.What}
-	}
-	return err
 }
 
 func (d *Daemon) result(l []supervisor.InstanceInfo) api.Result {

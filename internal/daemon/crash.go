@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"os/exec"
 	"sync"
 
 	"github.com/keel-run/keel/internal/api"
@@ -30,13 +31,13 @@ type crashRecorder struct {
 	book *crash.Book
 }
 
-func newCrashRecorder(home string, st *store.Store, log *slog.Logger) *crashRecorder {
+func newCrashRecorder(home string, st *store.Store, log *slog.Logger, start func(*exec.Cmd) (func() error, error)) *crashRecorder {
 	c := &crashRecorder{
 		home:  home,
 		store: st,
 		log:   log,
 		book:  crash.NewBook(crash.Limits{}),
-		note:  crash.NewNotifier(crash.NotifierOptions{Logger: log}),
+		note:  crash.NewNotifier(crash.NotifierOptions{Logger: log, Start: start}),
 	}
 	if st != nil {
 		if _, err := st.GetBlob(crashBlob, c.book); err != nil {

@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ const (
 	StatusNoContent                   = 204
 	StatusNotModified                 = 304
 	StatusBadRequest                  = 400
+	StatusUnauthorized                = 401
 	StatusForbidden                   = 403
 	StatusNotFound                    = 404
 	StatusMethodNotAllowed            = 405
@@ -47,6 +49,8 @@ func StatusText(code int) string {
 		return "Not Modified"
 	case StatusBadRequest:
 		return "Bad Request"
+	case StatusUnauthorized:
+		return "Unauthorized"
 	case StatusForbidden:
 		return "Forbidden"
 	case StatusNotFound:
@@ -314,7 +318,21 @@ type ResponseWriter struct {
 	header Header
 	status int
 	body   bytes.Buffer
+	stream StreamFunc
 }
+
+// A StreamFunc writes a streamed answer's body to out until it is done or
+// ctx is (the client hung up, or the server is shutting down). Each Write
+// goes to the connection at once: a StreamFunc buffers what belongs
+// together itself.
+type StreamFunc func(ctx context.Context, out io.Writer) error
+
+// Stream makes the answer a stream, for Server-Sent Events and the like:
+// once the handler returns, the server writes the status and header fields
+// without a Content-Length, calls f, and closes the connection when f
+// returns; the body is what f writes (anything Written before is sent
+// first). A HEAD request gets the header fields alone.
+func (w *ResponseWriter) Stream(f StreamFunc) { w.stream = f }
 
 // Header is the answer's header fields, to change before the handler
 // returns. The server sets Content-Length itself, and Connection: close
@@ -335,6 +353,13 @@ func (w *ResponseWriter) WriteHeader(status int) {
 	}
 }
 
+// Grow makes room for n more bytes of body, so that a large answer
+// written in pieces is not copied as its buffer grows.
+func (w *ResponseWriter) Grow(n int) { w.body.Grow(n) }
+
+// Status is the status set so far: 0 before WriteHeader or Write.
+func (w *ResponseWriter) Status() int { return w.status }
+
 // Write appends p to the body. It never fails.
 func (w *ResponseWriter) Write(p []byte) (int, error) {
 	w.WriteHeader(StatusOK)
@@ -344,7 +369,7 @@ func (w *ResponseWriter) Write(p []byte) (int, error) {
 // Reset forgets everything written so far, status and header included,
 // so that a handler can answer afresh (after a panic, say).
 func (w *ResponseWriter) Reset() {
-	w.header, w.status = nil, 0
+	w.header, w.status, w.stream = nil, 0, nil
 	w.body.Reset()
 }
 
@@ -365,7 +390,7 @@ func (w *ResponseWriter) encode(head, close, keepAlive10 bool) net.Buffers {
 	b.WriteString(StatusText(status))
 	b.WriteString("\r\n")
 	w.header.write(&b, "Content-Length", "Transfer-Encoding", "Connection")
-	if !bodyless(status) {
+	if !bodyless(status) && w.stream == nil {
 		writeLength(&b, w.body.Len())
 	}
 	switch {

@@ -314,11 +314,47 @@ func (s *Server) serveConn(c *conn) {
 		if !ok {
 			return
 		}
+		if w.stream != nil {
+			s.stream(ctx, c, br, w, req.Method == "HEAD")
+			return
+		}
 		closing := req.Close || w.header.has("Connection", "close") || s.shuttingDown()
 		answer := w.encode(req.Method == "HEAD", closing, !closing && req.Proto == "HTTP/1.0")
 		if _, err := answer.WriteTo(c.rwc); err != nil || closing {
 			return
 		}
+	}
+}
+
+// stream writes a streamed answer's head, then runs its StreamFunc until
+// it returns, the client hangs up or the server shuts down; the caller
+// closes the connection after.
+func (s *Server) stream(ctx context.Context, c *conn, br *bufio.Reader, w *ResponseWriter, head bool) {
+	answer := w.encode(head, true, false)
+	if _, err := answer.WriteTo(c.rwc); err != nil || head {
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	quit := s.quit
+	s.mu.Unlock()
+	go func() {
+		select {
+		case <-quit:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	stopWatch := watchHangup(c.rwc, br, cancel)
+	defer stopWatch()
+	defer func() {
+		if v := recover(); v != nil && v != ErrAbortHandler {
+			s.logger().Error("panic streaming an answer", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	if err := w.stream(sctx, c.rwc); err != nil && sctx.Err() == nil {
+		s.logger().Debug("stream ended", "err", err)
 	}
 }
 

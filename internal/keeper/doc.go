@@ -143,7 +143,13 @@
 //     them) and the log files were closed: every line the app wrote before
 //     it exited is in the files before anyone hears of the exit.
 //   - When the app's leader exits, what is left of its process group is
-//     SIGKILLed (proc.Options.KillGroupOnExit): no descendant outlives it.
+//     SIGKILLed (proc.Options.KillGroupOnExit), and so is every other
+//     descendant of the keeper (proc.Options.KillDescendantsOnExit): the
+//     keeper is a child subreaper (PR_SET_CHILD_SUBREAPER), so children
+//     that called setsid and the orphans of a double fork are its
+//     descendants too, and it reaps those orphans. No descendant outlives
+//     the app — after a stop, a restart, a reload or a crash alike — and
+//     none holds the log pipes open past it.
 //   - The keeper keeps its exit record until a daemon releases it, however
 //     long no daemon is connected.
 //   - Neither side lets a slow peer stall it. Each side queues what the

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/sdnotify"
@@ -49,9 +50,12 @@ type keeper struct {
 	paths     paths
 	ln        *net.UnixListener
 	proc      *proc.Process
+	group     *cgroup.Group    // the app's cgroup, or nil
 	notify    *sdnotify.Server // nil unless ready: notify
 	node      NodeChannel      // nil unless a Node IPC channel is open
 	listeners []*os.File
+	logOut    *logs.Writer // for log_bytes
+	logErr    *logs.Writer
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
@@ -282,6 +286,8 @@ func (k *keeper) handle(pc peerCommand) {
 				fail("", err)
 			}
 		}
+	case cmdLogBytes:
+		r.LogBytes = []uint64{k.logOut.Captured(), k.logErr.Captured()}
 	case cmdRelease:
 		if k.state.Exit == nil {
 			fail(codeRunning, errors.New("the app is still running"))
@@ -532,6 +538,12 @@ func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
 	}()
 
 	<-k.proc.Done()
+	if k.group != nil {
+		// proc emptied it at the exit.
+		if err := k.group.Remove(); err != nil {
+			k.log.Warn("keeper: removing the app's cgroup", "err", err)
+		}
+	}
 	k.diedC <- struct{}{}
 	ex := k.proc.Exit()
 	t := time.NewTimer(drainBound)

@@ -17,9 +17,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/ready"
+	"github.com/keel-run/keel/internal/reaper"
 	"github.com/keel-run/keel/internal/sdnotify"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -49,6 +51,9 @@ type Config struct {
 	ListenNames []string `json:"listen_names,omitempty"`
 	// NodeIPC asks for Node's IPC channel (see Options.NodeIPC).
 	NodeIPC bool `json:"node_ipc,omitempty"`
+	// Cgroup is a cgroup v2 directory under which the keeper makes a
+	// group for the app's tree (see SpawnerConfig.Cgroup); "": none.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 func (c *Config) check() error {
@@ -100,6 +105,11 @@ func MainWith(args []string, opts Options) int {
 		return 1
 	}
 	log = log.With("id", cfg.ID, "app", cfg.App.Name, "instance", cfg.Instance)
+	// Orphans of the app's tree (a double fork, a setsid child whose
+	// parent exited) come to the keeper, which kills them with the app.
+	if err := reaper.BecomeSubreaper(); err != nil {
+		log.Warn("keeper: orphans of the app go to init, out of keel's reach", "err", err)
+	}
 	k, err := start(cfg, files, opts, log)
 	if err != nil {
 		log.Error("keeper: start failed", "err", err)
@@ -113,8 +123,24 @@ func MainWith(args []string, opts Options) int {
 	}
 	detachStdio(log)
 	log.Info("keeper: app started", "pid", st.Pid)
+	stopReaping := reapOrphans(st.Pid)
+	defer stopReaping()
 	k.run(sigC)
 	return 0
+}
+
+// reapOrphans reaps the keeper's children other than the app (whose
+// waiter is proc): orphans re-parented to the keeper. It returns the
+// function that stops it.
+func reapOrphans(app int) func() {
+	r := reaper.New()
+	r.Leave(app)
+	sigchld := make(chan os.Signal, 16)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx, sigchld, nil) }()
+	return func() { cancel(); <-done; signal.Stop(sigchld) }
 }
 
 // errNoConfig is an empty config: EOF came first.
@@ -321,7 +347,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 	growPipe(outR, log)
 	growPipe(errR, log)
 
-	lopts := logs.Options{MaxSize: int64(app.LogMaxSize), Keep: app.LogKeep}
+	lopts := logs.Options{MaxSize: int64(app.LogMaxSize), Keep: app.LogKeep, UntilRead: app.LogsUntilRead}
 	wOut, err := logs.OpenWriter(logs.Path(cfg.Home, app.Name, cfg.Instance, logs.Stdout), lopts)
 	if err != nil {
 		return nil, fmt.Errorf("opening stdout log: %w", err)
@@ -382,7 +408,16 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		log.Warn("keeper: this keel has no Node IPC channel; the app counts as ready once started", "ready", app.Ready)
 	}
 
-	pr, err := proc.Start(proc.Options{
+	var group *cgroup.Group
+	if cfg.Cgroup != "" {
+		if group, err = cgroup.Create(cfg.Cgroup, "keel-"+cfg.ID); err != nil {
+			log.Warn("keeper: no cgroup for the app; its descendants end through the subreaper alone", "err", err)
+			group = nil
+		} else {
+			undo = append(undo, func() { group.Remove() })
+		}
+	}
+	po := proc.Options{
 		Argv:            argv,
 		Dir:             app.Cwd,
 		Env:             env.list(),
@@ -392,7 +427,13 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		ListenNames:     cfg.ListenNames,
 		Helper:          selfExe,
 		KillGroupOnExit: true,
-	})
+		// With the keeper a subreaper, that is every descendant.
+		KillDescendantsOnExit: true,
+	}
+	if group != nil { // not a typed nil in the interface
+		po.Cgroup = group
+	}
+	pr, err := proc.Start(po)
 	if err != nil {
 		return nil, err
 	}
@@ -408,6 +449,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		paths:     p,
 		ln:        ln,
 		proc:      pr,
+		group:     group,
 		notify:    notify,
 		node:      node,
 		listeners: listeners,
@@ -481,6 +523,7 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 	}
 
 	// Capture and drain: see keeper.drain.
+	k.logOut, k.logErr = wOut, wErr
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()

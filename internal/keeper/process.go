@@ -19,14 +19,17 @@ import (
 )
 
 const (
-	// callTimeout bounds a command's round trip to the keeper.
-	callTimeout = 5 * time.Second
+	// defaultCallTimeout bounds a command's round trip to the keeper.
+	defaultCallTimeout = 5 * time.Second
 	// maxRedials is how often a process reconnects to a keeper that
 	// dropped the connection while still running.
 	maxRedials = 10
 )
 
-var errNotConnected = errors.New("not connected to the keeper")
+var (
+	errNotConnected = errors.New("not connected to the keeper")
+	errNoAnswer     = errors.New("the keeper did not answer")
+)
 
 // process is the daemon's handle on one keeper and its app: a
 // supervisor.Process. A reader goroutine reads the keeper's lines and
@@ -56,10 +59,21 @@ type process struct {
 	crashing    bool // EventCrashing queued
 	status      string
 	exited      bool // EventExit queued
-	serving     bool // reported up to SpawnerConfig.Serving
-	servedOut   bool // down for good: asked to stop, stopping or exited
 	released    bool
 	detached    bool
+
+	// servMu guards serving and servedOut. Apart from mu (taken after
+	// it, never before), so that Stop never waits for a write.
+	servMu    sync.Mutex
+	serving   bool // reported up to SpawnerConfig.Serving
+	servedOut bool // down for good: asked to stop, stopping or exited
+
+	// bgMu guards bgClosed; bg counts the goroutines of Stop and
+	// Release, writes those whose command is not written yet.
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup
+	writes   sync.WaitGroup
 }
 
 var _ supervisor.Process = (*process)(nil)
@@ -107,33 +121,89 @@ func (p *process) Signal(sig syscall.Signal) error {
 }
 
 // Stop sends sig and has the keeper SIGKILL the group after timeout. It
-// returns once the keeper took the command; a process that has exited is
-// no error.
+// returns at once, as the supervisor's owner loop calls it: the command
+// goes out from a goroutine of its own, so a keeper that is slow to
+// answer (or never does) stalls nothing but that goroutine. A failure is
+// logged; the exit follows as usual, or "keeper lost" if the keeper dies.
 func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
 	// New connections go to other instances before this one stops
 	// accepting.
-	p.mu.Lock()
 	p.servingLocked(false)
-	p.mu.Unlock()
-	_, err := p.call(command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()}, false)
-	if err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("stopping pid %d: %w", p.st.Pid, err)
-	}
+	c := command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()}
+	p.background(func(sent func()) {
+		ch, seq, err := p.send(c, false)
+		sent()
+		if err == nil {
+			// The keeper answers at once; the exit may take the whole
+			// timeout, after which the keeper SIGKILLs the group.
+			_, err = p.await(ch, seq, c.Cmd, timeout+p.s.cfg.CallTimeout)
+		}
+		if err != nil && !errors.Is(err, os.ErrProcessDone) {
+			p.log.Warn("stopping the app", "signal", c.Signal, "err", err)
+		}
+		if errors.Is(err, errNoAnswer) {
+			p.abandon()
+		}
+	})
 	return nil
 }
 
-// Release lets the keeper forget the exit and go. It does nothing before
-// EventExit was queued.
-func (p *process) Release() {
+// abandon gives up on a keeper that took a stop and, by the end of its
+// kill_timeout and CallTimeout more, had neither answered nor reported
+// the exit: it cannot do its job. It is killed and the connection
+// dropped; the reader then finds it gone and kills the app's group (an
+// exit with Reason "keeper lost"), so the stop ends.
+func (p *process) abandon() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.exited || p.released {
+	gone := p.exited || p.detached || p.released
+	p.mu.Unlock()
+	if gone {
 		return
 	}
-	p.released = true
-	if p.conn != nil {
-		p.sendReleaseLocked()
+	p.log.Error("the keeper neither answered a stop nor reported the exit; killing it and its app", "keeper_pid", p.st.KeeperPid)
+	killAndWait(proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}, false, p.log)
+	p.mu.Lock()
+	p.brokenLocked()
+	p.mu.Unlock()
+}
+
+// Release lets the keeper forget the exit and go. It does nothing before
+// EventExit was queued, and returns at once: the command is written from
+// a goroutine of its own.
+func (p *process) Release() {
+	p.background(func(sent func()) {
+		defer sent()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.exited || p.released {
+			return
+		}
+		p.released = true
+		if p.conn != nil {
+			p.sendReleaseLocked()
+		}
+	})
+}
+
+// background runs f in a goroutine of its own; f calls sent once its
+// command is written (or will not be). detachNow lets those writes finish
+// before it drops the connection, and waits for the goroutines; after
+// detachNow, f does not run.
+func (p *process) background(f func(sent func())) {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.bgClosed {
+		return
 	}
+	p.bg.Add(1)
+	p.writes.Add(1)
+	go func() {
+		defer p.bg.Done()
+		var once sync.Once
+		sent := func() { once.Do(p.writes.Done) }
+		defer sent()
+		f(sent)
+	}()
 }
 
 func (p *process) sendReleaseLocked() {
@@ -150,9 +220,17 @@ func (p *process) sendReleaseLocked() {
 // once the exit was queued — unless afterExit: a keeper answers until it
 // is released. The reply's descriptors, if any, are the caller's.
 func (p *process) call(c command, afterExit bool) (message, error) {
-	t := time.NewTimer(callTimeout)
+	ch, seq, err := p.send(c, afterExit)
+	if err != nil {
+		return message{}, err
+	}
+	return p.await(ch, seq, c.Cmd, p.s.cfg.CallTimeout)
+}
+
+// send writes a command (see call) and returns where its reply comes.
+func (p *process) send(c command, afterExit bool) (chan message, int, error) {
+	t := time.NewTimer(p.s.cfg.CallTimeout)
 	defer t.Stop()
-	var ch chan message
 	for attempt := 0; ; attempt++ {
 		p.mu.Lock()
 		for p.conn == nil && (afterExit || !p.exited) && p.reconnected != nil {
@@ -161,35 +239,42 @@ func (p *process) call(c command, afterExit bool) (message, error) {
 			select {
 			case <-wait:
 			case <-t.C:
-				return message{}, errNotConnected
+				return nil, 0, errNotConnected
+			case <-p.detach:
+				return nil, 0, errNotConnected
 			}
 			p.mu.Lock()
 		}
 		if p.exited && !afterExit {
 			p.mu.Unlock()
-			return message{}, os.ErrProcessDone
+			return nil, 0, os.ErrProcessDone
 		}
 		if p.conn == nil {
 			p.mu.Unlock()
-			return message{}, errNotConnected
+			return nil, 0, errNotConnected
 		}
 		p.seq++
 		c.Seq = p.seq
-		ch = make(chan message, 1)
+		ch := make(chan message, 1)
 		p.pending[c.Seq] = ch
 		err := p.writeLocked(c)
 		if err == nil {
 			p.mu.Unlock()
-			break
+			return ch, c.Seq, nil
 		}
 		delete(p.pending, c.Seq)
 		p.brokenLocked()
 		p.mu.Unlock()
 		if attempt > 0 {
-			return message{}, err
+			return nil, 0, err
 		}
 	}
+}
 
+// await waits for the reply to command seq.
+func (p *process) await(ch chan message, seq int, cmd string, within time.Duration) (message, error) {
+	t := time.NewTimer(within)
+	defer t.Stop()
 	select {
 	case m, ok := <-ch:
 		switch {
@@ -203,14 +288,14 @@ func (p *process) call(c command, afterExit bool) (message, error) {
 		return m, nil
 	case <-t.C:
 		p.mu.Lock()
-		delete(p.pending, c.Seq)
+		delete(p.pending, seq)
 		p.mu.Unlock()
 		select {
 		case m := <-ch: // it came just now: drop it
 			closeFiles(m.files)
 		default:
 		}
-		return message{}, fmt.Errorf("the keeper did not answer %s within %s", c.Cmd, callTimeout)
+		return message{}, fmt.Errorf("%w %s within %s", errNoAnswer, cmd, within)
 	}
 }
 
@@ -234,7 +319,7 @@ func (p *process) writeLocked(c command) error {
 	if err != nil {
 		return err
 	}
-	p.conn.SetWriteDeadline(time.Now().Add(callTimeout))
+	p.conn.SetWriteDeadline(time.Now().Add(p.s.cfg.CallTimeout))
 	return writeWithFiles(p.conn, append(b, '\n'), c.files)
 }
 
@@ -477,11 +562,14 @@ func (p *process) readyLocked() {
 }
 
 // servingLocked reports the process up (once, unless it was reported
-// down) or down (once, after up) to SpawnerConfig.Serving.
+// down) or down (once, after up) to SpawnerConfig.Serving. p.mu may be
+// held or not.
 func (p *process) servingLocked(up bool) {
 	if p.s.cfg.Serving == nil {
 		return
 	}
+	p.servMu.Lock()
+	defer p.servMu.Unlock()
 	if up {
 		if p.serving || p.servedOut {
 			return
@@ -572,15 +660,23 @@ func (p *process) pump() {
 
 // detachNow drops the connection without telling the keeper anything and
 // waits for the process's goroutines.
+// Commands already given (Stop, Release) are written first.
 func (p *process) detachNow() {
+	p.bgMu.Lock()
+	p.bgClosed = true
+	p.bgMu.Unlock()
 	p.mu.Lock()
 	if !p.detached {
 		p.detached = true
 		close(p.detach)
-		if p.conn != nil {
-			p.conn.Close()
-		}
 	}
 	p.mu.Unlock()
+	p.writes.Wait()
+	p.mu.Lock()
+	if p.conn != nil {
+		p.conn.Close()
+	}
+	p.mu.Unlock()
+	p.bg.Wait()
 	p.wg.Wait()
 }

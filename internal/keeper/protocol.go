@@ -68,6 +68,8 @@ type message struct {
 	Code    string         `json:"code,omitempty"`    // reply
 	Listen  *ListenRequest `json:"listen,omitempty"`  // listen
 	Sockets []socketInfo   `json:"sockets,omitempty"` // reply to sockets
+	// LogBytes, the reply to log_bytes: stdout's and stderr's byte counts.
+	LogBytes []uint64 `json:"log_bytes,omitempty"`
 	// FDs is how many descriptors travel with the line (SCM_RIGHTS).
 	FDs int `json:"fds,omitempty"`
 
@@ -76,11 +78,12 @@ type message struct {
 
 // Commands, daemon to keeper.
 const (
-	cmdSignal  = "signal"
-	cmdStop    = "stop"
-	cmdRelease = "release"
-	cmdSocket  = "socket"  // the answer to a listen message
-	cmdSockets = "sockets" // hand back every listening socket
+	cmdSignal   = "signal"
+	cmdStop     = "stop"
+	cmdRelease  = "release"
+	cmdSocket   = "socket"    // the answer to a listen message
+	cmdSockets  = "sockets"   // hand back every listening socket
+	cmdLogBytes = "log_bytes" // how many bytes the app wrote to stdout and stderr
 )
 
 // command is one line from a daemon.

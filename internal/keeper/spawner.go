@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -90,6 +91,18 @@ type SpawnerConfig struct {
 	// It is called with the process's lock held and must not call back
 	// into the Spawner.
 	Serving func(app string, instance int, up bool)
+	// StartCmd starts a keeper process and returns its wait; nil:
+	// cmd.Start and cmd.Wait. (`keel run`'s reaper must not take it.)
+	StartCmd func(*exec.Cmd) (wait func() error, err error)
+	// Cgroup is a cgroup v2 directory this process may write to, with the
+	// controllers it wants enabled in its subtree_control; each keeper
+	// makes the group Cgroup/keel-<keeper id> for its app, which is born
+	// in it and whose every descendant cgroup.kill ends at the exit. "":
+	// no cgroup per instance (the keeper's subreaper still ends them).
+	Cgroup string
+	// CallTimeout bounds a command's round trip to a keeper (and the
+	// write of a command); 0 means 5 s.
+	CallTimeout time.Duration
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -99,6 +112,8 @@ type Spawner struct {
 	log *slog.Logger
 
 	wg sync.WaitGroup // refill goroutines
+	// starts holds a token per Spawn under way (bounded).
+	starts chan struct{}
 
 	mu        sync.Mutex
 	procs     map[string]*process // by keeper id
@@ -120,7 +135,11 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{}}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = defaultCallTimeout
+	}
+	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
+		starts: make(chan struct{}, max(4, 4*runtime.NumCPU()))}
 }
 
 // Spawn starts a keeper for one instance and returns once the app runs
@@ -143,6 +162,14 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 			return nil, fmt.Errorf("listening sockets: %d files, %d names", len(files), len(names))
 		}
 	}
+	// A few starts at a time: a thousand keepers starting at once on a
+	// few cores would each take longer than handshakeTimeout.
+	select {
+	case s.starts <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("spawn: %w", ctx.Err())
+	}
+	defer func() { <-s.starts }()
 	deadline := time.Now().Add(handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -261,13 +288,19 @@ func (s *Spawner) startKeeper() (*keeperProc, error) {
 	}
 	s.starting[k.id] = true
 	s.mu.Unlock()
-	if err := k.cmd.Start(); err != nil {
+	wait := k.cmd.Wait
+	if s.cfg.StartCmd != nil {
+		wait, err = s.cfg.StartCmd(k.cmd)
+	} else {
+		err = k.cmd.Start()
+	}
+	if err != nil {
 		ours.Close()
 		hsR.Close()
 		s.done(k)
 		return nil, fmt.Errorf("starting keeper: %w", err)
 	}
-	go s.reap(k.cmd, k.reaped)
+	go s.reap(k.cmd.Process.Pid, wait, k.reaped)
 	return k, nil
 }
 
@@ -339,7 +372,7 @@ func (s *Spawner) refill() {
 func (s *Spawner) sendConfig(ctx context.Context, k *keeperProc, req supervisor.SpawnRequest, files []*os.File, names []string, deadline time.Time) error {
 	body, err := json.Marshal(&Config{
 		ID: k.id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
-		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App),
+		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App), Cgroup: s.cfg.Cgroup,
 	})
 	if err != nil {
 		return fmt.Errorf("encoding keeper config: %w", err)
@@ -444,19 +477,19 @@ func (s *Spawner) abort(k *keeperProc) {
 
 // reap is the one waiter of a keeper this Spawner started. The keeper's
 // status matters little (its connection says everything), but it must not
-// linger as a zombie. ECHILD is fine: under `keel run` as PID 1 a reaper
-// may have been first.
-func (s *Spawner) reap(cmd *exec.Cmd, done chan<- struct{}) {
+// linger as a zombie. ECHILD is fine: a reaper of the whole process
+// (`keel run` as PID 1) may have been first unless StartCmd is its.
+func (s *Spawner) reap(pid int, wait func() error, done chan<- struct{}) {
 	defer close(done)
-	err := cmd.Wait()
+	err := wait()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &ee):
-		s.log.Warn("keeper exited", "pid", cmd.Process.Pid, "status", ee.ProcessState.String())
+		s.log.Warn("keeper exited", "pid", pid, "status", ee.ProcessState.String())
 	case errors.Is(err, syscall.ECHILD):
 	default:
-		s.log.Warn("waiting for keeper", "pid", cmd.Process.Pid, "err", err)
+		s.log.Warn("waiting for keeper", "pid", pid, "err", err)
 	}
 }
 
@@ -731,4 +764,34 @@ func tail(path string) string {
 	b := make([]byte, fi.Size()-off)
 	n, _ := f.ReadAt(b, off)
 	return strings.TrimSpace(string(b[:n]))
+}
+
+// LogCount is how many bytes one keeper's app has written to its stdout
+// and stderr since the keeper started (it counts, the daemon adds up).
+type LogCount struct {
+	ID       string // the keeper's
+	App      string
+	Out, Err uint64
+}
+
+// LogBytes asks every keeper of this Spawner for its counts. A keeper
+// that cannot answer (gone, or of an older keel without the command) is
+// left out. It makes one call per keeper: for a background poll, not for
+// a request's path.
+func (s *Spawner) LogBytes() []LogCount {
+	s.mu.Lock()
+	procs := make([]*process, 0, len(s.procs))
+	for _, p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	out := make([]LogCount, 0, len(procs))
+	for _, p := range procs {
+		m, err := p.call(command{Cmd: cmdLogBytes}, true)
+		if err != nil || len(m.LogBytes) != 2 {
+			continue
+		}
+		out = append(out, LogCount{ID: p.st.ID, App: p.st.App, Out: m.LogBytes[0], Err: m.LogBytes[1]})
+	}
+	return out
 }

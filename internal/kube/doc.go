@@ -16,7 +16,8 @@
 // What the Kubernetes objects cannot say is reported as Notes, in the
 // kompose style, never silently dropped: a loopback or unix listen address
 // a Service cannot reach, watch and cron_restart under replicas, an app
-// with no max_memory (so no memory limit).
+// with no max_memory (so no memory limit), env written into the ConfigMap
+// (names only, never values).
 //
 // The output is deterministic: the same config and options give the same
 // bytes. The manifests are written with go.yaml.in/yaml/v3 from the small

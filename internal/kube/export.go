@@ -30,10 +30,12 @@ const (
 	// terminationGracePeriodSeconds: keel needs a moment after the last
 	// SIGKILL to reap, flush the last log lines and exit on its own.
 	GraceMargin = 5 * time.Second
-	// keelMemory is what a pod's memory limit adds for keel itself and a
-	// keeper per instance, over the apps' max_memory.
+	// keelMemory is what a pod's memory limit adds for keel itself, and
+	// keeperMemory per instance for its keeper and its log tails in
+	// /dev/shm (keel run --log-files=false: up to 4 MiB a stream), over
+	// the apps' max_memory.
 	keelMemory        = 32 << 20
-	keeperMemory      = 8 << 20
+	keeperMemory      = 16 << 20
 	startupPeriod     = 2 // seconds
 	startupMargin     = 10 * time.Second
 	healthPortName    = "health"
@@ -163,6 +165,14 @@ func (e *exporter) run() ([]byte, []string, error) {
 			if c.Instances > 1 {
 				e.note("app %s: instances %d became %d pod replicas of one instance each", a.Name, c.Instances, c.Instances)
 			}
+		}
+		if len(c.Env) > 0 {
+			keys := make([]string, 0, len(c.Env))
+			for k := range c.Env {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			e.note("app %s: env (%s) goes into the ConfigMap as plain text; keep secrets in a Secret and add it to the container with envFrom (keel run passes its environment to the apps)", a.Name, strings.Join(keys, ", "))
 		}
 		if c.MaxMemory == 0 {
 			e.note("app %s: no max_memory, so the pod gets no memory limit", a.Name)

@@ -165,6 +165,8 @@ func TestExportOnePod(t *testing.T) {
 	require.Contains(t, strings.Join(notes, "\n"), "unix:///tmp/web.sock is a unix socket")
 	require.Contains(t, strings.Join(notes, "\n"), "127.0.0.1:3000 became :3000")
 	require.NotContains(t, strings.Join(notes, "\n"), "cron_restart", "cron_restart works inside one pod")
+	require.Contains(t, strings.Join(notes, "\n"), "app web: env (NODE_ENV) goes into the ConfigMap", "env names, never values")
+	require.NotContains(t, strings.Join(notes, "\n"), "production")
 
 	var ports []int32
 	for _, s := range m.services {
@@ -228,8 +230,8 @@ func TestExportReplicas(t *testing.T) {
 	require.EqualValues(t, 8, *worker.Spec.Template.Spec.TerminationGracePeriodSeconds, "2.5s rounds up to 3, plus the margin")
 	wc := web.Spec.Template.Spec.Containers[0]
 	require.Equal(t, []string{"--only", "web"}, wc.Args[len(wc.Args)-2:])
-	// One instance of 300M per pod, plus keel and its keeper.
-	require.Equal(t, "340Mi", wc.Resources.Limits.Memory().String())
+	// One instance of 300M per pod, plus keel, its keeper and log tails.
+	require.Equal(t, "348Mi", wc.Resources.Limits.Memory().String())
 	require.Equal(t, wc.Resources.Limits.Memory().String(), wc.Resources.Requests.Memory().String())
 
 	for _, s := range m.services {

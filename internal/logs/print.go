@@ -34,6 +34,16 @@ type PrintOptions struct {
 	// Since, when set, leaves out lines recorded before it (keel run uses
 	// it to echo only what its own apps write).
 	Since time.Time
+	// SplitOver, with JSON and when > 0, writes a line longer than this
+	// many bytes as several objects of at most SplitOver bytes each,
+	// marked "part" (1, 2, …) and "parts" (their count), cut between
+	// UTF-8 characters where the line is valid UTF-8. Log collectors read
+	// lines into bounded buffers; keel run uses MaxPayload.
+	SplitOver int
+	// RemoveRead, when following, removes each rotated file (path.1) once
+	// it is read to its end, for writers with Options.UntilRead: keel run
+	// --log-files=false, where the files are only a buffer for the echo.
+	RemoveRead bool
 
 	// PollInterval is how often files are checked when following; 0 means
 	// DefaultPollInterval.
@@ -79,6 +89,7 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 		var streams [][]line
 		for _, src := range srcs[i:j] {
 			lines, fl, err := tail(src, n)
+			fl.removeRead = opts.RemoveRead
 			followers[src.key()] = fl
 			if err != nil {
 				return err
@@ -125,6 +136,7 @@ func Print(ctx context.Context, w io.Writer, opts PrintOptions) error {
 		for _, src := range srcs {
 			if followers[src.key()] == nil {
 				followers[src.key()] = newFollower(src)
+				followers[src.key()].removeRead = opts.RemoveRead
 				p.widen(src)
 			}
 		}
@@ -210,6 +222,8 @@ type jsonLine struct {
 	Line       string `json:"line"`                  // invalid UTF-8 bytes become U+FFFD
 	LineBase64 string `json:"line_base64,omitempty"` // the exact bytes, when Line is not
 	Partial    bool   `json:"partial,omitempty"`     // the app never ended the line with "\n"
+	Part       int    `json:"part,omitempty"`        // with SplitOver: this piece's number, from 1
+	Parts      int    `json:"parts,omitempty"`       // with SplitOver: how many pieces the line has
 }
 
 func (p *printer) print(lines []line) error {
@@ -232,19 +246,28 @@ func (p *printer) one(l line) error {
 			p.w.WriteByte('\n')
 		}
 	case p.opts.JSON:
-		j := jsonLine{
-			App:      l.src.app,
-			Instance: l.src.instance,
-			Stream:   l.src.stream,
-			Time:     l.time.UTC().Format(time.RFC3339Nano),
-			Line:     string(l.text),
-			Partial:  !l.newline,
+		pieces := [][]byte{l.text}
+		if p.opts.SplitOver > 0 && len(l.text) > p.opts.SplitOver {
+			pieces = split(l.text, p.opts.SplitOver)
 		}
-		if !utf8.Valid(l.text) {
-			j.LineBase64 = base64.StdEncoding.EncodeToString(l.text)
-		}
-		if err := p.enc.Encode(j); err != nil {
-			return fmt.Errorf("writing logs: %w", err)
+		for i, text := range pieces {
+			j := jsonLine{
+				App:      l.src.app,
+				Instance: l.src.instance,
+				Stream:   l.src.stream,
+				Time:     l.time.UTC().Format(time.RFC3339Nano),
+				Line:     string(text),
+				Partial:  !l.newline && i == len(pieces)-1,
+			}
+			if len(pieces) > 1 {
+				j.Part, j.Parts = i+1, len(pieces)
+			}
+			if !utf8.Valid(text) {
+				j.LineBase64 = base64.StdEncoding.EncodeToString(text)
+			}
+			if err := p.enc.Encode(j); err != nil {
+				return fmt.Errorf("writing logs: %w", err)
+			}
 		}
 	default:
 		col := l.src.app + ":" + strconv.Itoa(l.src.instance)
@@ -261,4 +284,23 @@ func (p *printer) one(l line) error {
 		p.w.WriteByte('\n')
 	}
 	return nil
+}
+
+// split cuts b into pieces of at most n bytes (n ≥ 4), each ending before
+// the start of a UTF-8 character where b is valid there, so that valid
+// text stays valid in every piece.
+func split(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > n {
+		cut := n
+		for back := 0; back < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(b[cut]); back++ {
+			cut--
+		}
+		if cut == 0 || !utf8.RuneStart(b[cut]) {
+			cut = n // not UTF-8 here: cut anywhere, line_base64 keeps the bytes
+		}
+		out = append(out, b[:cut])
+		b = b[cut:]
+	}
+	return append(out, b)
 }

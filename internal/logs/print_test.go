@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -381,5 +382,24 @@ func TestPrintSince(t *testing.T) {
 	}
 	if b.String() != "after\n" {
 		t.Fatalf("printed %q", b.String())
+	}
+}
+
+func TestSplitKeepsCharactersWhole(t *testing.T) {
+	line := []byte(strings.Repeat("é", 10) + "\xff\xfe" + strings.Repeat("a", 5)) // 27 bytes
+	pieces := split(line, 4)
+	if got := bytes.Join(pieces, nil); !bytes.Equal(got, line) {
+		t.Fatalf("pieces join to %q, want %q", got, line)
+	}
+	for i, p := range pieces {
+		if len(p) > 4 || len(p) == 0 {
+			t.Fatalf("piece %d is %d bytes", i, len(p))
+		}
+		if i < 5 && (len(p) != 4 || !utf8.Valid(p)) {
+			t.Fatalf("piece %d %q cuts a character", i, p)
+		}
+	}
+	if got := split([]byte("abc"), 4); len(got) != 1 {
+		t.Fatalf("a short line split into %d", len(got))
 	}
 }

@@ -377,10 +377,25 @@ type follower struct {
 	off      int64
 	dec      *decoder
 	br       *bufio.Reader
+	// removeRead: remove path.1 once it is read (PrintOptions.RemoveRead).
+	removeRead bool
 }
 
 func newFollower(src *source) *follower {
 	return &follower{src: src, dec: newDecoder(src), br: bufio.NewReaderSize(nil, chunkSize)}
+}
+
+// removeIfRotated, with removeRead, removes path.1 when it is the file
+// just read to its end: an UntilRead writer may rotate again.
+func (fl *follower) removeIfRotated() {
+	if !fl.removeRead || fl.f == nil {
+		return
+	}
+	p := rotatedPath(fl.src.path, 1)
+	var st unix.Stat_t
+	if unix.Stat(p, &st) == nil && st.Dev == fl.dev && st.Ino == fl.ino {
+		os.Remove(p)
+	}
 }
 
 func (fl *follower) close() {
@@ -449,11 +464,15 @@ func (fl *follower) poll(emit func(line)) error {
 			closeFiles(newer)
 			return err
 		}
+		fl.removeIfRotated()
 	}
 	for i := len(newer) - 1; i >= 0; i-- {
 		if err := fl.take(newer[i], 0, emit); err != nil {
 			closeFiles(newer[:i])
 			return err
+		}
+		if !newer[i].current {
+			fl.removeIfRotated()
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,11 @@ type Options struct {
 	// Keep is how many rotated files (path.1 … path.Keep) are kept. 0 keeps
 	// none: a full file is deleted when the next one starts.
 	Keep int
+	// UntilRead holds off a rotation while path.1 exists: a reader that
+	// removes each rotated file once it has read it (PrintOptions.
+	// RemoveRead) then sees every record, however fast they come; the file
+	// grows past MaxSize meanwhile.
+	UntilRead bool
 	// Now stamps records; nil means time.Now.
 	Now func() time.Time
 }
@@ -44,6 +50,9 @@ type Writer struct {
 	fd        int        // f's descriptor
 	dev, ino  uint64     // identity of f, compared with the path's before each write
 	checkTail bool       // f may end in a torn record: look before the next write
+
+	// captured counts the bytes Capture read from the app (Captured).
+	captured atomic.Uint64
 }
 
 // OpenWriter opens (creating it and its directory if needed) the log file
@@ -128,6 +137,7 @@ func (w *Writer) Capture(r io.Reader) error {
 	var tsBuf [timeLen]byte
 	for {
 		n, rerr := r.Read(buf[held:])
+		w.captured.Add(uint64(n))
 		ts := appendTime(tsBuf[:0], w.opts.Now())
 		data := buf[:held+n]
 		start := 0
@@ -159,6 +169,10 @@ func (w *Writer) Capture(r io.Reader) error {
 		c.flush()
 	}
 }
+
+// Captured is how many bytes Capture has read from the app so far: the
+// app's own output, before records are framed. Safe to call at any time.
+func (w *Writer) Captured() uint64 { return w.captured.Load() }
 
 // capturer is the state of one Capture call.
 type capturer struct {
@@ -282,7 +296,7 @@ func (w *Writer) appendLocked(buf []byte, ends []int, base int) (int, error) {
 		}
 	}
 	k := len(ends)
-	if limit := w.opts.MaxSize; limit > 0 && size+int64(len(sep)+ends[k-1]-base) > limit {
+	if limit := w.opts.MaxSize; limit > 0 && size+int64(len(sep)+ends[k-1]-base) > limit && !w.unreadLocked() {
 		k = sort.Search(len(ends), func(i int) bool {
 			return size+int64(len(sep)+ends[i]-base) > limit
 		})
@@ -307,6 +321,16 @@ func (w *Writer) appendLocked(buf []byte, ends []int, base int) (int, error) {
 	}
 	w.checkTail = false
 	return k, nil
+}
+
+// unreadLocked says whether, under UntilRead, the last rotated file is
+// still there for its reader. The caller holds the file's flock.
+func (w *Writer) unreadLocked() bool {
+	if !w.opts.UntilRead {
+		return false
+	}
+	_, err := os.Lstat(rotatedPath(w.path, 1))
+	return err == nil
 }
 
 // rotate shifts path.N-1 → path.N … path → path.1 (or, with keep 0,

@@ -26,7 +26,9 @@
 // exit without reaping (waitid with WNOWAIT), so the leader's pid — which
 // is the group id — stays reserved while it signals what is left of the
 // group (when Options.KillGroupOnExit is set) and marks the process done;
-// only then does it reap. Signal therefore never reaches a recycled pid:
+// only then does it reap. With Options.KillDescendantsOnExit it then
+// SIGKILLs every other descendant of the caller (KillDescendants), round
+// after round until a round finds none alive it did not kill yet. Signal therefore never reaches a recycled pid:
 // after the leader was reaped it returns os.ErrProcessDone.
 //
 // The package is a leaf: it imports only the standard library and

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +55,29 @@ type Options struct {
 	// of its process group, so no descendant outlives it (systemd's
 	// KillMode=control-group for what stayed in the group).
 	KillGroupOnExit bool
+	// KillDescendantsOnExit makes the exit of the leader also SIGKILL
+	// every other descendant of the calling process (KillDescendants):
+	// children that left the group (setsid) and, when the caller is a
+	// child subreaper, the orphans of the app's tree (a double fork). The
+	// caller must have no other children it wants to keep.
+	KillDescendantsOnExit bool
+	// Cgroup, when set, is where the process is born (CLONE_INTO_CGROUP),
+	// and with it everything it starts; the leader's exit then ends the
+	// whole group with cgroup.kill and waits until it is empty, whatever
+	// its members did to leave the process group, the session or the
+	// caller's tree. The caller creates and removes the group.
+	Cgroup Cgroup
+}
+
+// Cgroup is a cgroup v2 group for Options.Cgroup (internal/cgroup.Group
+// is one; proc stays a leaf package).
+type Cgroup interface {
+	// Open opens the group's directory, for CLONE_INTO_CGROUP.
+	Open() (*os.File, error)
+	Populated() (bool, error)
+	// Kill SIGKILLs every member (cgroup.kill).
+	Kill() error
+	WaitEmpty(ctx context.Context) error
 }
 
 // Exit is how a process ended.
@@ -82,6 +106,8 @@ type Process struct {
 	ident     Identity
 	cmd       *exec.Cmd
 	killGroup bool
+	killTree  bool
+	cgroup    Cgroup
 	done      chan struct{}
 	exit      Exit // written once before done is closed
 
@@ -147,6 +173,16 @@ func Start(o Options) (*Process, error) {
 		ExtraFiles:  o.ExtraFiles,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
+	if o.Cgroup != nil {
+		fd, err := o.Cgroup.Open()
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
+		}
+		// Start has forked once it returns, so the fd can go then.
+		defer fd.Close()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+	}
 	// exec.Cmd wants untyped nils for /dev/null.
 	if o.Stdin != nil {
 		cmd.Stdin = o.Stdin
@@ -184,6 +220,8 @@ func Start(o Options) (*Process, error) {
 		started:   time.Now(),
 		cmd:       cmd,
 		killGroup: o.KillGroupOnExit,
+		killTree:  o.KillDescendantsOnExit,
+		cgroup:    o.Cgroup,
 		done:      make(chan struct{}),
 	}
 	// Nobody has waited for the child yet, so /proc still has it (as a
@@ -233,12 +271,38 @@ func (p *Process) wait() {
 	if p.killGroup {
 		_ = unix.Kill(-p.pid, unix.SIGKILL)
 	}
+	if p.killTree {
+		KillDescendants(p.pid)
+	}
+	if p.cgroup != nil {
+		p.killCgroup()
+	}
 	p.exited = true
 	p.mu.Unlock()
 
 	err := p.cmd.Wait()
 	p.exit = exitOf(p.cmd.ProcessState, err, at)
 	close(p.done)
+}
+
+// cgroupEmptyTimeout bounds the wait for a killed cgroup to empty: the
+// kernel delivers the SIGKILLs; only a process stuck in the kernel (D
+// state, a hung NFS mount) holds it up.
+const cgroupEmptyTimeout = 10 * time.Second
+
+// killCgroup ends what is left in the process's cgroup, and waits for it.
+func (p *Process) killCgroup() {
+	// An empty group needs no kill (and its members cannot come back:
+	// only a member forks into it).
+	if pop, err := p.cgroup.Populated(); err == nil && !pop {
+		return
+	}
+	if err := p.cgroup.Kill(); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cgroupEmptyTimeout)
+	defer cancel()
+	_ = p.cgroup.WaitEmpty(ctx)
 }
 
 func exitOf(st *os.ProcessState, err error, at time.Time) Exit {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/proc"
 )
 
@@ -459,5 +460,48 @@ func TestIdentity(t *testing.T) {
 	}
 	if err := id.KillGroup(syscall.SIGKILL); err != nil {
 		t.Fatalf("KillGroup of a gone group: %v", err)
+	}
+}
+
+// With a Cgroup, the leader's exit ends what left both its process group
+// and the caller's tree: a child that called setsid and was orphaned.
+func TestCgroupOnExit(t *testing.T) {
+	parent, err := cgroup.Own()
+	if err != nil {
+		t.Skip(err)
+	}
+	if unix.Access(parent, unix.W_OK) != nil {
+		t.Skipf("cgroup v2 at %s is not writable", parent)
+	}
+	g, err := cgroup.Create(parent, fmt.Sprintf("keel-proc-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Kill(); g.WaitEmpty(context.Background()); g.Remove() })
+	if _, err := os.Stat(filepath.Join(g.Dir(), "cgroup.kill")); err != nil {
+		t.Skipf("no cgroup.kill (Linux before 5.14?): %v", err)
+	}
+	r, w := pipe(t)
+	// sh is not a group leader in its own pipeline, so setsid execs in
+	// place and $! is the sleep's pid.
+	p := start(t, proc.Options{
+		Argv:   []string{"/bin/sh", "-c", "setsid sleep 60 & echo $!"},
+		Stdout: w,
+		Cgroup: g,
+	})
+	w.Close()
+	orphan := readPid(t, r)
+	if e := waitExit(t, p); e.Code != 0 {
+		t.Fatalf("leader exit %v", e)
+	}
+	// Done is closed only once the group is empty.
+	if orphan.Running() {
+		t.Fatalf("the setsid child %d outlived the leader's exit", orphan.Pid)
+	}
+	if pop, err := g.Populated(); err != nil || pop {
+		t.Fatalf("the cgroup is still populated (%v, %v)", pop, err)
+	}
+	if err := g.Remove(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,6 +16,9 @@ type Stat struct {
 	CPU float64
 	// Procs is the number of processes counted: 1 plus the descendants.
 	Procs int
+	// CPUSeconds is the CPU time, user and system, the tree's live
+	// processes have used so far (a counter, for /metrics).
+	CPUSeconds float64
 }
 
 // Sampler measures sets of process trees and remembers each tree's CPU time
@@ -69,7 +72,7 @@ func (s *Sampler) Sample(pids []int) map[int]Stat {
 		if err != nil {
 			continue
 		}
-		st := Stat{RSS: t.pages * page, Procs: t.procs}
+		st := Stat{RSS: t.pages * page, Procs: t.procs, CPUSeconds: float64(t.ticks) / float64(s.hz)}
 		if p, ok := s.prev[pid]; ok && p.start == t.start && now.After(p.at) && t.ticks > p.ticks {
 			cpu := float64(t.ticks-p.ticks) / float64(s.hz)
 			st.CPU = cpu / now.Sub(p.at).Seconds() * 100

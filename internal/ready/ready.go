@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/keel-run/keel/internal/http1"
@@ -60,9 +62,9 @@ func (p *Probe) String() string { return p.target }
 // Check probes once. It returns nil when the target is ready, and the
 // reason it is not otherwise.
 func (p *Probe) Check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	defer cancel()
 	if p.url == "" {
+		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", p.addr)
 		if err != nil {
@@ -70,14 +72,58 @@ func (p *Probe) Check(ctx context.Context) error {
 		}
 		return c.Close()
 	}
-	resp, err := p.client.Do(ctx, "GET", p.url, http1.Header{"User-Agent": {"keel-ready-probe"}}, nil)
+	return Get(ctx, &p.client, p.url, "keel-ready-probe", attemptTimeout)
+}
+
+// Get is one HTTP probe, shared by the http:// readiness mode and the
+// health_url trigger: a GET of url with the User-Agent agent, bounded by
+// timeout. It returns nil for a 2xx answer, else a *GetError that says
+// why not. Redirects are not followed, so a 3xx fails.
+func Get(ctx context.Context, client *http1.Client, url, agent string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := client.Do(ctx, "GET", url, http1.Header{"User-Agent": {agent}}, nil)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", p.url, err)
+		return &GetError{URL: url, Err: err, timeout: timeout}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s: %s", p.url, resp.Status)
+		return &GetError{URL: url, Status: resp.StatusCode, StatusLine: resp.Status}
 	}
 	return nil
+}
+
+// GetError is a failed Get: no answer (Err), or an answer that is not 2xx
+// (Status).
+type GetError struct {
+	URL        string
+	Status     int    // 0 when there was no answer
+	StatusLine string // "503 Service Unavailable"
+	Err        error  // why there was no answer
+	timeout    time.Duration
+}
+
+func (e *GetError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("GET %s: %v", e.URL, e.Err)
+	}
+	return fmt.Sprintf("GET %s: %s", e.URL, e.StatusLine)
+}
+
+func (e *GetError) Unwrap() error { return e.Err }
+
+// Reason is why, in a few words: the status code, "connection refused",
+// "timeout after 5s", or the error.
+func (e *GetError) Reason() string {
+	var ne net.Error
+	switch {
+	case e.Err == nil:
+		return strconv.Itoa(e.Status)
+	case errors.Is(e.Err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(e.Err, &ne) && ne.Timeout(), errors.Is(e.Err, context.DeadlineExceeded):
+		return "timeout after " + e.timeout.String()
+	}
+	return e.Err.Error()
 }
 
 // Wait probes at once and then every interval (DefaultInterval if 0)

@@ -49,7 +49,7 @@ func TestOrphanIsAdoptedAndReaped(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, sig, func(pid int, _ unix.WaitStatus) { reaped <- pid })
+		New().Run(ctx, sig, func(pid int, _ unix.WaitStatus) { reaped <- pid })
 	}()
 	defer func() { cancel(); <-done }()
 

@@ -48,7 +48,10 @@ type App struct {
 	Cwd             string            `json:"cwd,omitempty"`
 	Env             map[string]string `json:"env,omitempty"`
 	Instances       int               `json:"instances,omitempty"`
-	Cluster         bool              `json:"cluster,omitempty"` // pm2's exec_mode: cluster
+	// MinReady is how many instances must be ready for the app to count
+	// as ready (keel run's /readyz); 0 means all of them.
+	MinReady int  `json:"min_ready,omitempty"`
+	Cluster  bool `json:"cluster,omitempty"` // pm2's exec_mode: cluster
 
 	Listen       []string `json:"listen,omitempty"`
 	Ready        string   `json:"ready,omitempty"`
@@ -77,6 +80,12 @@ type App struct {
 
 	LogMaxSize Size `json:"log_max_size,omitempty"`
 	LogKeep    int  `json:"log_keep,omitempty"`
+
+	// LogsUntilRead is set by keel run --log-files=false, not a config
+	// key: a rotated log file stays until the echo has read and removed
+	// it, and the writer does not rotate again before then, so a burst
+	// larger than LogMaxSize is not lost between two reads.
+	LogsUntilRead bool `json:"logs_until_read,omitempty"`
 
 	// ShellEnv is the environment (KEY=VALUE) of the `keel start` that
 	// defined the app: the base of every instance's environment, under Env
@@ -194,6 +203,8 @@ func (a *App) Validate() error {
 		return fieldErr("script", "is required")
 	case a.Instances < 1:
 		return fieldErr("instances", "must be at least 1, got %d", a.Instances)
+	case a.MinReady < 0:
+		return fieldErr("min_ready", "must not be negative")
 	case a.MaxRestarts < 0:
 		return fieldErr("max_restarts", "must not be negative")
 	case a.LogKeep < 0:
@@ -323,4 +334,13 @@ func (a *App) Clone() *App {
 		}
 	}
 	return &b
+}
+
+// ReadyNeed is how many ready instances make the app ready: MinReady when
+// set (at most Instances), else every instance.
+func (a *App) ReadyNeed() int {
+	if a.MinReady > 0 && a.MinReady < a.Instances {
+		return a.MinReady
+	}
+	return a.Instances
 }

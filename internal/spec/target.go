@@ -47,3 +47,10 @@ func (t Target) String() string {
 	}
 	return t.App + ":" + strconv.Itoa(t.Instance)
 }
+
+// NotFoundError says a target names no app, instance or other thing that
+// exists. The supervisor returns it, and the control server answers it
+// with 404.
+type NotFoundError struct{ What string }
+
+func (e *NotFoundError) Error() string { return e.What + " not found" }

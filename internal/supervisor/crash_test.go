@@ -148,6 +148,11 @@ func TestGracefulCrashAndStop(t *testing.T) {
 	h.waitStatus("web", 0, Stopping)
 	r.send(Event{Kind: EventCrashing}) // while stopping: not replaced
 	r.exitCode(1)
+	// The replacement's exit reaches the owner loop before the crashed
+	// process's, which the test ends only after it.
+	if e := h.nextExit(); e.Pid != r.pid || e.Restarting || e.Exit.Reason != "stop" {
+		t.Fatalf("exit of the replacement %+v, want a stop without restart", e)
+	}
 	h.noSpawn()
 	select {
 	case err := <-stopped:
@@ -162,9 +167,6 @@ func TestGracefulCrashAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitStatus("web", 0, Stopped)
-	if e := h.nextExit(); e.Pid != r.pid || e.Restarting || e.Exit.Reason != "stop" {
-		t.Fatalf("exit of the replacement %+v, want a stop without restart", e)
-	}
 	// The crashed process was replaced, and its exit is the crash.
 	if e := h.nextExit(); e.Pid != p.pid || !e.Restarting || e.Exit.Reason != "" {
 		t.Fatalf("exit of the crashed process %+v", e)

@@ -100,6 +100,7 @@ type fakeProc struct {
 	started time.Time
 	app     string
 	inst    int
+	sp      *spec.App // the definition it was spawned with
 	events  chan Event
 	clock   *fakeClock
 
@@ -191,7 +192,7 @@ func (f *fakeSpawner) Spawn(ctx context.Context, req SpawnRequest) (Process, err
 	f.nextPid++
 	p := &fakeProc{
 		id: fmt.Sprintf("p%d", f.nextPid), pid: f.nextPid, started: f.clock.Now(),
-		app: req.App.Name, inst: req.Instance, events: make(chan Event, 16),
+		app: req.App.Name, inst: req.Instance, sp: req.App, events: make(chan Event, 16),
 		clock: f.clock, autoExit: f.autoExit,
 	}
 	f.procs = append(f.procs, p)

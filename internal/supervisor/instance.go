@@ -17,6 +17,13 @@ type app struct {
 	insts    []*instance // ordered by number
 	exits    []ExitRecord
 	deleting bool
+	// deploying is the definition an apply is rolling out (rollOut).
+	deploying *spec.App
+	// readyOnce: at some moment ReadyNeed instances were online together
+	// (keel run's /startupz).
+	readyOnce bool
+	// readyHist and reloadHist feed /metrics (see metrics.go).
+	readyHist, reloadHist Histogram
 }
 
 // instance is one numbered slot of an app. Its intent flags (wantStopped,
@@ -31,8 +38,15 @@ type instance struct {
 	started    bool // has ever been started (the first start is not a restart)
 	lastExit   *spec.Exit
 	unstable   int // unstable runs in a row
+	// restartsBy counts restarts by reason (RestartReasons);
+	// restartReason is the reason noted for the next run, "" for a crash.
+	restartsBy    [len(RestartReasons)]uint64
+	restartReason string
 
-	cur  *run // the process serving (or starting)
+	cur *run // the process serving (or starting)
+	// sp is the definition cur runs when it is not the app's (an apply
+	// rolling a new definition out, until it is the app's); nil: the app's.
+	sp   *spec.App
 	next *run // a reload's new process, until it is ready
 	// draining are processes that crashed gracefully (EventCrashing): no
 	// longer the instance's, already replaced, finishing their requests.
@@ -48,9 +62,14 @@ type instance struct {
 
 // run is one process of an instance, from spawn to exit.
 type run struct {
-	inst       *instance
+	inst *instance
+	sp   *spec.App // the definition it runs
+	// paths are where sp's cwd and script led when it was spawned (or
+	// adopted): a deploy may switch a link under an unchanged definition.
+	paths      spec.Paths
 	p          Process // nil while spawning
 	started    time.Time
+	spawnedAt  time.Time // when this daemon asked for it; zero if adopted
 	ready      bool
 	readyTimer Timer
 	stopReason string // set when keel asked it to stop
@@ -70,9 +89,18 @@ type run struct {
 
 func newApp(sp *spec.App) *app { return &app{spec: sp} }
 
+// addInstance adds an instance in the lowest slot no instance holds,
+// keeping insts ordered by number.
 func (a *app) addInstance() *instance {
-	in := &instance{app: a, num: len(a.insts)}
-	a.insts = append(a.insts, in)
+	num := 0
+	for _, x := range a.insts {
+		if x.num != num {
+			break
+		}
+		num++
+	}
+	in := &instance{app: a, num: num}
+	a.insts = slices.Insert(a.insts, num, in)
 	return in
 }
 
@@ -86,7 +114,7 @@ func (a *app) select_(t spec.Target) ([]*instance, error) {
 			return []*instance{in}, nil
 		}
 	}
-	return nil, &NotFoundError{What: fmt.Sprintf("instance %s:%d", a.spec.Name, t.Instance)}
+	return nil, &spec.NotFoundError{What: fmt.Sprintf("instance %s:%d", a.spec.Name, t.Instance)}
 }
 
 // sharesSockets reports whether the app's instances share listening
@@ -131,6 +159,15 @@ func (s *Supervisor) setStatus(in *instance, to Status, reason string) {
 	}
 	in.status = to
 	in.reason = reason
+	if to == Online && !in.app.readyOnce {
+		online := 0
+		for _, other := range in.app.insts {
+			if other.status == Online {
+				online++
+			}
+		}
+		in.app.readyOnce = online >= in.app.spec.ReadyNeed()
+	}
 	if to == Stopped || to == Errored {
 		in.statusText = ""
 		var err error
@@ -198,6 +235,7 @@ func (s *Supervisor) startIdle(in *instance, o *op) {
 	in.restartPending = false
 	in.unstable = 0
 	s.cancelBackoff(in)
+	noteRestart(in, "start")
 	in.spawnWaiters = append(in.spawnWaiters, o.add())
 	s.spawnCur(in)
 }
@@ -213,19 +251,40 @@ func (s *Supervisor) spawnCur(in *instance) {
 func (s *Supervisor) newRun(in *instance) *run {
 	if in.started {
 		in.restarts++
+		s.countRestart(in)
 	}
+	in.restartReason = ""
 	in.started = true
-	return &run{inst: in}
+	return &run{inst: in, sp: in.spec()}
+}
+
+// runs notes the definition the instance's processes run from now on.
+func (in *instance) runs(sp *spec.App) {
+	if sp == in.app.spec {
+		in.sp = nil
+	} else {
+		in.sp = sp
+	}
+}
+
+// spec is the definition the instance's processes run.
+func (in *instance) spec() *spec.App {
+	if in.sp != nil {
+		return in.sp
+	}
+	return in.app.spec
 }
 
 // startRun asks the Spawner for the process in a goroutine of its own (a
 // spawn may take milliseconds) and resumes in spawned.
 func (s *Supervisor) startRun(r *run) {
 	in := r.inst
-	req := SpawnRequest{App: in.app.spec.Clone(), Instance: in.num, Restarts: in.restarts}
+	r.spawnedAt = s.clock.Now()
+	req := SpawnRequest{App: r.sp.Clone(), Instance: in.num, Restarts: in.restarts}
 	go func() {
+		paths := spec.ResolvePaths(req.App)
 		p, err := s.cfg.Spawner.Spawn(context.Background(), req)
-		if !s.post(func() { s.spawned(r, p, err) }) && p != nil {
+		if !s.post(func() { r.paths = paths; s.spawned(r, p, err) }) && p != nil {
 			// The supervisor is gone; the process runs on under its keeper
 			// and the next daemon adopts it.
 			go drain(p)
@@ -269,7 +328,6 @@ func (s *Supervisor) spawned(r *run, p Process, err error) {
 // attach binds a started (or adopted) process to its run: its events flow
 // into the owner loop, and its readiness is awaited.
 func (s *Supervisor) attach(r *run, p Process) {
-	in := r.inst
 	r.p = p
 	r.started = p.Started()
 	go func() {
@@ -284,11 +342,11 @@ func (s *Supervisor) attach(r *run, p Process) {
 		s.sendStop(r)
 		return
 	}
-	if in.app.spec.Ready == spec.ReadyNone {
+	if r.sp.Ready == spec.ReadyNone {
 		s.markReady(r)
 		return
 	}
-	d := in.app.spec.ReadyTimeout.D()
+	d := r.sp.ReadyTimeout.D()
 	r.readyTimer = s.clock.AfterFunc(d, func() {
 		s.post(func() { s.readyTimedOut(r, d) })
 	})
@@ -363,6 +421,7 @@ func (s *Supervisor) markReady(r *run) {
 		r.readyTimer.Stop()
 		r.readyTimer = nil
 	}
+	s.observeReady(r)
 	in := r.inst
 	switch r {
 	case in.cur:
@@ -419,7 +478,7 @@ func (s *Supervisor) sendStop(r *run) {
 		r.readyTimer.Stop()
 		r.readyTimer = nil
 	}
-	sp := r.inst.app.spec
+	sp := r.sp
 	if err := r.p.Stop(sp.Signal(), sp.KillTimeout.D()); err != nil {
 		// The process side is gone; its exit (keeper lost) follows.
 		s.log.Warn("stop request failed", "app", sp.Name, "instance", r.inst.num, "err", err)
@@ -469,7 +528,7 @@ func (s *Supervisor) exited(r *run, ex spec.Exit) {
 	if s.exits != nil {
 		s.exits.push(ExitInfo{
 			App: a.spec.Name, Instance: in.num, Pid: pid, Started: r.started,
-			Exit: ex, Spec: a.spec.Clone(), Restarting: restarting,
+			Exit: ex, Spec: r.sp.Clone(), Restarting: restarting,
 		})
 	}
 	if !a.deleting {
@@ -598,11 +657,13 @@ func (s *Supervisor) restartInstance(in *instance, reason string, o *op) {
 	s.cancelBackoff(in)
 	r := in.cur
 	if r == nil {
+		noteRestart(in, reason)
 		s.startIdle(in, o)
 		s.save(in.app)
 		return
 	}
 	in.restartPending = true
+	noteRestart(in, reason)
 	in.spawnWaiters = append(in.spawnWaiters, o.add())
 	if in.status != Stopping {
 		s.setStatus(in, Stopping, "")
@@ -613,13 +674,17 @@ func (s *Supervisor) restartInstance(in *instance, reason string, o *op) {
 // rollingReload replaces instances one after another; see Reload.
 func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
 	done := o.add()
+	began := s.clock.Now()
 	var step func(i int)
 	step = func(i int) {
 		if i == len(insts) {
+			if len(insts) > 0 {
+				insts[0].app.reloadHist.observe(s.clock.Now().Sub(began))
+			}
 			done(nil)
 			return
 		}
-		s.reloadOne(insts[i], reason, o, func(err error) {
+		s.reloadOne(insts[i], nil, reason, o, func(err error) {
 			if err != nil {
 				done(err)
 				return
@@ -630,10 +695,11 @@ func (s *Supervisor) rollingReload(insts []*instance, reason string, o *op) {
 	step(0)
 }
 
-// reloadOne starts a new process for in, waits for it to be ready, makes it
-// current and stops the old one. then hears the outcome of the swap; the
-// old process's exit is a piece of o of its own.
-func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(error)) {
+// reloadOne starts a new process for in, running to (nil: the definition
+// the instance runs now), waits for it to be ready, makes it current and
+// stops the old one. then hears the outcome of the swap; the old process's
+// exit is a piece of o of its own.
+func (s *Supervisor) reloadOne(in *instance, to *spec.App, reason string, o *op, then func(error)) {
 	name := fmt.Sprintf("%s:%d", in.app.spec.Name, in.num)
 	if in.removed {
 		then(nil)
@@ -647,22 +713,31 @@ func (s *Supervisor) reloadOne(in *instance, reason string, o *op, then func(err
 		// Nothing serves: a plain start is as good as a reload.
 		in.app.stopped = false
 		if in.cur == nil {
+			if to != nil {
+				in.runs(to)
+			}
 			s.startIdle(in, o)
 		}
 		then(nil)
 		return
 	}
+	noteRestart(in, reason)
 	r := s.newRun(in)
+	if to != nil {
+		r.sp = to
+	}
 	in.next = r
 	r.onReady = func(err error) {
 		if err != nil {
-			then(fmt.Errorf("reloading %s: %w; the old process keeps serving", name, err))
+			err = fmt.Errorf("reloading %s: %w; the old process keeps serving", name, err)
+			then(&InstanceError{App: in.app.spec.Name, Instance: in.num, Since: r.spawnedAt, Err: err})
 			s.save(in.app)
 			return
 		}
 		old := in.cur
 		in.next = nil
 		in.cur = r
+		in.runs(r.sp)
 		in.unstable = 0
 		if in.status != Online {
 			s.setStatus(in, Online, "")
@@ -687,6 +762,18 @@ func (s *Supervisor) scaleApp(a *app, n int, o *op) {
 			live++
 		}
 	}
+	// A slot whose instance a scale-down is still stopping is taken back
+	// first, lowest first: the instance stays, and starts again once its
+	// process exited (two processes never share a slot and its socket).
+	for _, in := range a.insts {
+		if live >= n {
+			break
+		}
+		if in.removed {
+			s.reviveInstance(in, o)
+			live++
+		}
+	}
 	for live < n {
 		in := a.addInstance()
 		live++
@@ -696,18 +783,34 @@ func (s *Supervisor) scaleApp(a *app, n int, o *op) {
 		}
 		s.startIdle(in, o)
 	}
-	for _, in := range a.insts {
-		if in.num >= n && !in.removed {
+	// The highest numbers go.
+	for i := len(a.insts) - 1; i >= 0 && live > n; i-- {
+		if in := a.insts[i]; !in.removed {
 			s.removeInstance(a, in, "scale", o)
+			live--
 		}
 	}
 	s.save(a)
+}
+
+// reviveInstance takes back an instance a scale-down is still removing:
+// it restarts once its process exited (or stays stopped with its app).
+func (s *Supervisor) reviveInstance(in *instance, o *op) {
+	in.removed = false
+	if in.app.stopped {
+		// Its stop goes on; it stays, stopped.
+		return
+	}
+	s.restartInstance(in, "scale", o)
 }
 
 // removeInstance stops an instance and drops it from its app.
 func (s *Supervisor) removeInstance(a *app, in *instance, reason string, o *op) {
 	in.removed = true
 	drop := func() {
+		if !in.removed {
+			return // taken back by a scale-up meanwhile
+		}
 		for i, x := range a.insts {
 			if x == in {
 				a.insts = append(a.insts[:i], a.insts[i+1:]...)

@@ -94,7 +94,8 @@ func (s *Supervisor) restore(ctx context.Context) error {
 
 // adopt makes a survivor the instance's current process.
 func (s *Supervisor) adopt(in *instance, p Process) {
-	r := &run{inst: in}
+	r := &run{inst: in, sp: in.spec()}
+	r.paths = spec.ResolvePaths(r.sp)
 	in.cur = r
 	s.setStatus(in, Starting, "")
 	s.attach(r, p)

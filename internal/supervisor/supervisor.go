@@ -50,16 +50,21 @@ type InstanceInfo struct {
 
 // AppInfo is a snapshot of one app.
 type AppInfo struct {
-	Spec      *spec.App
-	Stopped   bool // desired state
+	Spec    *spec.App
+	Stopped bool // desired state
+	// ReadyOnce says the app has had ReadyNeed instances online together
+	// at least once.
+	ReadyOnce bool
 	Instances []InstanceInfo
 	Exits     []ExitRecord
+	// Deploying is the definition an apply is rolling out, instance by
+	// instance, while Spec is still the app's; nil when none is.
+	Deploying *spec.App
 }
 
-// NotFoundError says a target names no app or instance.
-type NotFoundError struct{ What string }
-
-func (e *NotFoundError) Error() string { return e.What + " not found" }
+// ErrClosing refuses a command that would start processes once StopAll
+// began.
+var ErrClosing = errors.New("keel is stopping every app; nothing new starts")
 
 // ErrClosed is returned by calls made after Run has returned.
 var ErrClosed = errors.New("supervisor is shut down")
@@ -75,7 +80,11 @@ type Supervisor struct {
 	done  chan struct{}
 
 	// Owned by the Run goroutine.
-	apps    map[string]*app
+	apps map[string]*app
+	// applying: an Apply is under way (one at a time).
+	applying bool
+	// closing: StopAll began; nothing new starts.
+	closing bool
 	persist *persister
 	exits   *queue[ExitInfo]
 }
@@ -178,6 +187,10 @@ func (s *Supervisor) Start(ctx context.Context, apps []*spec.App) ([]InstanceInf
 		}
 	}
 	return call(ctx, s, func(reply func([]InstanceInfo, error)) {
+		if s.closing {
+			reply(nil, ErrClosing)
+			return
+		}
 		op := s.newOp(func(err error) { reply(s.snapshot(namesOf(apps)), err) })
 		for _, a := range apps {
 			s.startApp(a.Clone(), op)
@@ -188,7 +201,7 @@ func (s *Supervisor) Start(ctx context.Context, apps []*spec.App) ([]InstanceInf
 
 // Stop stops the target's instances gracefully and returns once they exited.
 func (s *Supervisor) Stop(ctx context.Context, t spec.Target) ([]InstanceInfo, error) {
-	return s.each(ctx, t, func(in *instance, op *op) { s.stopInstance(in, "stop", op) })
+	return s.each(ctx, t, false, func(in *instance, op *op) { s.stopInstance(in, "stop", op) })
 }
 
 // Restart stops then starts the target's instances. reason is recorded on
@@ -197,7 +210,7 @@ func (s *Supervisor) Restart(ctx context.Context, t spec.Target, reason string) 
 	if reason == "" {
 		reason = "restart"
 	}
-	return s.each(ctx, t, func(in *instance, op *op) { s.restartInstance(in, reason, op) })
+	return s.each(ctx, t, true, func(in *instance, op *op) { s.restartInstance(in, reason, op) })
 }
 
 // Reload replaces the target's instances one at a time: start the new
@@ -208,7 +221,7 @@ func (s *Supervisor) Reload(ctx context.Context, t spec.Target, reason string) (
 	if reason == "" {
 		reason = "reload"
 	}
-	return s.eachApp(ctx, t, func(a *app, insts []*instance, op *op) {
+	return s.eachApp(ctx, t, true, func(a *app, insts []*instance, op *op) {
 		if !a.sharesSockets() {
 			for _, in := range insts {
 				s.restartInstance(in, reason, op)
@@ -226,9 +239,13 @@ func (s *Supervisor) Scale(ctx context.Context, name string, n int) ([]InstanceI
 		return nil, fmt.Errorf("scaling %s: instance count must be at least 1, got %d", name, n)
 	}
 	return call(ctx, s, func(reply func([]InstanceInfo, error)) {
+		if s.closing {
+			reply(nil, ErrClosing)
+			return
+		}
 		a, ok := s.apps[name]
 		if !ok {
-			reply(nil, &NotFoundError{What: fmt.Sprintf("app %q", name)})
+			reply(nil, &spec.NotFoundError{What: fmt.Sprintf("app %q", name)})
 			return
 		}
 		op := s.newOp(func(err error) { reply(s.snapshot([]string{name}), err) })
@@ -259,10 +276,18 @@ func (s *Supervisor) Delete(ctx context.Context, t spec.Target) ([]InstanceInfo,
 }
 
 // StopAll stops every instance of every app, keeping their definitions
-// (for `keel kill`: the next daemon starts nothing until told to).
+// (for `keel kill`: the next daemon starts nothing until told to). From
+// then on, commands that would start processes (a restart trigger firing
+// meanwhile, say) get ErrClosing, so nothing outlives the stop.
 func (s *Supervisor) StopAll(ctx context.Context) error {
+	if _, err := call(ctx, s, func(reply func(struct{}, error)) {
+		s.closing = true
+		reply(struct{}{}, nil)
+	}); err != nil {
+		return err
+	}
 	_, err := s.Stop(ctx, spec.All)
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	if errors.As(err, &nf) {
 		return nil
 	}
@@ -286,11 +311,17 @@ func (s *Supervisor) Apps(ctx context.Context, t spec.Target) ([]AppInfo, error)
 		}
 		out := make([]AppInfo, 0, len(apps))
 		for _, a := range apps {
+			var deploying *spec.App
+			if a.deploying != nil {
+				deploying = a.deploying.Clone()
+			}
 			out = append(out, AppInfo{
 				Spec:      a.spec.Clone(),
 				Stopped:   a.stopped,
+				ReadyOnce: a.readyOnce,
 				Instances: a.infos(),
 				Exits:     append([]ExitRecord(nil), a.exits...),
+				Deploying: deploying,
 			})
 		}
 		reply(out, nil)
@@ -298,8 +329,8 @@ func (s *Supervisor) Apps(ctx context.Context, t spec.Target) ([]AppInfo, error)
 }
 
 // each runs f for every instance the target names, as one operation.
-func (s *Supervisor) each(ctx context.Context, t spec.Target, f func(*instance, *op)) ([]InstanceInfo, error) {
-	return s.eachApp(ctx, t, func(_ *app, insts []*instance, op *op) {
+func (s *Supervisor) each(ctx context.Context, t spec.Target, starts bool, f func(*instance, *op)) ([]InstanceInfo, error) {
+	return s.eachApp(ctx, t, starts, func(_ *app, insts []*instance, op *op) {
 		for _, in := range insts {
 			f(in, op)
 		}
@@ -307,9 +338,14 @@ func (s *Supervisor) each(ctx context.Context, t spec.Target, f func(*instance, 
 }
 
 // eachApp runs f, as one operation, for every app the target names with
-// the app's instances it names.
-func (s *Supervisor) eachApp(ctx context.Context, t spec.Target, f func(*app, []*instance, *op)) ([]InstanceInfo, error) {
+// the app's instances it names. A command that starts processes (starts)
+// is refused once StopAll began.
+func (s *Supervisor) eachApp(ctx context.Context, t spec.Target, starts bool, f func(*app, []*instance, *op)) ([]InstanceInfo, error) {
 	return call(ctx, s, func(reply func([]InstanceInfo, error)) {
+		if starts && s.closing {
+			reply(nil, ErrClosing)
+			return
+		}
 		apps, err := s.resolveApps(t)
 		if err != nil {
 			reply(nil, err)
@@ -336,7 +372,7 @@ func (s *Supervisor) resolveApps(t spec.Target) ([]*app, error) {
 		}
 		sort.Strings(names)
 		if len(names) == 0 {
-			return nil, &NotFoundError{What: "no apps:"}
+			return nil, &spec.NotFoundError{What: "no apps:"}
 		}
 		out := make([]*app, 0, len(names))
 		for _, n := range names {
@@ -346,7 +382,7 @@ func (s *Supervisor) resolveApps(t spec.Target) ([]*app, error) {
 	}
 	a, ok := s.apps[t.App]
 	if !ok {
-		return nil, &NotFoundError{What: fmt.Sprintf("app %q", t.App)}
+		return nil, &spec.NotFoundError{What: fmt.Sprintf("app %q", t.App)}
 	}
 	return []*app{a}, nil
 }

@@ -409,7 +409,7 @@ func TestDeleteForgets(t *testing.T) {
 	if l := h.list(); len(l) != 0 {
 		t.Fatalf("after delete: %+v", l)
 	}
-	var nf *NotFoundError
+	var nf *spec.NotFoundError
 	if _, err := h.sup.Stop(h.ctx(), spec.Target{App: "d", Instance: -1}); !errors.As(err, &nf) {
 		t.Fatalf("stop of deleted app: %v", err)
 	}
@@ -520,5 +520,54 @@ func TestStatusNames(t *testing.T) {
 		if s.String() != want[i] {
 			t.Errorf("%d: %s", i, s)
 		}
+	}
+}
+
+// TestReadyOnce: an app has been ready once (keel run's /startupz) when
+// ReadyNeed of its instances were online together, and stays so after a
+// crash.
+func TestReadyOnce(t *testing.T) {
+	readyOnce := func(h *harness) bool {
+		h.t.Helper()
+		apps, err := h.sup.Apps(h.ctx(), spec.All)
+		if err != nil || len(apps) != 1 {
+			h.t.Fatalf("Apps: %v %v", apps, err)
+		}
+		return apps[0].ReadyOnce
+	}
+	h := newHarness(t)
+	h.start(newSpec("web", func(a *spec.App) { a.Instances = 3; a.Ready = spec.ReadyNotify }))
+	p0, p1, p2 := h.nextSpawn(), h.nextSpawn(), h.nextSpawn()
+	p0.ready()
+	h.waitStatus("web", p0.inst, Online)
+	p1.ready()
+	h.waitStatus("web", p1.inst, Online)
+	if readyOnce(h) {
+		t.Fatal("ready once with 2 of 3 instances online")
+	}
+	p2.ready()
+	h.waitStatus("web", p2.inst, Online)
+	if !readyOnce(h) {
+		t.Fatal("not ready once with 3 of 3 online")
+	}
+	p1.exitCode(1)
+	h.waitStatus("web", p1.inst, Waiting)
+	if !readyOnce(h) {
+		t.Fatal("a crash took back ready once")
+	}
+
+	h = newHarness(t)
+	h.start(newSpec("api", func(a *spec.App) { a.Instances = 3; a.MinReady = 2; a.Ready = spec.ReadyNotify }))
+	q0, q1 := h.nextSpawn(), h.nextSpawn()
+	h.nextSpawn()
+	q0.ready()
+	h.waitStatus("api", q0.inst, Online)
+	if readyOnce(h) {
+		t.Fatal("ready once with 1 online, min_ready 2")
+	}
+	q1.ready()
+	h.waitStatus("api", q1.inst, Online)
+	if !readyOnce(h) {
+		t.Fatal("not ready once with 2 online, min_ready 2")
 	}
 }

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/keel-run/keel/internal/http1"
+	"github.com/keel-run/keel/internal/ready"
 	"github.com/keel-run/keel/internal/spec"
 )
 
@@ -97,21 +96,13 @@ func (h *health) run(ctx context.Context, fire func(Restart)) {
 // probe makes one request. It returns "" for a 2xx answer, else why not:
 // the status code, "connection refused", "timeout after 5s" or the error.
 func (h *health) probe(ctx context.Context, client *http1.Client) string {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
-	resp, err := client.Do(ctx, "GET", h.url, http1.Header{"User-Agent": {"keel-health"}}, nil)
-	if err != nil {
-		var ne net.Error
-		switch {
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return "connection refused"
-		case errors.As(err, &ne) && ne.Timeout():
-			return "timeout after " + h.timeout.String()
-		}
+	var ge *ready.GetError
+	switch err := ready.Get(ctx, client, h.url, "keel-health", h.timeout); {
+	case err == nil:
+		return ""
+	case errors.As(err, &ge):
+		return ge.Reason()
+	default:
 		return err.Error()
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return strconv.Itoa(resp.StatusCode)
-	}
-	return ""
 }

@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,7 +59,7 @@ func run() int {
 }
 
 func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, cfg core.Config) error {
-	root, err := moduleRoot()
+	root, err := core.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -70,17 +69,17 @@ func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, cfg core.C
 	}
 	defer os.RemoveAll(tmp)
 	cfg.Stamp = filepath.Join(tmp, "stamp")
-	if err := goBuild(ctx, root, cfg.Stamp, "./bench/core/stamp"); err != nil {
+	if err := core.GoBuild(ctx, root, cfg.Stamp, "./bench/core/stamp"); err != nil {
 		return err
 	}
 	keelDesc := keelBin
 	if keelBin == "" {
 		keelBin = filepath.Join(tmp, "keel")
-		if err := goBuild(ctx, root, keelBin, "./cmd/keel"); err != nil {
+		if err := core.GoBuild(ctx, root, keelBin, "./cmd/keel"); err != nil {
 			return err
 		}
-		keelDesc = "built at " + command("git", "-C", root, "rev-parse", "--short", "HEAD")
-		if command("git", "-C", root, "status", "--porcelain", "--", "cmd", "internal", "go.mod", "go.sum") != "" {
+		keelDesc = "built at " + core.Command("git", "-C", root, "rev-parse", "--short", "HEAD")
+		if core.Command("git", "-C", root, "status", "--porcelain", "--", "cmd", "internal", "go.mod", "go.sum") != "" {
 			keelDesc += " with uncommitted changes"
 		}
 	}
@@ -117,7 +116,7 @@ func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, cfg core.C
 			return err
 		}
 		results = append(results, pr)
-		pm2Version = packageVersion(pm2Bin)
+		pm2Version = core.PackageVersion(pm2Bin)
 	}
 	print(keelDesc, pm2Version, results)
 	return nil
@@ -133,53 +132,14 @@ func measure(ctx context.Context, m core.Manager, cfg core.Config) (res *core.Re
 	return core.Measure(ctx, m, cfg)
 }
 
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run this from inside keel's module (go env GOMOD is empty)")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-func goBuild(ctx context.Context, root, out, pkg string) error {
-	c := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	c.Dir = root
-	// The static binary keel ships as: no dynamic loader at every start.
-	c.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// packageVersion reads the version of the npm package a node_modules/.bin
-// link points into.
-func packageVersion(bin string) string {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(bin), "..", "pm2", "package.json"))
-	var pkg struct{ Version string }
-	if err != nil || json.Unmarshal(b, &pkg) != nil {
-		return "?"
-	}
-	return pkg.Version
-}
-
-func command(name string, args ...string) string {
-	out, err := exec.Command(name, args...).Output()
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func print(keelDesc, pm2Version string, rs []*core.Result) {
 	fmt.Printf("keel core bench, %s, %s/%s, %d CPUs, %s, node %s, keel %s",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
-		runtime.Version(), command("node", "--version"), keelDesc)
+		runtime.Version(), core.Command("node", "--version"), keelDesc)
 	if pm2Version != "" {
 		fmt.Printf(", pm2 %s", pm2Version)
 	}
-	fmt.Printf("\nload average %s\n\n", command("cut", "-d ", "-f1-3", "/proc/loadavg"))
+	fmt.Printf("\nload average %s\n\n", core.Command("cut", "-d ", "-f1-3", "/proc/loadavg"))
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	row := func(label string, f func(r *core.Result) string) {

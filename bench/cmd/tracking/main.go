@@ -10,11 +10,13 @@
 // every round, so a busy machine slows both alike; each round prints both
 // servers' req/s and CPU time per request (from /proc/<pid>/stat), and the
 // end the medians of the rounds' ratios (on ÷ off). No daemon is
-// involved: the command plays keel's keeper (package bench/harness).
+// involved: the command plays keel's keeper itself (internal/sockets and
+// internal/nodeipc), as bench/cmd/balance does.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -26,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/keel-run/keel/bench/harness"
 	"github.com/keel-run/keel/bench/load"
 	"github.com/keel-run/keel/bench/scenario"
 	"github.com/keel-run/keel/internal/nodeipc"
@@ -38,7 +39,7 @@ func main() { os.Exit(run()) }
 type side struct {
 	name string
 	env  []string
-	in   *harness.Instance
+	in   *instance
 	sock *sockets.Listener
 }
 
@@ -78,7 +79,6 @@ func run() int {
 		return 1
 	}
 	script, _ := filepath.Abs(filepath.Join(*appDir, *app))
-	e := harness.Env{NodeBin: node, Preload: preload, TempDir: dir}
 	sides := []*side{
 		{name: "off"},
 		{name: "on", env: []string{nodeipc.GracefulCrashEnv(5 * time.Second)}},
@@ -86,7 +86,7 @@ func run() int {
 	defer func() {
 		for _, s := range sides {
 			if s.in != nil {
-				s.in.Stop(syscall.SIGTERM, 5*time.Second)
+				s.in.stop()
 			}
 			if s.sock != nil {
 				s.sock.Close()
@@ -99,12 +99,11 @@ func run() int {
 			fmt.Fprintln(os.Stderr, "tracking:", err)
 			return 1
 		}
-		a := harness.App{Name: s.name, Argv: []string{script}, Node: true, Preload: true, Ready: harness.ReadyListen, Env: s.env}
-		if s.in, err = harness.Start(e, a, i, s.sock.File()); err != nil {
+		if s.in, err = start(node, preload, script, i, s.sock.File(), s.env); err != nil {
 			fmt.Fprintln(os.Stderr, "tracking:", err)
 			return 1
 		}
-		if err := s.in.WaitReady(ctx); err != nil {
+		if err := s.in.waitListening(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "tracking: %s: %v\n", s.name, err)
 			return 1
 		}
@@ -137,7 +136,7 @@ func run() int {
 }
 
 func measure(ctx context.Context, s *side, conns int, d time.Duration) outcome {
-	before, err := cpu(s.in.Pid())
+	before, err := cpu(s.in.cmd.Process.Pid)
 	if err != nil {
 		return outcome{err: err}
 	}
@@ -148,8 +147,82 @@ func measure(ctx context.Context, s *side, conns int, d time.Duration) outcome {
 	if f := res.Failures(); f > 0 {
 		return outcome{err: fmt.Errorf("%d requests failed", f)}
 	}
-	after, err := cpu(s.in.Pid())
+	after, err := cpu(s.in.cmd.Process.Pid)
 	return outcome{res: res, cpu: after - before, err: err}
+}
+
+// instance is one node process run with the preload and keel's channel,
+// its socket handed over when it listens.
+type instance struct {
+	cmd    *exec.Cmd
+	conn   *nodeipc.Conn
+	events chan nodeipc.Event
+	served chan error
+	cancel context.CancelFunc
+}
+
+func start(node, preload, script string, i int, sock *os.File, env []string) (*instance, error) {
+	parent, child, err := nodeipc.NewChannel()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", script, err)
+	}
+	cmd := exec.Command(node, "--require", preload, script)
+	cmd.Env = append(os.Environ(), "PORT=3000", "KEEL_INSTANCE="+strconv.Itoa(i))
+	cmd.Env = append(cmd.Env, nodeipc.ChildEnv(3, "")...)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.ExtraFiles = []*os.File{child}
+	// A session of its own, as under keel's keepers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	err = cmd.Start()
+	child.Close()
+	if err != nil {
+		parent.Close()
+		return nil, fmt.Errorf("start %s: %w", script, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{cmd: cmd, conn: parent, events: make(chan nodeipc.Event, 16), served: make(chan error, 1), cancel: cancel}
+	h := &nodeipc.Handler{
+		Listen: func(context.Context, nodeipc.ListenRequest) (*os.File, error) { return sock, nil },
+		Events: in.events,
+	}
+	go func() { in.served <- h.Serve(ctx, parent) }()
+	return in, nil
+}
+
+func (in *instance) waitListening(ctx context.Context) error {
+	t := time.NewTimer(20 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case ev := <-in.events:
+			if ev.Kind == nodeipc.EventListening {
+				return nil
+			}
+		case <-t.C:
+			return errors.New("the app did not listen within 20s")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// stop ends the process as keel does: the stop signal, SIGKILL after 5s.
+func (in *instance) stop() {
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { in.cmd.Wait(); close(done) }()
+	t := time.NewTimer(5 * time.Second)
+	select {
+	case <-done:
+	case <-t.C:
+		in.cmd.Process.Kill()
+		<-done
+	}
+	t.Stop()
+	in.cancel()
+	<-in.served
+	in.conn.Close()
 }
 
 func cpu(pid int) (time.Duration, error) {

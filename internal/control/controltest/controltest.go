@@ -100,6 +100,23 @@ func (b *Backend) Start(_ context.Context, apps []*spec.App) (api.Result, error)
 	return b.result("started " + strings.Join(names, ", ")), nil
 }
 
+// Apply records the mode and app names and answers that each started.
+func (b *Backend) Apply(_ context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
+	var names []string
+	var res api.ApplyResult
+	for _, a := range req.Apps {
+		names = append(names, a.Name)
+		res.Apps = append(res.Apps, api.AppChange{App: a.Name, Action: "start", Done: "started", To: a.Instances})
+	}
+	b.mu.Lock()
+	b.started = append(b.started, req.Apps...)
+	b.mu.Unlock()
+	if err := b.record("Apply", req.Mode, strings.Join(names, ",")); err != nil {
+		return api.ApplyResult{}, err
+	}
+	return res, nil
+}
+
 func (b *Backend) target(method string, t spec.Target) (api.Result, error) {
 	if err := b.record(method, t); err != nil {
 		return api.Result{}, err
@@ -177,7 +194,7 @@ func (b *Backend) Crash(_ context.Context, id string) (api.CrashDetail, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if id != b.Detail.ID {
-		return api.CrashDetail{}, &control.NotFoundError{What: "crash " + id}
+		return api.CrashDetail{}, &spec.NotFoundError{What: "crash " + id}
 	}
 	return b.Detail, nil
 }
@@ -211,6 +228,15 @@ func (b *Backend) Kill(context.Context) (api.Result, error) {
 		return api.Result{}, err
 	}
 	return api.Result{Message: "daemon stopped"}, nil
+}
+
+// Web records the call and answers as if the listener switched.
+func (b *Backend) Web(_ context.Context, req api.WebRequest) (api.WebInfo, error) {
+	err := b.record("Web " + req.Listen)
+	if req.Off {
+		return api.WebInfo{}, err
+	}
+	return api.WebInfo{URL: "http://" + req.Listen + "/#token=t", Listen: req.Listen, Token: "t", On: true}, err
 }
 
 // Version answers Ver.

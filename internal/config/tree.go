@@ -18,22 +18,22 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// A node is one value of a config file in a form common to every format:
+// A treeNode is one value of a config file in a form common to every format:
 // a scalar, a list, a map (keys in file order) or null, with the line it
 // starts on (0 when the format has no lines).
-type node struct {
+type treeNode struct {
 	kind  nodeKind
 	line  int
 	text  string // scalar: the value as written (numbers and booleans too)
 	tag   scalarTag
-	items []*node
+	items []*treeNode
 	pairs []pair
 }
 
 type pair struct {
 	key  string
 	line int
-	val  *node
+	val  *treeNode
 }
 
 type nodeKind int
@@ -55,7 +55,7 @@ const (
 )
 
 // describe names what a node is, for "want a string, got a map".
-func (n *node) describe() string {
+func (n *treeNode) describe() string {
 	switch n.kind {
 	case nullNode:
 		return "nothing"
@@ -90,12 +90,12 @@ const maxNodes = 1 << 17
 // Compiled on first use: package-level regexps slow every keel command.
 var yamlLineRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^yaml: line (\d+): (.*)$`) })
 
-func parseYAML(data []byte) (*node, error) {
+func parseYAML(data []byte) (*treeNode, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return &node{kind: nullNode, line: 1}, nil
+			return &treeNode{kind: nullNode, line: 1}, nil
 		}
 		return nil, yamlSyntaxError(data, err)
 	}
@@ -103,7 +103,7 @@ func parseYAML(data []byte) (*node, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, &posError{line: extra.Line, err: errors.New("a second YAML document; put every app in one apps list")}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, yamlError(err)
+		return nil, yamlSyntaxError(data, err)
 	}
 	c := &yamlConv{}
 	return c.convert(&doc)
@@ -111,27 +111,48 @@ func parseYAML(data []byte) (*node, error) {
 
 // yamlSyntaxError places a syntax error on the line where the problem is.
 // The YAML library reports the line where the enclosing block started
-// (often line 1), so this finds the shortest run of leading lines that
-// fails with the same message: the problem is on its last line.
+// (often line 1) or none (junk after the first document), so this finds
+// the shortest run of leading lines that fails with the same message: the
+// problem is on its last line. Failing that, the parser read to the end,
+// so the last line is where it gave up.
 func yamlSyntaxError(data []byte, err error) error {
 	pe := yamlError(err).(*posError)
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	if len(lines) > 5000 {
+		if pe.line == 0 {
+			pe.line = len(lines)
+		}
 		return pe
 	}
 	want := pe.err.Error()
 	var prefix []byte
 	for i, l := range lines {
 		prefix = append(prefix, l...)
-		var n yaml.Node
-		if e := yaml.Unmarshal(prefix, &n); e != nil {
+		if e := yamlDecodeAll(prefix); e != nil {
 			if yamlError(e).(*posError).err.Error() == want {
 				pe.line = i + 1
-				break
+				return pe
 			}
 		}
 	}
+	if pe.line == 0 {
+		pe.line = len(lines)
+	}
 	return pe
+}
+
+// yamlDecodeAll decodes every document in data, returning the first error.
+func yamlDecodeAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 func yamlError(err error) error {
@@ -143,9 +164,14 @@ func yamlError(err error) error {
 	return &posError{err: errors.New(strings.TrimPrefix(msg, "yaml: "))}
 }
 
-type yamlConv struct{ count int }
+type yamlConv struct {
+	count int
+	// expanding holds the anchors whose aliases are being expanded, to
+	// refuse an anchor that contains an alias of itself.
+	expanding map[*yaml.Node]bool
+}
 
-func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
+func (c *yamlConv) convert(y *yaml.Node) (*treeNode, error) {
 	c.count++
 	if c.count > maxNodes {
 		return nil, &posError{line: y.Line, err: errors.New("too many values (aliases expand too far)")}
@@ -153,11 +179,19 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 	switch y.Kind {
 	case yaml.DocumentNode:
 		if len(y.Content) == 0 {
-			return &node{kind: nullNode, line: y.Line}, nil
+			return &treeNode{kind: nullNode, line: y.Line}, nil
 		}
 		return c.convert(y.Content[0])
 	case yaml.AliasNode:
+		if c.expanding[y.Alias] {
+			return nil, &posError{line: y.Line, err: fmt.Errorf("alias *%s is inside its own anchor", y.Value)}
+		}
+		if c.expanding == nil {
+			c.expanding = map[*yaml.Node]bool{}
+		}
+		c.expanding[y.Alias] = true
 		n, err := c.convert(y.Alias)
+		delete(c.expanding, y.Alias)
 		if err != nil {
 			return nil, err
 		}
@@ -165,7 +199,7 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 		m.line = y.Line
 		return &m, nil
 	case yaml.ScalarNode:
-		n := &node{kind: scalarNode, line: y.Line, text: y.Value}
+		n := &treeNode{kind: scalarNode, line: y.Line, text: y.Value}
 		switch y.ShortTag() {
 		case "!!null":
 			n.kind = nullNode
@@ -179,7 +213,7 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 		}
 		return n, nil
 	case yaml.SequenceNode:
-		n := &node{kind: listNode, line: y.Line}
+		n := &treeNode{kind: listNode, line: y.Line}
 		for _, it := range y.Content {
 			v, err := c.convert(it)
 			if err != nil {
@@ -189,7 +223,7 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 		}
 		return n, nil
 	case yaml.MappingNode:
-		n := &node{kind: mapNode, line: y.Line}
+		n := &treeNode{kind: mapNode, line: y.Line}
 		var merged []pair
 		for i := 0; i+1 < len(y.Content); i += 2 {
 			k, v := y.Content[i], y.Content[i+1]
@@ -203,7 +237,7 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 			if k.ShortTag() == "!!merge" {
 				// "<<: *defaults" (or a list of them): their keys apply
 				// unless this map sets them itself.
-				srcs := []*node{val}
+				srcs := []*treeNode{val}
 				if val.kind == listNode {
 					srcs = val.items
 				}
@@ -233,7 +267,7 @@ func (c *yamlConv) convert(y *yaml.Node) (*node, error) {
 }
 
 // get returns the value of key in a map node, or nil.
-func (n *node) get(key string) *pair {
+func (n *treeNode) get(key string) *pair {
 	for i := range n.pairs {
 		if n.pairs[i].key == key {
 			return &n.pairs[i]
@@ -246,7 +280,7 @@ func (n *node) get(key string) *pair {
 
 // parseJSON reads JSON, allowing // and /* */ comments and trailing commas
 // (pm2's JSON files are JavaScript object literals and often have them).
-func parseJSON(data []byte) (*node, error) {
+func parseJSON(data []byte) (*treeNode, error) {
 	clean := stripJSONC(data)
 	p := &jsonParser{data: clean, dec: json.NewDecoder(bytes.NewReader(clean))}
 	p.dec.UseNumber()
@@ -303,7 +337,7 @@ func (p *jsonParser) lineAt(off int) int {
 	return bytes.Count(p.data[:off], []byte("\n")) + 1
 }
 
-func (p *jsonParser) value(depth int) (*node, error) {
+func (p *jsonParser) value(depth int) (*treeNode, error) {
 	p.count++
 	if p.count > maxNodes || depth > 1000 {
 		return nil, &posError{line: p.next(), err: errors.New("too deeply nested or too large")}
@@ -317,7 +351,7 @@ func (p *jsonParser) value(depth int) (*node, error) {
 	case json.Delim:
 		switch t {
 		case '{':
-			n := &node{kind: mapNode, line: line}
+			n := &treeNode{kind: mapNode, line: line}
 			for p.dec.More() {
 				kl := p.next()
 				kt, err := p.dec.Token()
@@ -342,7 +376,7 @@ func (p *jsonParser) value(depth int) (*node, error) {
 			}
 			return n, nil
 		case '[':
-			n := &node{kind: listNode, line: line}
+			n := &treeNode{kind: listNode, line: line}
 			for p.dec.More() {
 				v, err := p.value(depth + 1)
 				if err != nil {
@@ -356,13 +390,13 @@ func (p *jsonParser) value(depth int) (*node, error) {
 			return n, nil
 		}
 	case string:
-		return &node{kind: scalarNode, line: line, text: t}, nil
+		return &treeNode{kind: scalarNode, line: line, text: t}, nil
 	case json.Number:
-		return &node{kind: scalarNode, line: line, text: t.String(), tag: tagNumber}, nil
+		return &treeNode{kind: scalarNode, line: line, text: t.String(), tag: tagNumber}, nil
 	case bool:
-		return &node{kind: scalarNode, line: line, text: strconv.FormatBool(t), tag: tagBool}, nil
+		return &treeNode{kind: scalarNode, line: line, text: strconv.FormatBool(t), tag: tagBool}, nil
 	case nil:
-		return &node{kind: nullNode, line: line}, nil
+		return &treeNode{kind: nullNode, line: line}, nil
 	}
 	return nil, &posError{line: line, err: fmt.Errorf("unexpected token %v", tok)}
 }
@@ -438,7 +472,7 @@ func skipSpaceAndComments(b []byte, i int) int {
 
 // --- TOML ---
 
-func parseTOML(data []byte) (*node, error) {
+func parseTOML(data []byte) (*treeNode, error) {
 	var m map[string]any
 	if _, err := toml.Decode(string(data), &m); err != nil {
 		var pe toml.ParseError
@@ -448,10 +482,10 @@ func parseTOML(data []byte) (*node, error) {
 		return nil, &posError{err: err}
 	}
 	t := newTOMLLines(data)
-	root := &node{kind: mapNode, line: 1}
+	root := &treeNode{kind: mapNode, line: 1}
 	for k, v := range m {
 		line := t.rootKey(k)
-		var n *node
+		var n *treeNode
 		if k == "apps" {
 			n = t.apps(v, line)
 		} else {
@@ -473,20 +507,20 @@ func sortPairs(ps []pair) {
 }
 
 // tomlValue converts a decoded TOML value; every node gets line.
-func tomlValue(v any, line int) *node {
+func tomlValue(v any, line int) *treeNode {
 	switch t := v.(type) {
 	case string:
-		return &node{kind: scalarNode, line: line, text: t}
+		return &treeNode{kind: scalarNode, line: line, text: t}
 	case int64:
-		return &node{kind: scalarNode, line: line, text: strconv.FormatInt(t, 10), tag: tagNumber}
+		return &treeNode{kind: scalarNode, line: line, text: strconv.FormatInt(t, 10), tag: tagNumber}
 	case float64:
 		text := strconv.FormatFloat(t, 'g', -1, 64)
 		if math.IsInf(t, 0) || math.IsNaN(t) {
-			return &node{kind: scalarNode, line: line, text: text, tag: tagOther}
+			return &treeNode{kind: scalarNode, line: line, text: text, tag: tagOther}
 		}
-		return &node{kind: scalarNode, line: line, text: text, tag: tagNumber}
+		return &treeNode{kind: scalarNode, line: line, text: text, tag: tagNumber}
 	case bool:
-		return &node{kind: scalarNode, line: line, text: strconv.FormatBool(t), tag: tagBool}
+		return &treeNode{kind: scalarNode, line: line, text: strconv.FormatBool(t), tag: tagBool}
 	case time.Time:
 		layout := time.RFC3339Nano
 		switch t.Location().String() {
@@ -497,21 +531,21 @@ func tomlValue(v any, line int) *node {
 		case "datetime-local":
 			layout = "2006-01-02T15:04:05.999999999"
 		}
-		return &node{kind: scalarNode, line: line, text: t.Format(layout), tag: tagOther}
+		return &treeNode{kind: scalarNode, line: line, text: t.Format(layout), tag: tagOther}
 	case []any:
-		n := &node{kind: listNode, line: line}
+		n := &treeNode{kind: listNode, line: line}
 		for _, it := range t {
 			n.items = append(n.items, tomlValue(it, line))
 		}
 		return n
 	case []map[string]any:
-		n := &node{kind: listNode, line: line}
+		n := &treeNode{kind: listNode, line: line}
 		for _, it := range t {
 			n.items = append(n.items, tomlValue(it, line))
 		}
 		return n
 	case map[string]any:
-		n := &node{kind: mapNode, line: line}
+		n := &treeNode{kind: mapNode, line: line}
 		for k, it := range t {
 			n.pairs = append(n.pairs, pair{key: k, line: line, val: tomlValue(it, line)})
 		}
@@ -519,7 +553,7 @@ func tomlValue(v any, line int) *node {
 		return n
 	}
 	// Local dates and times and anything newer.
-	return &node{kind: scalarNode, line: line, text: fmt.Sprint(v), tag: tagOther}
+	return &treeNode{kind: scalarNode, line: line, text: fmt.Sprint(v), tag: tagOther}
 }
 
 // tomlLines finds the lines of keys in a TOML file, which the decoder does
@@ -583,7 +617,7 @@ func (t *tomlLines) rootKey(key string) int {
 }
 
 // apps converts the apps value, giving each app and key its line.
-func (t *tomlLines) apps(v any, line int) *node {
+func (t *tomlLines) apps(v any, line int) *treeNode {
 	var list []map[string]any
 	switch a := v.(type) {
 	case []map[string]any:
@@ -599,7 +633,7 @@ func (t *tomlLines) apps(v any, line int) *node {
 	default:
 		return tomlValue(v, line)
 	}
-	n := &node{kind: listNode, line: line}
+	n := &treeNode{kind: listNode, line: line}
 	seen := map[string]int{} // inline form: how many apps so far had each key
 	for i, app := range list {
 		appLine := line
@@ -612,7 +646,7 @@ func (t *tomlLines) apps(v any, line int) *node {
 				to = t.appStarts[i+1] - 1
 			}
 		}
-		an := &node{kind: mapNode, line: appLine}
+		an := &treeNode{kind: mapNode, line: appLine}
 		for k, val := range app {
 			kl := appLine
 			if headers {

@@ -1,0 +1,84 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/cgroup"
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/spec"
+)
+
+// With SpawnerConfig.Cgroup, the app and everything it starts live in a
+// cgroup of their own, which is gone once the app has exited.
+func TestAppInACgroupOfItsOwn(t *testing.T) {
+	own, err := cgroup.Own()
+	if err != nil {
+		t.Skip(err)
+	}
+	if unix.Access(own, unix.W_OK) != nil {
+		t.Skipf("cgroup v2 at %s is not writable", own)
+	}
+	parent, err := cgroup.Create(own, fmt.Sprintf("keel-keeper-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { parent.Kill(); parent.WaitEmpty(context.Background()); parent.Remove() })
+	if _, err := os.Stat(filepath.Join(parent.Dir(), "cgroup.kill")); err != nil {
+		t.Skipf("no cgroup.kill (Linux before 5.14?): %v", err)
+	}
+
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{Cgroup: parent.Dir(), NoStandby: true})
+	a := &spec.App{Name: "t-cgroup", Script: "/bin/sh", Interpreter: "none",
+		Args: []string{"-c", "setsid sleep 60 & exec sleep 60"}}
+	a.Normalize()
+	p := h.spawn(s, a, 0)
+	dir := filepath.Join(parent.Dir(), "keel-"+p.st.ID)
+
+	var pids []int
+	deadline := time.Now().Add(eventTimeout)
+	for len(pids) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %v; want the app %d and its setsid child", dir, pids, p.st.Pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil {
+			t.Fatalf("the app's cgroup: %v", err)
+		}
+		pids = pids[:0]
+		for f := range strings.FieldsSeq(string(b)) {
+			n, _ := strconv.Atoi(f)
+			pids = append(pids, n)
+		}
+	}
+	if !slices.Contains(pids, p.st.Pid) {
+		t.Fatalf("%s holds %v, not the app %d", dir, pids, p.st.Pid)
+	}
+	var child proc.Identity
+	for _, pid := range pids {
+		if pid != p.st.Pid {
+			if child, err = proc.Identify(pid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	finish(t, p)
+	if child.Running() {
+		t.Fatalf("the setsid child %d outlived the app", child.Pid)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the app's cgroup is left behind: %v", err)
+	}
+}
