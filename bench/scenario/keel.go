@@ -15,10 +15,13 @@ import (
 // <script> --name <app> -i N --listen 127.0.0.1:PORT`, `keel reload`,
 // `keel ls --json`, `keel kill`.
 type Keel struct {
-	Bin  string
-	home string
-	app  string
-	n    int
+	Bin string
+	// Timeout bounds Start and Reload; 0: StartTimeout and a minute
+	// (bench/cmd/scale gives 100 instances longer).
+	Timeout time.Duration
+	home    string
+	app     string
+	n       int
 }
 
 // NewKeel makes a private KEEL_HOME for bin.
@@ -54,15 +57,15 @@ func StartArgs(app App, n, port int) []string {
 // Start implements Manager.
 func (k *Keel) Start(ctx context.Context, app App, n, port int) error {
 	k.app, k.n = app.Name, n
-	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, k.startTimeout())
 	defer cancel()
-	if _, err := run(ctx, StartTimeout, k.env(), k.Bin, StartArgs(app, n, port)...); err != nil {
+	if _, err := run(ctx, k.startTimeout(), k.env(), k.Bin, StartArgs(app, n, port)...); err != nil {
 		return err
 	}
 	if err := k.waitOnline(ctx); err != nil {
 		return err
 	}
-	if err := WaitServing(ctx, URL(port), n, StartTimeout); err != nil {
+	if err := WaitServing(ctx, URL(port), n, k.startTimeout()); err != nil {
 		return fmt.Errorf("%w; keel ls: %s", err, k.summary())
 	}
 	return nil
@@ -98,7 +101,7 @@ func (k *Keel) waitOnline(ctx context.Context) error {
 			}
 		}
 		if !sleepCtx(ctx, 50*time.Millisecond) {
-			return fmt.Errorf("keel: %d of %d instances of %s online within %v (keel ls: %s)", online(last, k.app), k.n, k.app, StartTimeout, k.summary())
+			return fmt.Errorf("keel: %d of %d instances of %s online within %v (keel ls: %s)", online(last, k.app), k.n, k.app, k.startTimeout(), k.summary())
 		}
 	}
 }
@@ -152,7 +155,7 @@ func (k *Keel) instances(ctx context.Context) ([]KeelInstance, error) {
 
 // Reload implements Manager.
 func (k *Keel) Reload(ctx context.Context) error {
-	_, err := run(ctx, time.Minute, k.env(), k.Bin, "reload", k.app)
+	_, err := run(ctx, k.reloadTimeout(), k.env(), k.Bin, "reload", k.app)
 	return err
 }
 
@@ -196,3 +199,17 @@ func (k *Keel) Close() error {
 // ServerCPU is the CPU time used so far by every live process of this
 // KEEL_HOME: daemon, keepers, instances.
 func (k *Keel) ServerCPU() time.Duration { return ProcsCPU(PidsWithEnv("KEEL_HOME=" + k.home)) }
+
+func (k *Keel) startTimeout() time.Duration {
+	if k.Timeout > 0 {
+		return k.Timeout
+	}
+	return StartTimeout
+}
+
+func (k *Keel) reloadTimeout() time.Duration {
+	if k.Timeout > 0 {
+		return k.Timeout
+	}
+	return time.Minute
+}

@@ -18,11 +18,14 @@ import (
 // stops an instance with the same signal and timeout as keel (pm2's own
 // default is SIGINT, which an app that handles SIGTERM would not drain on).
 type PM2 struct {
-	Bin  string
-	home string
-	app  string
-	n    int
-	port int
+	Bin string
+	// Timeout bounds Start and Reload; 0: StartTimeout and a minute
+	// (bench/cmd/scale gives 100 instances longer).
+	Timeout time.Duration
+	home    string
+	app     string
+	n       int
+	port    int
 }
 
 // NewPM2 makes a private PM2_HOME for bin.
@@ -54,9 +57,9 @@ func (p *PM2) Start(ctx context.Context, app App, n, port int) error {
 		return fmt.Errorf("pm2's cluster mode runs Node apps only, not %s", app.Name)
 	}
 	p.app, p.n, p.port = app.Name, n, port
-	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.startTimeout())
 	defer cancel()
-	if _, err := run(ctx, StartTimeout, p.env(), p.Bin, PM2StartArgs(app, n)...); err != nil {
+	if _, err := run(ctx, p.startTimeout(), p.env(), p.Bin, PM2StartArgs(app, n)...); err != nil {
 		return err
 	}
 	for {
@@ -68,7 +71,7 @@ func (p *PM2) Start(ctx context.Context, app App, n, port int) error {
 			return fmt.Errorf("pm2: %d of %d instances online (%v)", pm2Online(ins, p.app), n, err)
 		}
 	}
-	return WaitServing(ctx, URL(port), n, StartTimeout)
+	return WaitServing(ctx, URL(port), n, p.startTimeout())
 }
 
 // PM2Process is the part of a `pm2 jlist` object the scenarios use.
@@ -148,7 +151,7 @@ func (p *PM2) list(ctx context.Context) ([]PM2Process, error) {
 
 // Reload implements Manager.
 func (p *PM2) Reload(ctx context.Context) error {
-	_, err := run(ctx, time.Minute, p.env(), p.Bin, "reload", p.app)
+	_, err := run(ctx, p.reloadTimeout(), p.env(), p.Bin, "reload", p.app)
 	return err
 }
 
@@ -192,3 +195,17 @@ func (p *PM2) Close() error {
 // ServerCPU is the CPU time used so far by every live process of this
 // PM2_HOME: pm2's daemon and its workers.
 func (p *PM2) ServerCPU() time.Duration { return ProcsCPU(PidsWithEnv("PM2_HOME=" + p.home)) }
+
+func (p *PM2) startTimeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return StartTimeout
+}
+
+func (p *PM2) reloadTimeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return time.Minute
+}

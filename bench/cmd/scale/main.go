@@ -4,7 +4,7 @@
 // figure per row:
 //
 //	go run ./bench/cmd/scale [-keel path] [-pm2] [-counts 1,4,50,200,1000] [-apps 1,10]
-//	        [-reload 100] [-log 1000 -log-lines 2000 -log-rate 100 -log-burst 10]
+//	        [-reload 100 -reload-serving go,hello] [-log 1000 -log-lines 2000 -log-rate 100 -log-burst 10]
 //
 // Counts: instances of /bin/sleep, as 1 app and as 10 apps, at each count
 // of -counts: the time from the first start command to every instance
@@ -16,7 +16,10 @@
 //
 // Reload (-reload N, 0 skips it): an app of N /bin/sleep instances is
 // reloaded (keel reload, pm2 reload): the command's wall time, and the
-// time until every instance is online in a new process.
+// time until every instance is online in a new process. Then, for each app
+// of -reload-serving, N instances serving HTTP on one port are reloaded
+// under 32 keep-alive connections of load: the command's wall time, the
+// instances replaced, the failed requests.
 //
 // Lost lines (-log N, 0 skips it): N instances of bench/apps/writer, each
 // writing -log-lines numbered lines at -log-rate lines a second once all
@@ -37,12 +40,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/keel-run/keel/bench/core"
+	"github.com/keel-run/keel/bench/scenario"
 )
 
 func main() { os.Exit(run()) }
@@ -54,6 +59,7 @@ type options struct {
 	counts, layouts []int
 	idle            time.Duration
 	reload          int
+	serving         []string // apps for the reload under load: go, hello
 	log             logOptions
 }
 
@@ -66,6 +72,8 @@ func run() int {
 	appsF := flag.String("apps", "1,10", "layouts: how many apps share the instances")
 	flag.DurationVar(&o.idle, "idle", 5*time.Second, "how long the idle CPU is measured")
 	flag.IntVar(&o.reload, "reload", 100, "instances of the app that is reloaded (0: no reload row)")
+	servingF := flag.String("reload-serving", "go", "apps whose -reload instances are reloaded under HTTP load too: "+
+		"go (bench/apps/goapp, keel only: pm2 shares a port only in cluster mode, for Node), hello (bench/apps/hello.js, keel and pm2); \"\": none")
 	flag.IntVar(&o.log.instances, "log", 1000, "instances of the log writer (0: no lost-lines row)")
 	flag.IntVar(&o.log.lines, "log-lines", 2000, "lines each writer writes")
 	flag.IntVar(&o.log.rate, "log-rate", 100, "lines a second each writer writes")
@@ -75,7 +83,17 @@ func run() int {
 	layouts, err2 := ints(*appsF)
 	o.counts, o.layouts = counts, layouts
 	o.withPM2 = o.withPM2 || o.pm2Bin != ""
-	if err := errors.Join(err1, err2); err != nil || flag.NArg() > 0 || o.idle < time.Second || o.idle > time.Minute ||
+	var err3 error
+	for f := range strings.SplitSeq(*servingF, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "":
+		case "go", "hello":
+			o.serving = append(o.serving, f)
+		default:
+			err3 = fmt.Errorf("-reload-serving: unknown app %q", f)
+		}
+	}
+	if err := errors.Join(err1, err2, err3); err != nil || flag.NArg() > 0 || o.idle < time.Second || o.idle > time.Minute ||
 		o.reload < 0 || o.log.instances < 0 || o.log.lines < 1 || o.log.rate < 1 || o.log.burst < 1 || o.log.burst > o.log.rate {
 		fmt.Fprintln(os.Stderr, "scale: -counts and -apps are lists of positive numbers, -idle in [1s, 1m], -reload and -log ≥ 0, "+
 			"-log-lines, -log-rate, -log-burst positive with -log-burst ≤ -log-rate; no arguments:", err)
@@ -120,6 +138,7 @@ type results struct {
 	withPM2 bool
 	counts  []row
 	reloads []reloadRow
+	serving []servingRow
 	logs    []logRow
 }
 
@@ -144,6 +163,12 @@ func bench(ctx context.Context, o options) error {
 	if o.log.instances > 0 {
 		o.log.bin = filepath.Join(tmp, "writer")
 		if err := core.GoBuild(ctx, root, o.log.bin, "./bench/apps/writer"); err != nil {
+			return err
+		}
+	}
+	goBin := filepath.Join(tmp, "goapp")
+	if o.reload > 0 && slices.Contains(o.serving, "go") {
+		if err := core.GoBuild(ctx, root, goBin, "./bench/apps/goapp"); err != nil {
 			return err
 		}
 	}
@@ -233,6 +258,38 @@ func bench(ctx context.Context, o options) error {
 		})
 		if err != nil {
 			return err
+		}
+	}
+	if o.reload > 0 {
+		apps := scenario.Apps(filepath.Join(root, "bench/apps"), goBin)
+		for _, name := range o.serving {
+			what := fmt.Sprintf("a reload of %d instances of %s under load", o.reload, name)
+			k, err := scenario.NewKeel(o.keelBin)
+			if err != nil {
+				return err
+			}
+			k.Timeout = 10 * time.Minute
+			ms := []scenario.Manager{k}
+			if o.withPM2 && apps[name].Node {
+				p, err := scenario.NewPM2(o.pm2Bin)
+				if err != nil {
+					k.Close()
+					return err
+				}
+				p.Timeout = 10 * time.Minute
+				ms = append(ms, p)
+			}
+			for i, m := range ms {
+				if ctx.Err() != nil {
+					for _, m := range ms[i:] {
+						m.Close()
+					}
+					return ctx.Err()
+				}
+				r := measureServing(ctx, m, apps[name], o.reload)
+				res.serving = append(res.serving, r)
+				progress(r.manager, what, r.err, r.String())
+			}
 		}
 	}
 	if o.log.instances > 0 {

@@ -12,7 +12,7 @@ func (res results) print(w io.Writer) {
 	if len(res.counts) > 0 {
 		res.printMemory(w)
 	}
-	if len(res.counts)+len(res.reloads)+len(res.logs) > 0 {
+	if len(res.counts)+len(res.reloads)+len(res.serving)+len(res.logs) > 0 {
 		res.printScale(w)
 	}
 	if len(res.counts) > 0 {
@@ -188,6 +188,27 @@ func (res results) printScale(w io.Writer) {
 		}
 		line(fmt.Sprintf("`reload` of an app of %d instances (/bin/sleep)", n), "completes", cells["keel"], cells["pm2"], met)
 	}
+	for _, app := range []string{"go", "hello"} {
+		cells, met, n, any := map[string]string{"keel": "not run", "pm2": "not run (cluster mode is for Node)"}, "–", 0, false
+		for _, r := range res.serving {
+			if r.app != app {
+				continue
+			}
+			any, n = true, r.n
+			if r.err != nil {
+				cells[r.manager] = "failed: " + firstLine(r.err)
+			} else {
+				cells[r.manager] = fmt.Sprintf("completes: %.1f s, %d of %d replaced, %d of %d requests failed",
+					r.command.Seconds(), r.replaced, r.n, r.failed, r.requests)
+			}
+			if r.manager == "keel" {
+				met = yesNo(r.err == nil && r.replaced == r.n)
+			}
+		}
+		if any {
+			line(fmt.Sprintf("`reload` of %d instances of %s serving on one port, under load", n, app), "completes", cells["keel"], cells["pm2"], met)
+		}
+	}
 	if len(res.logs) > 0 {
 		cells, met, n, perSec := map[string]string{"keel": "not run", "pm2": "not run"}, "–", 0, 0
 		var rate string
@@ -210,12 +231,17 @@ func (res results) printScale(w io.Writer) {
 		line(fmt.Sprintf("%d instances writing %d lines/s (%s)", n, perSec, rate), "0 lost", cells["keel"], cells["pm2"], met)
 	}
 	fmt.Fprintln(w)
+	for _, r := range res.serving {
+		if r.err == nil {
+			fmt.Fprintf(w, "- reload of %s under load, %s: %s\n", r.app, r.manager, r)
+		}
+	}
 	for _, r := range res.logs {
 		if r.err == nil {
 			fmt.Fprintf(w, "- writers, %s: %s\n", r.manager, r)
 		}
 	}
-	if len(res.logs) > 0 {
+	if len(res.serving)+len(res.logs) > 0 {
 		fmt.Fprintln(w)
 	}
 }
