@@ -274,6 +274,28 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	exits  chan ExitInfo
+	served servingLog
+}
+
+// servingLog keeps what the supervisor published to Config.Serving.
+type servingLog struct {
+	mu    sync.Mutex
+	slots map[string][]int
+}
+
+func (l *servingLog) record(app string, slots []int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.slots == nil {
+		l.slots = map[string][]int{}
+	}
+	l.slots[app] = slots
+}
+
+func (l *servingLog) get(app string) []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.slots[app]
 }
 
 func newHarness(t *testing.T, setup ...func(*harness)) *harness {
@@ -285,8 +307,9 @@ func newHarness(t *testing.T, setup ...func(*harness)) *harness {
 	}
 	h.sup = New(Config{
 		Spawner: h.spawn, Store: h.store, Clock: c,
-		Logger: slog.New(badTransitions{t: t}),
-		OnExit: func(e ExitInfo) { h.exits <- e },
+		Logger:  slog.New(badTransitions{t: t}),
+		OnExit:  func(e ExitInfo) { h.exits <- e },
+		Serving: h.served.record,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

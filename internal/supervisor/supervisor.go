@@ -21,6 +21,14 @@ type Config struct {
 	// OnExit hears about every exit, in order, from a goroutine of its own;
 	// it may block without stalling the supervisor. nil: nobody listens.
 	OnExit func(ExitInfo)
+	// Serving hears, for an app, every change of the slots whose instance
+	// takes connections: it has a process that is ready and that keel has
+	// not asked to stop, that has not said it is stopping or crashing, and
+	// that has not exited. slots is the whole set, in ascending order,
+	// and is the callee's; nil once none serves (and after a delete). It
+	// is called from the supervisor's own goroutine and must not block
+	// or call back into the Supervisor. nil: nobody listens.
+	Serving func(app string, slots []int)
 }
 
 // ExitInfo describes one process exit to OnExit.
