@@ -133,8 +133,8 @@
 //
 // A keeper whose app exits while no daemon is connected steers the new
 // connections of those groups to the app's other instances itself
-// (sockets.Steer); a connected daemon does the steering, told through
-// SpawnerConfig.Serving when each process starts and stops serving.
+// (sockets.Steer); a connected daemon does the steering, as its
+// supervisor says which instances serve (supervisor.Config.Serving).
 //
 // # Invariants
 //
