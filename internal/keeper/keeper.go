@@ -84,6 +84,7 @@ type keeper struct {
 	killAt      time.Time
 	terminating bool // a signal asked the keeper to stop the app and go
 	released    bool
+	orphaned    bool // no daemon knows of this instance: it releases itself at the exit
 	steered     bool // steerAway ran
 }
 
@@ -481,6 +482,9 @@ func (k *keeper) exited(ex spec.Exit) {
 		k.steerAway()
 	}
 	k.broadcast(message{Type: msgExit, Exit: &ex})
+	if k.orphaned {
+		k.released = true
+	}
 }
 
 // steerAway sends the new connections of the app's shared ports to the

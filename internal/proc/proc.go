@@ -59,8 +59,19 @@ type Options struct {
 	// every other descendant of the calling process (KillDescendants):
 	// children that left the group (setsid) and, when the caller is a
 	// child subreaper, the orphans of the app's tree (a double fork). The
-	// caller must have no other children it wants to keep.
+	// caller must have no other children it wants to keep — unless Mark
+	// is set.
 	KillDescendantsOnExit bool
+	// Mark, a KEY=VALUE entry of Env unique to this process, narrows
+	// KillDescendantsOnExit to the caller's children whose environment
+	// holds it, with all their descendants (KillMarked): the orphans of
+	// this process's tree, and not those of the caller's other children.
+	// A descendant that dropped the entry from its environment is missed.
+	Mark string
+	// StartCmd starts the command and returns its Wait; nil means
+	// cmd.Start and cmd.Wait. (A caller that reaps orphans must know
+	// which children are not orphans before they can exit.)
+	StartCmd func(*exec.Cmd) (wait func() error, err error)
 	// Cgroup, when set, is where the process is born (CLONE_INTO_CGROUP),
 	// and with it everything it starts; the leader's exit then ends the
 	// whole group with cgroup.kill and waits until it is empty, whatever
@@ -107,6 +118,8 @@ type Process struct {
 	cmd       *exec.Cmd
 	killGroup bool
 	killTree  bool
+	mark      string
+	waitCmd   func() error
 	cgroup    Cgroup
 	done      chan struct{}
 	exit      Exit // written once before done is closed
@@ -194,24 +207,28 @@ func Start(o Options) (*Process, error) {
 		cmd.Stderr = o.Stderr
 	}
 
-	var status *os.File
+	var status, statusW *os.File
 	if len(o.ListenNames) > 0 {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
 		}
 		defer r.Close()
-		status = r
+		status, statusW = r, w
 		fd := 3 + len(o.ExtraFiles)
 		cmd.Path = o.Helper
 		cmd.Args = append([]string{o.Helper, ExecArg, strconv.Itoa(fd), path}, o.Argv...)
 		cmd.ExtraFiles = append(append([]*os.File(nil), o.ExtraFiles...), w)
-		err = cmd.Start()
-		w.Close()
-		if err != nil {
-			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
-		}
-	} else if err := cmd.Start(); err != nil {
+	}
+	startCmd := o.StartCmd
+	if startCmd == nil {
+		startCmd = func(c *exec.Cmd) (func() error, error) { return c.Wait, c.Start() }
+	}
+	waitCmd, err := startCmd(cmd)
+	if statusW != nil {
+		statusW.Close()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
 	}
 
@@ -221,6 +238,8 @@ func Start(o Options) (*Process, error) {
 		cmd:       cmd,
 		killGroup: o.KillGroupOnExit,
 		killTree:  o.KillDescendantsOnExit,
+		mark:      o.Mark,
+		waitCmd:   waitCmd,
 		cgroup:    o.Cgroup,
 		done:      make(chan struct{}),
 	}
@@ -271,7 +290,10 @@ func (p *Process) wait() {
 	if p.killGroup {
 		_ = unix.Kill(-p.pid, unix.SIGKILL)
 	}
-	if p.killTree {
+	switch {
+	case p.killTree && p.mark != "":
+		KillMarked(p.pid, p.mark)
+	case p.killTree:
 		KillDescendants(p.pid)
 	}
 	if p.cgroup != nil {
@@ -280,7 +302,7 @@ func (p *Process) wait() {
 	p.exited = true
 	p.mu.Unlock()
 
-	err := p.cmd.Wait()
+	err := p.waitCmd()
 	p.exit = exitOf(p.cmd.ProcessState, err, at)
 	close(p.done)
 }
