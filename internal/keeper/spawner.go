@@ -115,17 +115,17 @@ type Spawner struct {
 	// starts holds a token per Spawn under way (bounded).
 	starts chan struct{}
 
-	mu        sync.Mutex
-	procs     map[string]*process // by keeper id
+	mu    sync.Mutex
+	procs map[string]*process // by keeper id
 	// hosts holds, by app name, the id (Config.Host) of the keeper
 	// process this Spawner started for the app, which takes its further
 	// instances. One that has ended is found out at the next Spawn.
 	hosts map[string]string
 	// appLocks serialise, per app, the start of a new host.
-	appLocks map[string]*sync.Mutex
-	starting  map[string]bool     // ids of keepers started but not yet serving
-	standby   *keeperProc         // a keeper waiting for a config, or nil
-	refilling bool                // a standby is on its way
+	appLocks  map[string]*sync.Mutex
+	starting  map[string]bool // ids of keepers started but not yet serving
+	standby   *keeperProc     // a keeper waiting for a config, or nil
+	refilling bool            // a standby is on its way
 	closed    bool
 	// adopting is open while Survivors hands the survivors' sockets over
 	// (nil otherwise): listen requests are answered once it is closed, so
