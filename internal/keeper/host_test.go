@@ -143,4 +143,3 @@ func parentOf(t *testing.T, pid int) int {
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
 }
-
