@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -276,15 +277,9 @@ func readExecStatus(r *os.File) error {
 
 // wait is the one goroutine that waits for the process.
 func (p *Process) wait() {
-	var info unix.Siginfo
-	for {
-		// Learn of the exit without reaping: the zombie keeps the pid, and
-		// so the group id, from being reused while we signal the group.
-		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	// Learn of the exit without reaping: the zombie keeps the pid, and
+	// so the group id, from being reused while we signal the group.
+	awaitExit(p.pid)
 	at := time.Now()
 	p.mu.Lock()
 	if p.killGroup {
@@ -392,4 +387,55 @@ func getenv(env []string, key string) string {
 		}
 	}
 	return ""
+}
+
+// awaitExit returns once the child pid has exited, leaving it unreaped.
+// It waits on a pidfd through the runtime's poller, so a keeper waiting
+// for a thousand processes does not hold a thousand threads blocked in
+// waitid; without pidfds (Linux before 5.3) it blocks in waitid.
+func awaitExit(pid int) {
+	var info unix.Siginfo
+	if fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK); err == nil {
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer f.Close()
+		if rc, err := f.SyscallConn(); err == nil {
+			exited := false
+			// The pidfd turns readable when the process exits.
+			err := rc.Read(func(uintptr) bool {
+				for {
+					info = unix.Siginfo{}
+					err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+					if err == unix.EINTR {
+						continue
+					}
+					// An error (ECHILD: someone else reaped it) ends the
+					// wait as an exit would.
+					exited = err != nil || siginfoPid(&info) != 0
+					return exited
+				}
+			})
+			if err == nil && exited {
+				return
+			}
+		}
+	}
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// siginfoPid is si_pid of a waitid result: 0 when no child had changed
+// state (WNOHANG).
+func siginfoPid(info *unix.Siginfo) int32 {
+	// si_signo, si_errno, si_code (3 × int32), then on 64-bit a 4-byte
+	// hole before the union, whose first member for SIGCHLD is si_pid.
+	b := (*[32]byte)(unsafe.Pointer(info))
+	off := 12
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 16
+	}
+	return *(*int32)(unsafe.Pointer(&b[off]))
 }
