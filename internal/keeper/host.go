@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ func (h *host) start(cfg *Config, files []*os.File) (*keeper, error) {
 	return start(cfg, files, h.opts, h.r, log)
 }
 
+// trimAfter is how long starts must pause before the keeper returns the
+// heap a burst of them left behind.
+const trimAfter = 2 * time.Second
+
 // spawned is the outcome of one spawn request.
 type spawned struct {
 	k *keeper // nil: nothing was started
@@ -103,6 +108,11 @@ func (h *host) run(first *keeper, sigC <-chan os.Signal) {
 		close(acceptDone)
 	}
 
+	// A burst of starts leaves the heap larger than what the instances
+	// keep; once starts pause, it goes back to the system.
+	trim := time.NewTimer(time.Hour)
+	trim.Stop()
+	defer trim.Stop()
 	spawnC := make(chan spawned)
 	pending := 0
 	terminating := false
@@ -120,6 +130,9 @@ func (h *host) run(first *keeper, sigC <-chan os.Signal) {
 			if sp.k != nil {
 				launch(sp.k, terminating)
 			}
+			trim.Reset(trimAfter)
+		case <-trim.C:
+			debug.FreeOSMemory()
 		case k := <-doneC:
 			delete(running, k)
 		case sig := <-sigC:
