@@ -551,13 +551,11 @@ func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *s
 		}()
 	}
 
-	// Capture and drain: see keeper.drain.
+	// Capture now; the rest of the drain starts at the exit (see
+	// keeper.drain), so an idle instance costs no goroutine for it.
 	k.logOut, k.logErr = wOut, wErr
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		k.drain(outR, errR, wOut, wErr)
-	}()
+	k.outR, k.errR = outR, errR
+	k.capture()
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
