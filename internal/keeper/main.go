@@ -506,6 +506,10 @@ func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *s
 			Host:        cfg.Host,
 		},
 	}
+	// What only the start needed goes: a keeper of a thousand instances
+	// would hold a thousand copies of the environment.
+	cfg.App, cfg.Env = nil, nil
+	app.ShellEnv = nil
 	if err := writeState(p.state, &k.state); err != nil {
 		_ = pr.Signal(syscall.SIGKILL)
 		<-pr.Done()

@@ -39,7 +39,7 @@ func newWireReader(c *net.UnixConn) *wireReader {
 	// Lines are short (a hello is under 1 KiB) and a longer one is
 	// gathered in buf; a small read buffer matters with one reader per
 	// instance on both sides.
-	return &wireReader{c: c, rbuf: make([]byte, 4<<10), oob: make([]byte, unix.CmsgSpace(maxWireFDs*4))}
+	return &wireReader{c: c, rbuf: make([]byte, 1<<10), oob: make([]byte, unix.CmsgSpace(maxWireFDs*4))}
 }
 
 // next returns the next non-empty line, without its newline. The slice is

@@ -232,6 +232,9 @@ func Start(o Options) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
 	}
+	// Wait needs none of it; a caller of many processes would keep a copy
+	// of the environment for each.
+	cmd.Env, cmd.ExtraFiles = nil, nil
 
 	p := &Process{
 		pid:       cmd.Process.Pid,
