@@ -54,6 +54,11 @@ type Manager interface {
 	// Pids lists every process running for this home (daemon, helpers,
 	// apps and their children), found by its home in their environment.
 	Pids() []int
+	// Reload runs the manager's reload command for app (keel reload,
+	// pm2 reload) and returns when the command does.
+	Reload(ctx context.Context, app string) error
+	// LogDir is the directory of the apps' log files.
+	LogDir() string
 	// Close stops everything the manager started and removes its home.
 	Close() error
 }
@@ -113,6 +118,13 @@ func (k *Keel) Start(ctx context.Context, a App) error {
 }
 
 func (k *Keel) ListCommand(ctx context.Context) *exec.Cmd { return k.command(ctx, "ls", "--json") }
+
+func (k *Keel) Reload(ctx context.Context, app string) error {
+	return run(k.command(ctx, "reload", app))
+}
+
+// LogDir is $KEEL_HOME/logs (internal/logs.Dir): <app>-<instance>-out.log.
+func (k *Keel) LogDir() string { return filepath.Join(k.Home, "logs") }
 
 func (k *Keel) Instances(ctx context.Context) ([]Instance, error) {
 	out, err := output(k.ListCommand(ctx))
@@ -217,6 +229,14 @@ func (p *PM2) Start(ctx context.Context, a App) error {
 }
 
 func (p *PM2) ListCommand(ctx context.Context) *exec.Cmd { return p.command(ctx, "jlist") }
+
+func (p *PM2) Reload(ctx context.Context, app string) error {
+	return run(p.command(ctx, "reload", app))
+}
+
+// LogDir is $PM2_HOME/logs: <app>-out-<pm_id>.log for an app of several
+// instances.
+func (p *PM2) LogDir() string { return filepath.Join(p.Home, "logs") }
 
 func (p *PM2) Instances(ctx context.Context) ([]Instance, error) {
 	out, err := output(p.ListCommand(ctx))

@@ -48,6 +48,7 @@ type conn struct {
 	sent     int
 	fresh    bool // no OK answer on this connection yet
 	received bool // some of the response arrived
+	special  int  // the request in progress: 0 to the URL, i+1 to Config.Specials[i]
 
 	buf  []byte
 	r, w int // unread bytes are buf[r:w]
@@ -59,7 +60,8 @@ type loop struct {
 	cfg    *Config
 	sa     unix.Sockaddr
 	family int
-	req    []byte
+	reqs   [][]byte // the request to the URL, then one per Config.Specials
+	sent   int      // requests started, for picking the specials
 	epfd   int
 	wakeFd int // eventfd, readable once the run is cancelled
 	conns  []*conn
@@ -75,7 +77,7 @@ type loop struct {
 
 var farFuture = time.Unix(math.MaxInt32, 0)
 
-func newLoop(cfg *Config, addr *net.TCPAddr, req []byte, wakeFd, conns int, start, end time.Time, issued *atomic.Int64) (*loop, error) {
+func newLoop(cfg *Config, addr *net.TCPAddr, reqs [][]byte, wakeFd, conns int, start, end time.Time, issued *atomic.Int64) (*loop, error) {
 	sa, family, err := sockaddr(addr)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -90,7 +92,7 @@ func newLoop(cfg *Config, addr *net.TCPAddr, req []byte, wakeFd, conns int, star
 		return nil, fmt.Errorf("load: %w", os.NewSyscallError("epoll_ctl", err))
 	}
 	l := &loop{
-		cfg: cfg, sa: sa, family: family, req: req, epfd: epfd, wakeFd: wakeFd,
+		cfg: cfg, sa: sa, family: family, reqs: reqs, epfd: epfd, wakeFd: wakeFd,
 		t:     &tally{instances: map[string]int64{}, connInst: map[string]int64{}},
 		start: start, end: end, issued: issued, nextWake: farFuture,
 	}
@@ -100,8 +102,25 @@ func newLoop(cfg *Config, addr *net.TCPAddr, req []byte, wakeFd, conns int, star
 		c.resp.fromBody = cfg.InstanceFromBody
 		l.conns = append(l.conns, c)
 	}
+	for _, s := range cfg.Specials {
+		l.t.specials = append(l.t.specials, SpecialResult{Path: s.Path, Status: map[int]int64{}, Failed: map[string]int64{}})
+	}
 	l.live = conns
 	return l, nil
+}
+
+// pick says where the loop's next request (number n, from 1) goes: 0 to
+// the URL, i+1 to special i if n ≡ 1 + i·Every/len(Specials) (mod its
+// Every), the first special that matches: specials of one Every are spread
+// evenly over its cycle, not sent back to back.
+func (l *loop) pick() int {
+	l.sent++
+	for i, s := range l.cfg.Specials {
+		if l.sent%s.Every == (1+i*s.Every/len(l.cfg.Specials))%s.Every {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 func (l *loop) run() {
@@ -203,6 +222,7 @@ func (l *loop) next(c *conn, now time.Time) {
 		l.live--
 		return
 	}
+	c.special = 0 // a failed dial counts against the URL
 	if c.fd < 0 {
 		l.dial(c, now)
 		return
@@ -257,13 +277,15 @@ func (l *loop) send(c *conn, now time.Time) {
 	c.deadline = now.Add(l.cfg.Timeout)
 	l.wakeBy(c.deadline)
 	c.sent, c.received = 0, false
+	c.special = l.pick()
 	c.resp.reset()
 	l.write(c, now)
 }
 
 func (l *loop) write(c *conn, now time.Time) {
-	for c.sent < len(l.req) {
-		n, err := unix.Write(c.fd, l.req[c.sent:])
+	req := l.reqs[c.special]
+	for c.sent < len(req) {
+		n, err := unix.Write(c.fd, req[c.sent:])
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -383,7 +405,11 @@ func (l *loop) parse(c *conn, now time.Time) {
 func (l *loop) complete(c *conn) {
 	now := time.Now()
 	p := &c.resp
-	if p.status < 200 || p.status > 299 {
+	if c.special > 0 {
+		s := &l.t.specials[c.special-1]
+		s.Requests++
+		s.Status[p.status]++
+	} else if p.status < 200 || p.status > 299 {
 		l.t.fail(l.start, Status, fmt.Errorf("status %s", p.statusLine))
 	} else {
 		id := p.instance()
@@ -406,7 +432,13 @@ func (l *loop) complete(c *conn) {
 // fail counts a failed request, drops the connection and starts the next
 // request on a new one.
 func (l *loop) fail(c *conn, k Kind, err error, now time.Time) {
-	l.t.fail(l.start, k, err)
+	if c.special > 0 {
+		s := &l.t.specials[c.special-1]
+		s.Requests++
+		s.Failed[k.String()]++
+	} else {
+		l.t.fail(l.start, k, err)
+	}
 	l.closeConn(c)
 	// From the loop, not from here: a server that fails every request at
 	// once must not recurse.

@@ -98,12 +98,34 @@ type Config struct {
 
 	// Close asks for a new connection per request ("Connection: close").
 	Close bool
+	// Specials send some requests to other paths of the same server: in
+	// each event loop, request n goes to special i if n ≡ 1 +
+	// i·Every/len(Specials) (mod its Every), the first that matches. Their outcomes are counted apart, in
+	// Result.Specials, and nowhere else.
+	Specials []Special
 	// Threads is the number of event loops, each on an OS thread of its
 	// own (default GOMAXPROCS, at most Conns).
 	Threads int
 
 	// onBackoff, for tests, sees every backoff as it begins.
 	onBackoff func(d time.Duration)
+}
+
+// Special is a path that one request in Every goes to.
+type Special struct {
+	Path  string // "/throw"
+	Every int    // at least 2
+}
+
+// SpecialResult is what the requests to one Special's path got.
+type SpecialResult struct {
+	Path     string `json:"path"`
+	Requests int64  `json:"requests"`
+	// Status counts complete responses by status code (2xx included).
+	Status map[int]int64 `json:"status"`
+	// Failed counts the requests that got no complete response, by kind
+	// ("reset", "closed", …; "status" is never used here).
+	Failed map[string]int64 `json:"failed"`
 }
 
 // Tick is one second of the run.
@@ -140,6 +162,8 @@ type Result struct {
 	ConnInstances map[string]int64 `json:"conn_instances"`
 	// PerSecond is the run second by second.
 	PerSecond []Tick `json:"per_second"`
+	// Specials are Config.Specials' outcomes, in its order.
+	Specials []SpecialResult `json:"specials,omitempty"`
 }
 
 // Failures is the number of failed requests of every kind.
@@ -200,6 +224,7 @@ type tally struct {
 	instances map[string]int64
 	connInst  map[string]int64 // connections by their first answer's instance
 	ticks     []Tick
+	specials  []SpecialResult
 }
 
 func (t *tally) tick(start time.Time, ok bool) {
@@ -256,6 +281,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Threads <= 0 {
 		cfg.Threads = runtime.GOMAXPROCS(0)
 	}
+	for _, s := range cfg.Specials {
+		if s.Every < 2 || !strings.HasPrefix(s.Path, "/") {
+			return nil, fmt.Errorf("load: special %+v: want a path from / and Every of at least 2", s)
+		}
+	}
 	cfg.Threads = min(cfg.Threads, cfg.Conns)
 	addr := u.Host
 	if u.Port() == "" {
@@ -271,6 +301,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		head += "Connection: close\r\n"
 	}
 	rawReq := []byte(head + "\r\n")
+	reqs := [][]byte{rawReq}
+	for _, s := range cfg.Specials {
+		reqs = append(reqs, []byte(strings.Replace(head, " "+path+" ", " "+s.Path+" ", 1)+"\r\n"))
+	}
 
 	start := time.Now()
 	var end time.Time // zero: no time limit
@@ -293,7 +327,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if i < cfg.Conns%cfg.Threads {
 			n++
 		}
-		l, err := newLoop(&cfg, tcpAddr, rawReq, wakeFd, n, start, end, &issued)
+		l, err := newLoop(&cfg, tcpAddr, reqs, wakeFd, n, start, end, &issued)
 		if err != nil {
 			for _, l := range loops[:i] {
 				unix.Close(l.epfd)
@@ -322,6 +356,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	elapsed := time.Since(start)
 
 	r := &Result{Failed: map[string]int64{}, Instances: map[string]int64{}, ConnInstances: map[string]int64{}, Elapsed: elapsed}
+	for _, s := range cfg.Specials {
+		r.Specials = append(r.Specials, SpecialResult{Path: s.Path, Status: map[int]int64{}, Failed: map[string]int64{}})
+	}
 	var h histogram
 	for _, l := range loops {
 		t := l.t
@@ -352,6 +389,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			r.PerSecond[s].Failed += tk.Failed
 		}
 		h.merge(&t.hist)
+		for i, s := range t.specials {
+			rs := &r.Specials[i]
+			rs.Requests += s.Requests
+			for code, n := range s.Status {
+				rs.Status[code] += n
+			}
+			for k, n := range s.Failed {
+				rs.Failed[k] += n
+			}
+		}
 	}
 	for _, k := range Kinds() {
 		r.Failed[k.String()] += 0

@@ -361,3 +361,29 @@ func TestHistogram(t *testing.T) {
 		t.Error("empty histogram has a median")
 	}
 }
+
+func TestSpecialsAreCountedApart(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/bad":
+			w.WriteHeader(500)
+		case "/cut":
+			hj, _ := w.(http.Hijacker)
+			c, _, _ := hj.Hijack()
+			c.Close()
+		}
+	}))
+	defer srv.Close()
+	r := run(t, Config{URL: srv.URL + "/", Conns: 1, MaxRequests: 400,
+		Specials: []Special{{Path: "/bad", Every: 20}, {Path: "/cut", Every: 20}}})
+	if r.Failures() != 0 || r.OK != 400-20-20 {
+		t.Fatalf("main: %d ok, %d failed, want 360 ok and none failed", r.OK, r.Failures())
+	}
+	bad, cut := r.Specials[0], r.Specials[1]
+	if bad.Path != "/bad" || bad.Requests != 20 || bad.Status[500] != 20 {
+		t.Fatalf("/bad: %+v", bad)
+	}
+	if cut.Path != "/cut" || cut.Requests != 20 || cut.Failed["closed"]+cut.Failed["reset"] != 20 {
+		t.Fatalf("/cut: %+v", cut)
+	}
+}

@@ -45,6 +45,16 @@ func Apps(dir, goBin string) map[string]App {
 		// Unmodified: app.listen(PORT); keel's preload routes it.
 		"express": {Name: "express", Script: abs("express/server.js"), Node: true},
 		"hello":   {Name: "hello", Script: abs("hello.js"), Node: true},
+		// Unmodified, with a route that throws in a timer and one that
+		// leaves a rejection unhandled. Under a crash every few hundred
+		// milliseconds no run is stable by the defaults (min_uptime 1s), and
+		// both managers would give up on the app within the run: pm2 gets
+		// max_restarts 10000 (it restarts at once, with no backoff; its CLI
+		// has no min_uptime), keel the same and min_uptime 100ms, so that
+		// it restarts at once too.
+		"crashy": {Name: "crashy", Script: abs("express/crash.js"), Node: true,
+			KeelArgs: []string{"--min-uptime", "100ms", "--max-restarts", "10000"},
+			PM2Args:  []string{"--max-restarts", "10000"}},
 		// go-systemd activation, READY=1 on NOTIFY_SOCKET.
 		"go": {Name: "go", Script: goBin, KeelReady: "notify"},
 	}
@@ -69,6 +79,8 @@ func Cases(apps map[string]App, withPM2 bool) []Case {
 		{Name: "kill-hello", Scenario: ScenarioKill, App: apps["hello"], Managers: both},
 		{Name: "kill-go", Scenario: ScenarioKill, App: apps["go"], Managers: []string{"keel"}},
 		{Name: "throughput-hello", Scenario: ScenarioThroughput, App: apps["hello"], Managers: tp},
+		{Name: "crash-crashy", Scenario: ScenarioCrash, App: apps["crashy"], Managers: both},
+		{Name: "nocrash-crashy", Scenario: ScenarioNoCrash, App: apps["crashy"], Managers: both},
 	}
 }
 

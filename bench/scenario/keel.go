@@ -48,7 +48,7 @@ func StartArgs(app App, n, port int) []string {
 	if app.KeelReady != "" {
 		args = append(args, "--ready", app.KeelReady)
 	}
-	return args
+	return append(args, app.KeelArgs...)
 }
 
 // Start implements Manager.

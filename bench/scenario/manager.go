@@ -33,6 +33,8 @@ type App struct {
 	KeelReady string
 	// PM2Args are extra `pm2 start` flags (e.g. --wait-ready).
 	PM2Args []string
+	// KeelArgs are extra `keel start` flags.
+	KeelArgs []string
 }
 
 // Manager runs n instances of one app behind 127.0.0.1:port.

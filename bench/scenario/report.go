@@ -154,6 +154,13 @@ func (g *Group) Met(spec Spec) (bool, string) {
 			}
 		}
 		return true, fmt.Sprintf("≥ %.1f %%", 100*KillSuccessTarget)
+	case ScenarioCrash, ScenarioNoCrash:
+		for _, r := range g.Runs {
+			if r.Result.Failures() > 0 {
+				return false, "failed normal requests"
+			}
+		}
+		return true, "0 failed normal requests"
 	}
 	return true, ""
 }
@@ -184,7 +191,7 @@ func LoadTable(gs []*Group, specs map[string]Spec) string {
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var notes []string
 	for _, g := range gs {
-		if g.Scenario == ScenarioThroughput {
+		if g.Scenario != ScenarioReload && g.Scenario != ScenarioKill {
 			continue
 		}
 		spec := specs[g.Scenario]
@@ -469,4 +476,117 @@ func ratioList(xs []float64) string {
 		return parts[0]
 	}
 	return fmt.Sprintf("%s (median %.2f)", strings.Join(parts, " "), Median(xs))
+}
+
+// CrashTable is the Markdown table of the crash scenario: per manager, the
+// normal requests that failed, what each crashing route's requests got,
+// the restarts, and req/s against the same load without the crashing
+// requests (ScenarioNoCrash). Empty when no crash group ran.
+func CrashTable(gs []*Group) string {
+	var b strings.Builder
+	var notes []string
+	for _, g := range gs {
+		if g.Scenario != ScenarioCrash {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("| app | manager | runs | normal requests (median) | failed normal, each run | failed by kind, all runs | crashing requests got, all runs | restarts, each run | req/s median (min–max) | ÷ no-crash req/s (median) | target |\n")
+			b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		}
+		rs := g.results()
+		var reqs []float64
+		var failed, restarts []string
+		for _, r := range g.Runs {
+			if r.Restarts >= 0 {
+				restarts = append(restarts, fmt.Sprint(r.Restarts))
+			}
+			if r.Result == nil {
+				failed = append(failed, "n/a")
+				continue
+			}
+			reqs = append(reqs, float64(r.Result.Requests))
+			failed = append(failed, fmt.Sprint(r.Result.Failures()))
+		}
+		ratio := "-"
+		for _, base := range gs {
+			if base.Scenario == ScenarioNoCrash && base.App == g.App && base.Manager == g.Manager && len(base.rps()) > 0 {
+				ratio = fmt.Sprintf("%.2f (%.0f)", Median(g.rps())/Median(base.rps()), Median(base.rps()))
+			}
+		}
+		ok, why := g.Met(Spec{})
+		mark := "**yes** " + why
+		if !ok {
+			mark = "**NO**: " + why
+		}
+		if g.Manager != "keel" {
+			mark = "-"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			g.App, g.Manager, len(g.Runs), medianText(reqs), strings.Join(failed, " / "), Kinds(rs),
+			SpecialsText(rs), strings.Join(restarts, " / "), rangeOf(g.rps(), "%.0f"), ratio, mark)
+		for _, e := range g.errs() {
+			notes = append(notes, fmt.Sprintf("- %s %s %s, %s", g.Scenario, g.App, g.Manager, e))
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n")
+		b.WriteString(strings.Join(notes, "\n"))
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// SpecialsText sums what each special path's requests got over rs:
+// "/throw: 500 ×41, reset 2; /reject: 500 ×40".
+func SpecialsText(rs []*load.Result) string {
+	type tally struct {
+		status map[int]int64
+		failed map[string]int64
+	}
+	var paths []string
+	by := map[string]*tally{}
+	for _, r := range rs {
+		for _, s := range r.Specials {
+			t := by[s.Path]
+			if t == nil {
+				t = &tally{status: map[int]int64{}, failed: map[string]int64{}}
+				by[s.Path] = t
+				paths = append(paths, s.Path)
+			}
+			for c, n := range s.Status {
+				t.status[c] += n
+			}
+			for k, n := range s.Failed {
+				t.failed[k] += n
+			}
+		}
+	}
+	var parts []string
+	for _, p := range paths {
+		t := by[p]
+		var got []string
+		codes := make([]int, 0, len(t.status))
+		for c, n := range t.status {
+			if n > 0 {
+				codes = append(codes, c)
+			}
+		}
+		sort.Ints(codes)
+		for _, c := range codes {
+			got = append(got, fmt.Sprintf("%d ×%d", c, t.status[c]))
+		}
+		for _, k := range load.Kinds() {
+			if n := t.failed[k.String()]; n > 0 {
+				got = append(got, fmt.Sprintf("%s %d", k, n))
+			}
+		}
+		if len(got) == 0 {
+			got = []string{"none sent"}
+		}
+		parts = append(parts, p+": "+strings.Join(got, ", "))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }

@@ -15,6 +15,11 @@ const (
 	ScenarioReload     = "reload"     // rolling reloads under load
 	ScenarioKill       = "kill"       // SIGKILL one instance every T under load
 	ScenarioThroughput = "throughput" // hello world, req/s and shares
+	// ScenarioCrash: some requests crash their instance (Spec.Specials).
+	ScenarioCrash = "crash"
+	// ScenarioNoCrash: the crash scenario's load without the crashing
+	// requests, for its req/s.
+	ScenarioNoCrash = "nocrash"
 )
 
 // Spec says how to run one scenario.
@@ -27,6 +32,9 @@ type Spec struct {
 	Reloads int
 	// KillEvery: one SIGKILL this often, round-robin (ScenarioKill).
 	KillEvery time.Duration
+	// Specials are requests to other paths (ScenarioCrash: the crashing
+	// routes), counted apart from the rest.
+	Specials []load.Special
 }
 
 // Run is one run of one app under one manager.
@@ -93,7 +101,7 @@ func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
 	}
 	done := make(chan loaded, 1)
 	go func() {
-		res, err := load.Run(ctx, load.Config{URL: URL(port), Conns: spec.Conns, Duration: spec.D})
+		res, err := load.Run(ctx, load.Config{URL: URL(port), Conns: spec.Conns, Duration: spec.D, Specials: spec.Specials})
 		done <- loaded{res, err}
 	}()
 	switch spec.Scenario {

@@ -147,7 +147,8 @@ func TestSelect(t *testing.T) {
 		return strings.Join(s, ",")
 	}
 	for _, c := range []struct{ only, want, unknown string }{
-		{"", "reload-sigterm,reload-express,reload-go,kill-hello,kill-go,throughput-hello", ""},
+		{"", "reload-sigterm,reload-express,reload-go,kill-hello,kill-go,throughput-hello,crash-crashy,nocrash-crashy", ""},
+		{"crashy", "crash-crashy,nocrash-crashy", ""},
 		{"go", "reload-go,kill-go", ""},
 		{"reload, kill-go", "reload-sigterm,reload-express,reload-go,kill-go", ""},
 		{"go,reload-go", "reload-go,kill-go", ""},
@@ -372,5 +373,27 @@ func TestWaitServing(t *testing.T) {
 	}
 	if err := WaitServing(context.Background(), url, 3, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "2 of 3") {
 		t.Errorf("WaitServing(3) = %v, want 2 of 3", err)
+	}
+}
+
+func TestCrashTable(t *testing.T) {
+	res := func(failed int64, rps float64, got500, reset int64) *load.Result {
+		return &load.Result{Requests: 1000, OK: 1000 - failed, RPS: rps, Failed: map[string]int64{"reset": failed},
+			Specials: []load.SpecialResult{{Path: "/throw", Requests: got500 + reset, Status: map[int]int64{500: got500}, Failed: map[string]int64{"reset": reset}}}}
+	}
+	gs := Groups([]*Run{
+		{Scenario: ScenarioCrash, App: "crashy", Manager: "keel", Restarts: 12, Result: res(0, 900, 5, 0)},
+		{Scenario: ScenarioCrash, App: "crashy", Manager: "pm2", Restarts: 11, Result: res(40, 800, 0, 5)},
+		{Scenario: ScenarioNoCrash, App: "crashy", Manager: "keel", Result: res(0, 1000, 0, 0)},
+		{Scenario: ScenarioNoCrash, App: "crashy", Manager: "pm2", Result: res(0, 1000, 0, 0)},
+	})
+	got := CrashTable(gs)
+	for _, want := range []string{
+		"| crashy | keel | 1 | 1000 | 0 | - | /throw: 500 ×5 | 12 | 900 | 0.90 (1000) | **yes** 0 failed normal requests |",
+		"| crashy | pm2 | 1 | 1000 | 40 | reset 40 | /throw: reset 5 | 11 | 800 | 0.80 (1000) | - |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
 	}
 }

@@ -127,7 +127,7 @@ func TestKeeperHoldsNothingOfTheDaemon(t *testing.T) {
 	h := newHarness(t)
 	p := h.spawn(h.spawner(nil), app("sleep"), 0)
 	dir := "/proc/" + strconv.Itoa(p.st.KeeperPid) + "/fd/"
-	want := []string{"/dev/null", "/dev/null", filepath.Join(RunDir(h.home), p.ID()+".log")}
+	want := []string{"/dev/null", "/dev/null", keeperLog(h.home, &p.st)}
 	for fd, w := range want {
 		if got, err := os.Readlink(dir + strconv.Itoa(fd)); err != nil || got != w {
 			t.Errorf("keeper fd %d is %q (%v), want %s", fd, got, err, w)
@@ -559,6 +559,8 @@ func TestLongHomePath(t *testing.T) {
 	release(t, p2)
 }
 
+// The standby keeper takes the first instance of the next app; further
+// instances of an app go to that app's keeper process.
 func TestStandbyKeeper(t *testing.T) {
 	h := newHarness(t)
 	s := h.spawner(nil)
@@ -570,10 +572,16 @@ func TestStandbyKeeper(t *testing.T) {
 	if standby == nil {
 		t.Fatal("no standby keeper")
 	}
-	standbyID := standby.id
 	p2 := h.spawn(s, app("sleep"), 1)
-	if p2.ID() != standbyID {
-		t.Fatalf("the second spawn got keeper %s, not the standby %s", p2.ID(), standbyID)
+	if p2.st.KeeperPid != p1.st.KeeperPid || p2.st.Host == "" || p2.st.Host != p1.st.Host {
+		t.Fatalf("the app's second instance runs under keeper %d (%s), the first under %d (%s)",
+			p2.st.KeeperPid, p2.st.Host, p1.st.KeeperPid, p1.st.Host)
+	}
+	other := app("sleep")
+	other.Name = "t-other"
+	p3 := h.spawn(s, other, 0)
+	if p3.st.Host != standby.id || p3.st.KeeperPid != standby.cmd.Process.Pid {
+		t.Fatalf("another app got keeper %s, not the standby %s", p3.st.Host, standby.id)
 	}
 	s.wg.Wait()
 	s.mu.Lock()
@@ -584,6 +592,7 @@ func TestStandbyKeeper(t *testing.T) {
 	}
 	finish(t, p1)
 	finish(t, p2)
+	finish(t, p3)
 	// Close ends the standby, which created nothing.
 	s.Close()
 	select {

@@ -85,6 +85,7 @@ const server = http.createServer((req, res) => {
     setTimeout(() => { throw new Error('first'); }, 1);
     setTimeout(() => { throw new Error('second'); }, 50);
     return;
+  case '/throw-later': setTimeout(() => { throw new Error('later for ' + req.url); }, 300); return;
   case '/half': res.write('half of it'); setTimeout(() => { throw new Error('after a write'); }, 1); return;
   }
   res.end('fast');
@@ -176,9 +177,9 @@ func TestNodeGracefulCrashCutsAHalfAnswer(t *testing.T) {
 	}
 }
 
-// TestNodeSecondFatalErrorExitsAtOnce: a fatal error during the drain ends
-// the process at once, printed as Node prints it, with the request in
-// flight cut off.
+// TestNodeSecondFatalErrorExitsAtOnce: a second fatal error of the request
+// that failed during the drain ends the process at once, printed as Node
+// prints it, with the request in flight cut off.
 func TestNodeSecondFatalErrorExitsAtOnce(t *testing.T) {
 	app, addr := startCrashingApp(t, "", crashEnv)
 	slow := dialRaw(t, addr)
@@ -198,6 +199,45 @@ func TestNodeSecondFatalErrorExitsAtOnce(t *testing.T) {
 	stderr := app.stderr.String()
 	if !strings.Contains(stderr, "Error: first") || !strings.Contains(stderr, "Error: second") || strings.Count(stderr, "Node.js v") != 2 {
 		t.Fatalf("stderr:\n%s", stderr)
+	}
+}
+
+// TestNodeAnotherRequestsErrorDuringTheDrain: a fatal error of another
+// request in flight during the drain is that request's: it gets its 500
+// too, and the drain goes on for the rest.
+func TestNodeAnotherRequestsErrorDuringTheDrain(t *testing.T) {
+	app, addr := startCrashingApp(t, "", crashEnv)
+	slow := dialRaw(t, addr)
+	slow.send(t, "/slow")
+	app.event(t, EventMessage)
+	kept := dialRaw(t, addr)
+	kept.send(t, "/")
+	kept.response(t)
+	later := dialRaw(t, addr)
+	later.send(t, "/throw-later")
+	crash := dialRaw(t, addr)
+	crash.send(t, "/throw")
+	if resp, _ := crash.response(t); resp.StatusCode != 500 {
+		t.Fatalf("the first crashing request: %d", resp.StatusCode)
+	}
+	if resp, body := later.response(t); resp.StatusCode != 500 || !resp.Close {
+		t.Fatalf("the second crashing request: %d %q close=%v, want a 500", resp.StatusCode, body, resp.Close)
+	}
+	app.stderr.waitFor(t, "Error: later for /throw-later")
+	select {
+	case <-app.exited:
+		t.Fatal("the process exited with a request in flight")
+	default:
+	}
+	kept.send(t, "/release")
+	if resp, body := kept.response(t); resp.StatusCode != 200 || body != "released" {
+		t.Fatalf("release: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := slow.response(t); resp.StatusCode != 200 || body != "slow done" {
+		t.Fatalf("the request in flight: %d %q", resp.StatusCode, body)
+	}
+	if code, _ := app.wait(t); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
 	}
 }
 

@@ -328,17 +328,27 @@
   //    error as Node would, tells keel (which steers new connections away
   //    and starts the replacement), answers the request that failed with
   //    500, drains the servers as on the stop signal and exits 1 once they
-  //    closed or kill_timeout passed. A second fatal error takes Node's own
-  //    way at once.
+  //    closed or kill_timeout passed.
+  //
+  //    During that drain, a fatal error of another request still being
+  //    answered is that request's own: it is printed and answered as the
+  //    first, and the drain goes on (a request fails at most once, and no
+  //    new ones come, so this cannot loop). Any other fatal error — of the
+  //    request that failed first, of a request already answered, of no
+  //    request — takes Node's own way at once: printed, exit 1.
   const nodeFatal = process._fatalException;
+  const failed = new WeakSet(); // responses a fatal error was pinned on
   if (requests && typeof nodeFatal === 'function') {
     process._fatalException = function (err, fromPromise) {
-      if (crashing || stopping || servers.size === 0 || !process.connected ||
-          process.listenerCount('uncaughtException') > 0 ||
+      if (process.listenerCount('uncaughtException') > 0 ||
           process.hasUncaughtExceptionCaptureCallback()) {
-        return nodeFatal.call(this, err, fromPromise);
+        return nodeFatal.call(this, err, fromPromise); // the app's to handle
       }
       const res = requests.getStore();
+      const another = crashing && !!res && !failed.has(res) && !res.writableEnded && !res.destroyed;
+      if (crashing ? !another : stopping || servers.size === 0 || !process.connected) {
+        return nodeFatal.call(this, err, fromPromise);
+      }
       // Node's own handler, with a listener for once, still emits
       // 'uncaughtExceptionMonitor' and resets the async context the error
       // left behind.
@@ -348,7 +358,12 @@
       } finally {
         process.removeListener('uncaughtException', noop);
       }
-      crash(err, fromPromise, res);
+      if (another) {
+        printFatal(err, fromPromise);
+        answerFailed(res);
+      } else {
+        crash(err, fromPromise, res);
+      }
       return true;
     };
   }
@@ -364,6 +379,7 @@
   // The failed request gets a 500 if nothing of its answer was sent; a
   // half-sent answer can only be cut off.
   function answerFailed(res) {
+    failed.add(res);
     if (res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       try {

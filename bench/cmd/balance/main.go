@@ -5,6 +5,10 @@
 //	           instance by keel's preload (what keel does for `listen`)
 //	reuseport  one SO_REUSEPORT socket per instance, same port, all owned
 //	           by the parent and handed over the same way
+//	shared-gc, reuseport-gc
+//	           the same with graceful crash on (keel's default): the
+//	           preload tracks which request each piece of async work
+//	           belongs to; comparing the pairs measures what that costs
 //	cluster    Node's cluster module (bench/apps/cluster.js): round-robin
 //	           from the primary
 //	direct     a single Node process bound to the port, no parent
@@ -12,7 +16,9 @@
 //
 //	go run ./bench/cmd/balance -modes shared,reuseport,cluster,direct -n 2 -c 64 -d 8s -runs 3
 //
-// It prints one line per run: req/s, failures, and each instance's share.
+// It prints one line per run: req/s, failures, the instances' CPU time per
+// request (preload modes; from /proc/<pid>/stat, so a busy machine moves
+// it less than req/s), and each instance's share.
 // No daemon is involved: the command plays keel's keeper itself, using
 // internal/sockets and internal/nodeipc, so it measures the socket designs
 // and nothing else.
@@ -36,6 +42,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/bench/load"
+	"github.com/keel-run/keel/bench/scenario"
 	"github.com/keel-run/keel/internal/nodeipc"
 	"github.com/keel-run/keel/internal/sockets"
 )
@@ -43,7 +50,7 @@ import (
 type options struct {
 	n, conns, runs int
 	d              time.Duration
-	appDir         string
+	appDir, app    string
 	pm2            string
 	node           string
 }
@@ -59,8 +66,9 @@ func run() int {
 	flag.IntVar(&o.conns, "c", 64, "load client connections")
 	flag.DurationVar(&o.d, "d", 8*time.Second, "duration of each run (at most 2m)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each mode (interleaved)")
-	flag.StringVar(&modes, "modes", "shared,reuseport,cluster,direct", "modes to measure: shared, reuseport, cluster, direct, pm2")
+	flag.StringVar(&modes, "modes", "shared,reuseport,cluster,direct", "modes to measure: shared, reuseport, shared-gc, reuseport-gc, cluster, direct, pm2")
 	flag.StringVar(&o.appDir, "apps", "bench/apps", "directory of the bench apps")
+	flag.StringVar(&o.app, "app", "hello.js", "the app the preload modes run, in the apps directory (express/server.js needs npm install --prefix bench/apps/express)")
 	flag.StringVar(&o.pm2, "pm2", "", "pm2 binary, for the pm2 mode")
 	flag.Parse()
 	if o.d <= 0 || o.d > 2*time.Minute || o.n < 1 || o.runs < 1 {
@@ -76,18 +84,22 @@ func run() int {
 	defer stop()
 
 	fmt.Printf("%d instances, %d connections, %v per run, node %s\n", o.n, o.conns, o.d, nodeVersion(o.node))
-	fmt.Printf("%-10s %10s %8s  %s\n", "mode", "req/s", "failed", "shares (by instance)")
+	fmt.Printf("%-12s %10s %8s %9s  %s\n", "mode", "req/s", "failed", "cpu µs/req", "shares (by instance)")
 	for r := 0; r < o.runs; r++ {
 		for _, mode := range strings.Split(modes, ",") {
 			if ctx.Err() != nil {
 				return 1
 			}
-			res, err := measure(ctx, mode, o)
+			res, cpu, err := measure(ctx, mode, o)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "balance: %s: %v\n", mode, err)
 				return 1
 			}
-			fmt.Printf("%-10s %10.0f %8d  %s\n", mode, res.RPS, res.Failures(), shares(res))
+			perReq := "-"
+			if cpu > 0 && res.OK > 0 {
+				perReq = fmt.Sprintf("%.1f", float64(cpu.Microseconds())/float64(res.OK))
+			}
+			fmt.Printf("%-12s %10.0f %8d %9s  %s\n", mode, res.RPS, res.Failures(), perReq, shares(res))
 		}
 	}
 	return 0
@@ -123,14 +135,15 @@ type instance struct {
 	cancel context.CancelFunc
 }
 
-func startInstance(o options, preload string, i int, sock *os.File) (*instance, error) {
+func startInstance(o options, preload string, i int, sock *os.File, env []string) (*instance, error) {
 	parent, child, err := nodeipc.NewChannel()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(o.node, "--require", preload, filepath.Join(o.appDir, "hello.js"))
+	cmd := exec.Command(o.node, "--require", preload, filepath.Join(o.appDir, o.app))
 	cmd.Env = append(os.Environ(), "PORT=3000", "KEEL_INSTANCE="+strconv.Itoa(i))
 	cmd.Env = append(cmd.Env, nodeipc.ChildEnv(3, "")...)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.ExtraFiles = []*os.File{child}
 	// A session of its own, as under keel's keepers.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -183,38 +196,63 @@ func (in *instance) stop() {
 	in.conn.Close()
 }
 
-func measure(ctx context.Context, mode string, o options) (*load.Result, error) {
+// measure runs one mode; cpu is the instances' CPU time during the load,
+// 0 where not measured.
+func measure(ctx context.Context, mode string, o options) (res *load.Result, cpu time.Duration, err error) {
 	switch mode {
-	case "shared", "reuseport":
+	case "shared", "reuseport", "shared-gc", "reuseport-gc":
 		return measurePreload(ctx, mode, o)
 	case "cluster", "direct", "pm2":
-		return measurePlain(ctx, mode, o)
+		res, err = measurePlain(ctx, mode, o)
+		return res, 0, err
 	}
-	return nil, fmt.Errorf("unknown mode %q", mode)
+	return nil, 0, fmt.Errorf("unknown mode %q", mode)
 }
 
-func measurePreload(ctx context.Context, mode string, o options) (*load.Result, error) {
+// cpuOf is the CPU time (user and system) the instances have used.
+func cpuOf(ins []*instance) (time.Duration, error) {
+	var sum time.Duration
+	for _, in := range ins {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(in.cmd.Process.Pid) + "/stat")
+		if err != nil {
+			return 0, err
+		}
+		_, t, err := scenario.ParseStat(b)
+		if err != nil {
+			return 0, err
+		}
+		sum += t
+	}
+	return sum, nil
+}
+
+func measurePreload(ctx context.Context, mode string, o options) (*load.Result, time.Duration, error) {
 	dir, err := os.MkdirTemp("", "keel-balance-*")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer os.RemoveAll(dir)
 	preload, err := nodeipc.PreloadPath(dir)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	addr, _ := sockets.Parse("127.0.0.1:0")
 	var socks []*sockets.Listener
+	var env []string
+	if m, ok := strings.CutSuffix(mode, "-gc"); ok {
+		mode = m
+		env = append(env, nodeipc.GracefulCrashEnv(5*time.Second))
+	}
 	if mode == "shared" {
 		l, err := sockets.Listen(addr, sockets.Options{})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		socks = []*sockets.Listener{l}
 	} else {
 		socks, err = sockets.ListenGroup(addr, o.n, sockets.Options{})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	defer func() {
@@ -229,18 +267,30 @@ func measurePreload(ctx context.Context, mode string, o options) (*load.Result, 
 		}
 	}()
 	for i := 0; i < o.n; i++ {
-		in, err := startInstance(o, preload, i, socks[i%len(socks)].File())
+		in, err := startInstance(o, preload, i, socks[i%len(socks)].File(), env)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		ins = append(ins, in)
 	}
 	for _, in := range ins {
 		if err := in.waitListening(ctx); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return load.Run(ctx, load.Config{URL: "http://" + socks[0].LocalAddr().String() + "/", Conns: o.conns, Duration: o.d})
+	before, err := cpuOf(ins)
+	if err != nil {
+		return nil, 0, err
+	}
+	res, err := load.Run(ctx, load.Config{URL: "http://" + socks[0].LocalAddr().String() + "/", Conns: o.conns, Duration: o.d})
+	if err != nil {
+		return nil, 0, err
+	}
+	after, err := cpuOf(ins)
+	if err != nil {
+		return nil, 0, err
+	}
+	return res, after - before, nil
 }
 
 func freePort() (int, error) {

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +42,15 @@ func run() int {
 	fs.IntVar(&cfg.Threads, "t", 0, "event loops, each on a thread of its own (0: one per CPU)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	maxFailures := fs.Int64("max-failures", -1, "exit 1 if more requests than this failed (-1: never)")
+	fs.Func("special", "PATH:N sends one request in N to PATH, counted apart (repeatable)", func(v string) error {
+		i := strings.LastIndexByte(v, ':')
+		n, err := strconv.Atoi(v[i+1:])
+		if i < 0 || err != nil || n < 2 || !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("want PATH:N with a path from / and N ≥ 2, got %q", v)
+		}
+		cfg.Specials = append(cfg.Specials, load.Special{Path: v[:i], Every: n})
+		return nil
+	})
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -60,6 +71,9 @@ func run() int {
 		enc.Encode(r)
 	} else {
 		fmt.Print(r)
+		for _, s := range r.Specials {
+			fmt.Printf("special %s: %d requests, statuses %v, failed %v\n", s.Path, s.Requests, s.Status, s.Failed)
+		}
 	}
 	if *maxFailures >= 0 && r.Failures() > *maxFailures {
 		fmt.Fprintf(os.Stderr, "load: %d requests failed (allowed: %d)\n", r.Failures(), *maxFailures)

@@ -1,15 +1,28 @@
 // Command scale measures what managing many instances costs keel and,
-// with -pm2, pm2 beside it in the same run (issue 14): instances of
-// /bin/sleep, as 1 app and as 10 apps, at each count of -counts.
+// with -pm2, pm2 beside it in the same run (issue 14), and prints one
+// table per goal of the issue, keel and pm2 side by side, then every
+// figure per row:
 //
 //	go run ./bench/cmd/scale [-keel path] [-pm2] [-counts 1,4,50,200,1000] [-apps 1,10]
+//	        [-reload 100] [-log 1000 -log-lines 2000 -log-rate 100 -log-burst 10]
 //
-// For each manager, layout and count it prints the time from the first
-// start command to every instance online (beside the time the kernel
-// needs to fork/exec as many /bin/sleep directly), the manager's memory —
-// its daemon plus, for keel, every keeper: PSS, so shared pages are
-// counted once — per instance, the median wall time of the list command
-// (keel ls --json, pm2 jlist) and the manager's CPU while everything idles.
+// Counts: instances of /bin/sleep, as 1 app and as 10 apps, at each count
+// of -counts: the time from the first start command to every instance
+// online (beside the time the kernel needs to fork/exec as many /bin/sleep
+// directly), the manager's memory — its daemon plus, for keel, every
+// keeper: PSS, so shared pages are counted once — per instance, the
+// median wall time of the list command (keel ls --json, pm2 jlist) and the
+// manager's CPU while everything idles.
+//
+// Reload (-reload N, 0 skips it): an app of N /bin/sleep instances is
+// reloaded (keel reload, pm2 reload): the command's wall time, and the
+// time until every instance is online in a new process.
+//
+// Lost lines (-log N, 0 skips it): N instances of bench/apps/writer, each
+// writing -log-lines numbered lines at -log-rate lines a second once all
+// are online; the lines each writer says it wrote against the lines found
+// in the manager's log files.
+//
 // Run it from the module root. Everything it starts is stopped at the end
 // of each row, also on error or Ctrl-C. See bench/README.md.
 package main
@@ -27,7 +40,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/keel-run/keel/bench/core"
@@ -35,23 +47,43 @@ import (
 
 func main() { os.Exit(run()) }
 
+// options are the command's flags.
+type options struct {
+	keelBin, pm2Bin string
+	withPM2         bool
+	counts, layouts []int
+	idle            time.Duration
+	reload          int
+	log             logOptions
+}
+
 func run() int {
-	keelBin := flag.String("keel", "", "keel binary (default: build ./cmd/keel)")
-	withPM2 := flag.Bool("pm2", false, "also measure pm2 (installed by bench/install-pm2.sh)")
-	pm2Bin := flag.String("pm2-bin", "", "pm2 binary to use instead of installing one (implies -pm2)")
-	countsF := flag.String("counts", "1,4,50,200,1000", "instance counts")
+	var o options
+	flag.StringVar(&o.keelBin, "keel", "", "keel binary (default: build ./cmd/keel)")
+	flag.BoolVar(&o.withPM2, "pm2", false, "also measure pm2 (installed by bench/install-pm2.sh)")
+	flag.StringVar(&o.pm2Bin, "pm2-bin", "", "pm2 binary to use instead of installing one (implies -pm2)")
+	countsF := flag.String("counts", "1,4,50,200,1000", `instance counts ("" or 0: none)`)
 	appsF := flag.String("apps", "1,10", "layouts: how many apps share the instances")
-	idle := flag.Duration("idle", 5*time.Second, "how long the idle CPU is measured")
+	flag.DurationVar(&o.idle, "idle", 5*time.Second, "how long the idle CPU is measured")
+	flag.IntVar(&o.reload, "reload", 100, "instances of the app that is reloaded (0: no reload row)")
+	flag.IntVar(&o.log.instances, "log", 1000, "instances of the log writer (0: no lost-lines row)")
+	flag.IntVar(&o.log.lines, "log-lines", 2000, "lines each writer writes")
+	flag.IntVar(&o.log.rate, "log-rate", 100, "lines a second each writer writes")
+	flag.IntVar(&o.log.burst, "log-burst", 10, "lines a writer writes one after the other (each with a write of its own) per wake-up")
 	flag.Parse()
 	counts, err1 := ints(*countsF)
 	layouts, err2 := ints(*appsF)
-	if err := errors.Join(err1, err2); err != nil || flag.NArg() > 0 || *idle < time.Second || *idle > time.Minute {
-		fmt.Fprintln(os.Stderr, "scale: -counts and -apps are lists of positive numbers, -idle in [1s, 1m]; no arguments:", err)
+	o.counts, o.layouts = counts, layouts
+	o.withPM2 = o.withPM2 || o.pm2Bin != ""
+	if err := errors.Join(err1, err2); err != nil || flag.NArg() > 0 || o.idle < time.Second || o.idle > time.Minute ||
+		o.reload < 0 || o.log.instances < 0 || o.log.lines < 1 || o.log.rate < 1 || o.log.burst < 1 || o.log.burst > o.log.rate {
+		fmt.Fprintln(os.Stderr, "scale: -counts and -apps are lists of positive numbers, -idle in [1s, 1m], -reload and -log ≥ 0, "+
+			"-log-lines, -log-rate, -log-burst positive with -log-burst ≤ -log-rate; no arguments:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := bench(ctx, *keelBin, *pm2Bin, *withPM2 || *pm2Bin != "", counts, layouts, *idle); err != nil {
+	if err := bench(ctx, o); err != nil {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted; everything it started was stopped")
 		}
@@ -63,6 +95,9 @@ func run() int {
 
 func ints(s string) ([]int, error) {
 	var out []int
+	if s = strings.TrimSpace(s); s == "" || s == "0" {
+		return nil, nil
+	}
 	for f := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -73,20 +108,22 @@ func ints(s string) ([]int, error) {
 	return out, nil
 }
 
-// row is one measurement: a manager, a layout, a count.
-type row struct {
-	manager     string
-	apps, count int
-	online      time.Duration // first start command → all online
-	forkExec    time.Duration // the kernel alone, for as many processes
-	mem         core.Mem      // daemon + helpers
-	helpers     int
-	list        time.Duration // median of the list command
-	idleCPU     float64       // % of one core, manager processes only
-	err         error
+// manager is one manager under a private home, and its helper processes
+// (keel's keepers; nil for pm2).
+type manager struct {
+	core.Manager
+	helpers func() []int
 }
 
-func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, counts, layouts []int, idle time.Duration) error {
+// results are every row measured, for the tables.
+type results struct {
+	withPM2 bool
+	counts  []row
+	reloads []reloadRow
+	logs    []logRow
+}
+
+func bench(ctx context.Context, o options) error {
 	root, err := core.ModuleRoot()
 	if err != nil {
 		return err
@@ -96,35 +133,78 @@ func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, counts, la
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	keelDesc := keelBin
-	if keelBin == "" {
-		keelBin = filepath.Join(tmp, "keel")
-		if err := core.GoBuild(ctx, root, keelBin, "./cmd/keel"); err != nil {
+	keelDesc := o.keelBin
+	if o.keelBin == "" {
+		o.keelBin = filepath.Join(tmp, "keel")
+		if err := core.GoBuild(ctx, root, o.keelBin, "./cmd/keel"); err != nil {
 			return err
 		}
 		keelDesc = "built at " + core.Command("git", "-C", root, "rev-parse", "--short", "HEAD")
 	}
-	if withPM2 && pm2Bin == "" {
+	if o.log.instances > 0 {
+		o.log.bin = filepath.Join(tmp, "writer")
+		if err := core.GoBuild(ctx, root, o.log.bin, "./bench/apps/writer"); err != nil {
+			return err
+		}
+	}
+	if o.withPM2 && o.pm2Bin == "" {
 		out, err := exec.CommandContext(ctx, "sh", filepath.Join(root, "bench/install-pm2.sh")).Output()
 		if err != nil {
 			return fmt.Errorf("installing pm2: %w", err)
 		}
-		pm2Bin = strings.TrimSpace(string(out))
+		o.pm2Bin = strings.TrimSpace(string(out))
 	}
-	var lim syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Printf("keel scale bench, %s, %s/%s, %d CPUs, %s, keel %s", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), keelDesc)
-	if withPM2 {
-		fmt.Printf(", pm2 %s, node %s", core.PackageVersion(pm2Bin), core.Command("node", "--version"))
+	if o.withPM2 {
+		fmt.Printf(", pm2 %s, node %s", core.PackageVersion(o.pm2Bin), core.Command("node", "--version"))
 	}
-	fmt.Printf("\nRLIMIT_NOFILE %d/%d; load average %s\n\n", lim.Cur, lim.Max, core.Command("cut", "-d ", "-f1-3", "/proc/loadavg"))
+	// Go raised this process's soft limit to the hard one and gives its
+	// children the one it started with: ask a child.
+	fmt.Printf("\nRLIMIT_NOFILE the managers start with: soft %s, hard %s; load average at start %s\n\n",
+		core.Command("sh", "-c", "ulimit -Sn"), core.Command("sh", "-c", "ulimit -Hn"),
+		core.Command("cut", "-d ", "-f1-3", "/proc/loadavg"))
 
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "instances\tapps\tmanager\tonline s\tfork/exec s\tPSS MB\tPSS KB/inst\tkeepers\tls ms\tidle CPU %\t")
-	defer w.Flush()
-	for _, n := range counts {
-		for _, apps := range layouts {
+	newManagers := func() []func() (manager, error) {
+		ms := []func() (manager, error){func() (manager, error) {
+			k, err := core.NewKeel(o.keelBin)
+			if err != nil {
+				return manager{}, err
+			}
+			return manager{k, k.Keepers}, nil
+		}}
+		if o.withPM2 {
+			ms = append(ms, func() (manager, error) {
+				p, err := core.NewPM2(o.pm2Bin)
+				return manager{Manager: p}, err
+			})
+		}
+		return ms
+	}
+	// each runs f with a fresh manager of each kind and closes it.
+	each := func(what string, f func(m manager)) error {
+		for _, mk := range newManagers() {
+			m, err := mk()
+			if err != nil {
+				return err
+			}
+			f(m)
+			if cerr := m.Close(); cerr != nil {
+				// Measured all the same; the manager's own kill was
+				// slow or left processes (which Close SIGKILLed).
+				fmt.Fprintf(os.Stderr, "scale: cleaning up %s after %s: %s\n", m.Name(), what, firstLine(cerr))
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+
+	res := results{withPM2: o.withPM2}
+	defer func() { res.print(os.Stdout) }()
+	for _, n := range o.counts {
+		for _, apps := range o.layouts {
 			if apps > n || n%apps != 0 {
 				continue
 			}
@@ -132,123 +212,73 @@ func bench(ctx context.Context, keelBin, pm2Bin string, withPM2 bool, counts, la
 			if err != nil {
 				return err
 			}
-			managers := []func() (core.Manager, func() []int, error){
-				func() (core.Manager, func() []int, error) {
-					k, err := core.NewKeel(keelBin)
-					if err != nil {
-						return nil, nil, err
-					}
-					return k, k.Keepers, nil
-				},
-			}
-			if withPM2 {
-				managers = append(managers, func() (core.Manager, func() []int, error) {
-					p, err := core.NewPM2(pm2Bin)
-					return p, nil, err
-				})
-			}
-			for _, mk := range managers {
-				m, helpers, err := mk()
-				if err != nil {
-					return err
-				}
-				r := measure(ctx, m, helpers, apps, n, idle)
+			what := fmt.Sprintf("%d instances in %d apps", n, apps)
+			err = each(what, func(m manager) {
+				r := measure(ctx, m, apps, n, o.idle)
 				r.forkExec = fe
-				if cerr := m.Close(); cerr != nil {
-					// Measured all the same; the manager's own kill was
-					// slow or left processes (which Close SIGKILLed).
-					msg := cerr.Error()
-					if i := strings.IndexByte(msg, '\n'); i >= 0 {
-						msg = msg[:i]
-					}
-					fmt.Fprintf(os.Stderr, "scale: cleaning up %s after %d instances: %s\n", r.manager, n, msg)
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if r.err != nil {
-					msg := r.err.Error()
-					if i := strings.IndexByte(msg, '\n'); i >= 0 {
-						msg = msg[:i]
-					}
-					fmt.Fprintf(os.Stderr, "scale: %s, %d apps, %d instances: %s\n", r.manager, apps, n, msg)
-					fmt.Fprintf(w, "%d\t%d\t%s\tfailed (see stderr)\t\t\t\t\t\t\t\n", n, apps, r.manager)
-				} else {
-					fmt.Fprintf(w, "%d\t%d\t%s\t%.2f\t%.2f\t%.1f\t%.0f\t%d\t%.1f\t%.2f\t\n", n, apps, r.manager,
-						r.online.Seconds(), r.forkExec.Seconds(), mb(r.mem.PSS), float64(r.mem.PSS)/1024/float64(n),
-						r.helpers, ms(r.list), r.idleCPU)
-				}
-				fmt.Fprintf(os.Stderr, "scale: %s, %d apps, %d instances done\n", r.manager, apps, n)
+				res.counts = append(res.counts, r)
+				progress(r.manager, what, r.err, r.String())
+			})
+			if err != nil {
+				return err
 			}
+		}
+	}
+	if o.reload > 0 {
+		what := fmt.Sprintf("a reload of %d instances", o.reload)
+		err := each(what, func(m manager) {
+			r := measureReload(ctx, m, o.reload)
+			res.reloads = append(res.reloads, r)
+			progress(r.manager, what, r.err, r.String())
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if o.log.instances > 0 {
+		what := fmt.Sprintf("%d log writers", o.log.instances)
+		err := each(what, func(m manager) {
+			r := measureLogs(ctx, m, o.log, tmp)
+			res.logs = append(res.logs, r)
+			progress(r.manager, what, r.err, r.String())
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// progress reports a finished row on stderr, so a long run shows its
+// figures before the tables.
+func progress(manager, what string, err error, figures string) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "scale: %s, %s: failed: %v\n", manager, what, err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "scale: %s, %s: %s\n", manager, what, figures)
+}
+
+func firstLine(err error) string {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
 func mb(b int64) float64         { return float64(b) / (1 << 20) }
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// measure starts apps apps of n/apps instances each under m and measures
-// one row. The caller closes m.
-func measure(ctx context.Context, m core.Manager, helpers func() []int, apps, n int, idle time.Duration) row {
-	r := row{manager: m.Name(), apps: apps, count: n}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	t0 := time.Now()
-	for i := 0; i < apps; i++ {
-		a := core.App{Name: fmt.Sprintf("s%d", i), Script: "/bin/sleep", Interpreter: "none",
-			Args: []string{"infinity"}, Instances: n / apps}
-		if err := m.Start(ctx, a); err != nil {
-			r.err = err
-			return r
-		}
-	}
-	if err := waitOnline(ctx, m, n); err != nil {
-		r.err = err
-		return r
-	}
-	r.online = time.Since(t0)
-	// Let start-up garbage be collected and the standby keeper come.
-	if err := sleep(ctx, 3*time.Second); err != nil {
-		r.err = err
-		return r
-	}
-	pids, err := managerPids(m, helpers)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	if helpers != nil {
-		r.helpers = len(pids) - 1
-	}
-	c0 := cpuTicks(pids)
-	if err := sleep(ctx, idle); err != nil {
-		r.err = err
-		return r
-	}
-	r.idleCPU = float64(cpuTicks(pids)-c0) / 100 / idle.Seconds() * 100
-	for _, pid := range pids {
-		if s, err := core.ReadMem(pid); err == nil {
-			r.mem = r.mem.Add(s)
-		}
-	}
-	lt, _, err := core.ListTimes(ctx, m, 5, time.Minute)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	r.list = core.Summarize(lt).Median
-	return r
-}
-
-func managerPids(m core.Manager, helpers func() []int) ([]int, error) {
+// managerPids is the daemon's pid and its helpers'.
+func managerPids(m manager) ([]int, error) {
 	d, err := m.DaemonPID()
 	if err != nil {
 		return nil, err
 	}
 	pids := []int{d}
-	if helpers != nil {
-		pids = append(pids, helpers()...)
+	if m.helpers != nil {
+		pids = append(pids, m.helpers()...)
 	}
 	return pids, nil
 }
@@ -271,23 +301,40 @@ func cpuTicks(pids []int) int64 {
 	return t
 }
 
-func waitOnline(ctx context.Context, m core.Manager, n int) error {
+// cpuPercent is the CPU used between two cpuTicks readings, in % of one
+// core.
+func cpuPercent(ticks int64, d time.Duration) float64 {
+	return float64(ticks) / 100 / d.Seconds() * 100
+}
+
+// online counts the instances of ins that are online, and of those, the
+// ones whose pid is not in old.
+func online(ins []core.Instance, old map[int]bool) (on, fresh int) {
+	for _, in := range ins {
+		if in.Status == "online" {
+			on++
+			if !old[in.PID] {
+				fresh++
+			}
+		}
+	}
+	return on, fresh
+}
+
+// waitOnline waits until n instances are online (and, with old, none of
+// them is in old) or ctx ends.
+func waitOnline(ctx context.Context, m core.Manager, n int, old map[int]bool) error {
 	for {
 		ins, err := m.Instances(ctx)
 		if err != nil {
 			return err
 		}
-		online := 0
-		for _, in := range ins {
-			if in.Status == "online" {
-				online++
-			}
-		}
-		if online == n {
+		on, fresh := online(ins, old)
+		if on == n && fresh == n {
 			return nil
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return fmt.Errorf("%d of %d online: %w", online, n, err)
+			return fmt.Errorf("%d of %d online, %d in new processes: %w", on, n, fresh, err)
 		}
 	}
 }

@@ -13,6 +13,12 @@
 //	            pm2's cluster mode and one direct process, interleaved in
 //	            each run, with each instance's share. Targets: keel ≥ node
 //	            cluster and ≥ pm2; every share 35–65 %.
+//	crash       an unmodified Express app (express/crash.js), 4 instances,
+//	            32 keep-alive connections for 15 s; one request in 200
+//	            throws in a timer, one in 200 leaves a rejection unhandled.
+//	            Reports the normal requests that failed (target for keel:
+//	            0), what the crashing ones got, restarts, and req/s against
+//	            the same load without the crashing requests (nocrash).
 //
 // Run from the repository root:
 //
@@ -20,8 +26,9 @@
 //
 // -pm2 alone installs pm2 7.0.4 with bench/install-pm2.sh; -only takes
 // case names (reload-sigterm, reload-express, reload-go, kill-hello,
-// kill-go, throughput-hello), scenarios (reload, kill, throughput) or apps
-// (sigterm, express, go, hello), comma-separated. Without -keel, keel is
+// kill-go, throughput-hello, crash-crashy, nocrash-crashy), scenarios
+// (reload, kill, throughput, crash, nocrash) or apps (sigterm, express,
+// go, hello, crashy), comma-separated. Without -keel, keel is
 // built from ./cmd/keel. Every run is bounded in time, uses 127.0.0.1 only
 // and stops what it started (keel kill, pm2 kill, process groups, temp
 // dirs), also on error or Ctrl-C. It exits 1 when a keel row misses its
@@ -88,7 +95,7 @@ type options struct {
 	runs             int
 	conns, connsTP   int
 	dReload, dKill   time.Duration
-	dTP              time.Duration
+	dTP, dCrash      time.Duration
 	noAutogroup      bool
 }
 
@@ -104,6 +111,7 @@ func run() int {
 	flag.DurationVar(&o.dReload, "d-reload", 8*time.Second, "load duration of a reload run")
 	flag.DurationVar(&o.dKill, "d-kill", 15*time.Second, "load duration of a kill run")
 	flag.DurationVar(&o.dTP, "d-throughput", 5*time.Second, "load duration of a throughput run")
+	flag.DurationVar(&o.dCrash, "d-crash", 15*time.Second, "load duration of a crash (and nocrash) run")
 	flag.BoolVar(&o.noAutogroup, "no-autogroup", false,
 		"turn the kernel's per-session CPU grouping off for the run (root; restored after): with the load client on the same "+
 			"cores, autogroup favours a server in the client's session over one in a session of its own, which a remote "+
@@ -113,7 +121,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "scenarios: -runs in 1..20, -c and -c-throughput at least 1, no arguments")
 		return 2
 	}
-	for _, d := range []time.Duration{o.dReload, o.dKill, o.dTP} {
+	for _, d := range []time.Duration{o.dReload, o.dKill, o.dTP, o.dCrash} {
 		if d <= 0 || d > 2*time.Minute {
 			fmt.Fprintln(os.Stderr, "scenarios: every -d-… must be in (0, 2m]")
 			return 2
@@ -173,7 +181,7 @@ func bench(ctx context.Context, o options) (int, error) {
 			return 1, errors.New("node is not installed; run -only go for the Go app alone")
 		}
 		for _, c := range cases {
-			if c.App.Name == "express" {
+			if c.App.Name == "express" || c.App.Name == "crashy" {
 				if err := installExpress(ctx, filepath.Join(o.apps, "express")); err != nil {
 					return 1, err
 				}
@@ -210,6 +218,9 @@ func bench(ctx context.Context, o options) (int, error) {
 		scenario.ScenarioReload:     {Scenario: scenario.ScenarioReload, N: 2, Conns: o.conns, D: o.dReload, Reloads: 2},
 		scenario.ScenarioKill:       {Scenario: scenario.ScenarioKill, N: 4, Conns: o.conns, D: o.dKill, KillEvery: time.Second},
 		scenario.ScenarioThroughput: {Scenario: scenario.ScenarioThroughput, N: 2, Conns: o.connsTP, D: o.dTP},
+		scenario.ScenarioCrash: {Scenario: scenario.ScenarioCrash, N: 4, Conns: o.conns, D: o.dCrash,
+			Specials: []load.Special{{Path: "/throw", Every: 200}, {Path: "/reject", Every: 200}}},
+		scenario.ScenarioNoCrash: {Scenario: scenario.ScenarioNoCrash, N: 4, Conns: o.conns, D: o.dCrash},
 	}
 
 	started := time.Now()
@@ -242,6 +253,9 @@ func bench(ctx context.Context, o options) (int, error) {
 		fmt.Println(t)
 	}
 	if t := scenario.ThroughputTable(groups); t != "" {
+		fmt.Println(t)
+	}
+	if t := scenario.CrashTable(groups); t != "" {
 		fmt.Println(t)
 	}
 	for _, g := range groups {
