@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -680,65 +679,35 @@ func TestReconnectAfterADroppedConnection(t *testing.T) {
 	}
 }
 
-// servingLog records SpawnerConfig.Serving calls.
-type servingLog struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (l *servingLog) record(app string, instance int, up bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = append(l.calls, fmt.Sprintf("%s:%d %v", app, instance, up))
-}
-
-func (l *servingLog) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.calls)
-}
-
-// Serving hears up once the instance is ready and down before the stop
-// command reaches it; an adopted ready process is up again for the new
-// daemon.
-func TestServingFollowsReadinessAndStop(t *testing.T) {
+// A process an earlier daemon asked to stop is adopted as stopping (and
+// ready): it takes no new connections from the new daemon's supervisor,
+// which steers by what the process says (supervisor.Config.Serving).
+func TestAdoptedProcessAskedToStopIsStopping(t *testing.T) {
 	h := newHarness(t)
-	a := app("notify")
+	a := app("stubborn") // ignores SIGTERM
 	a.Ready = spec.ReadyNotify
-	var log1 servingLog
-	s1 := h.spawnerWith(SpawnerConfig{Serving: log1.record})
+	s1 := h.spawnerWith(SpawnerConfig{})
 	p1 := h.spawn(s1, a, 1)
 	waitFor(t, p1, supervisor.EventReady)
-	up := []string{a.Name + ":1 true"}
-	if got := log1.get(); !slices.Equal(got, up) {
-		t.Fatalf("serving calls %q, want %q", got, up)
+	// Synchronous, so the keeper has the stop before the daemon dies.
+	if _, err := p1.call(command{Cmd: cmdStop, Signal: "SIGTERM", TimeoutMs: time.Minute.Milliseconds()}, false); err != nil {
+		t.Fatal(err)
 	}
-	s1.Close() // the daemon dies: nothing is stopped, nothing reported
+	s1.Close()
 
-	var log2 servingLog
-	s2 := h.spawnerWith(SpawnerConfig{Serving: log2.record})
+	s2 := h.spawnerWith(SpawnerConfig{})
 	survivors, err := s2.Survivors(context.Background())
 	if err != nil || len(survivors) != 1 {
 		t.Fatalf("Survivors: %d, %v", len(survivors), err)
 	}
 	p2 := h.track(survivors[0].Process.(*process))
-	if got := log2.get(); !slices.Equal(got, up) {
-		t.Fatalf("after adoption, serving calls %q, want %q", got, up)
+	if ev := next(t, p2); ev.Kind != supervisor.EventStopping {
+		t.Fatalf("first event of the adopted process %v, want stopping", ev.Kind)
 	}
-	if err := p2.Stop(syscall.SIGTERM, eventTimeout); err != nil {
-		t.Fatal(err)
+	if ev := next(t, p2); ev.Kind != supervisor.EventReady {
+		t.Fatalf("second event of the adopted process %v, want ready", ev.Kind)
 	}
-	upDown := append(up, a.Name+":1 false")
-	if got := log2.get(); !slices.Equal(got, upDown) {
-		t.Fatalf("once stopped, serving calls %q, want %q", got, upDown)
-	}
-	if ex := release(t, p2); !ex.Clean() {
-		t.Fatalf("exit %v", ex)
-	}
-	if got := log2.get(); !slices.Equal(got, upDown) {
-		t.Fatalf("after the exit, serving calls %q, want %q", got, upDown)
-	}
-	if got := log1.get(); !slices.Equal(got, up) {
-		t.Fatalf("the dead daemon heard %q", got)
+	if ex := finish(t, p2); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("exit %v, want SIGKILL", ex)
 	}
 }

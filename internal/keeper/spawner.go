@@ -84,13 +84,6 @@ type SpawnerConfig struct {
 	// AdoptionDone is called once Survivors has handed every survivor's
 	// sockets to AdoptSockets.
 	AdoptionDone func()
-	// Serving hears when an instance starts or stops taking connections,
-	// as far as keel can tell: up once it is ready; down once keel asks it
-	// to stop, it says it is stopping, or it exits. Each process of an
-	// instance (two during a reload) reports for itself, once each way.
-	// It is called with the process's lock held and must not call back
-	// into the Spawner.
-	Serving func(app string, instance int, up bool)
 	// StartCmd starts a keeper process and returns its wait; nil:
 	// cmd.Start and cmd.Wait. (`keel run`'s reaper must not take it.)
 	StartCmd func(*exec.Cmd) (wait func() error, err error)

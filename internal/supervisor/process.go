@@ -16,7 +16,9 @@ const (
 	EventReady EventKind = iota + 1
 	// EventStatus: a free-text status line (sd_notify STATUS=).
 	EventStatus
-	// EventStopping: the app said it is shutting down (sd_notify STOPPING=1).
+	// EventStopping: the app said it is shutting down (sd_notify
+	// STOPPING=1), or an earlier daemon asked the adopted process to stop.
+	// It takes no new connections from then on.
 	EventStopping
 	// EventExit: the process ended; Exit is set. It is the last event.
 	EventExit
