@@ -48,6 +48,8 @@ func gatedApp() int {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM)
+	// The test signals it only once it said so.
+	notify("STATUS=gated")
 	go func() {
 		for s := range sig {
 			switch s {
@@ -73,7 +75,17 @@ func gatedApp() int {
 func TestOnlyServingInstancesGetConnections(t *testing.T) {
 	e := newEnv(t)
 	e.app("web", "gated", "-i", "3", "--listen", "127.0.0.1:0", "--ready", "notify")
-	l := e.waitFor("3 starting", allStatus("web", 3, "starting"))
+	l := e.waitFor("3 starting and waiting for signals", func(l []api.Instance) bool {
+		if !allStatus("web", 3, "starting")(l) {
+			return false
+		}
+		for _, in := range l {
+			if in.StatusText != "gated" {
+				return false
+			}
+		}
+		return true
+	})
 	pids := map[int]string{}
 	for _, in := range l {
 		pids[in.Instance] = "pid " + strconv.Itoa(in.Pid)
