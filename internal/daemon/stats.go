@@ -31,7 +31,7 @@ type statsSnap struct {
 
 const (
 	// idleAfter: with no read for this many intervals, sampling stops.
-	idleAfter = 10
+	idleAfter = 3
 	// freshWait bounds how long a read after a pause waits for a sample.
 	freshWait = 500 * time.Millisecond
 )
