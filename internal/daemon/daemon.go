@@ -204,7 +204,7 @@ func Run(ctx context.Context, o Options) error {
 		OnExit:  d.crash.record,
 		Serving: d.socks.Serving,
 	})
-	d.stats = newStatsCache()
+	d.stats = newStatsCache(o.StatsInterval)
 	d.trig = newTriggerManager(d, o.Logger)
 	defer d.trig.close()
 
@@ -236,7 +236,7 @@ func Run(ctx context.Context, o Options) error {
 	statsDone := make(chan struct{})
 	go func() {
 		defer close(statsDone)
-		d.stats.run(runCtx, d.sup, o.StatsInterval)
+		d.stats.run(runCtx, d.sup)
 	}()
 	defer func() { stopRun(); <-statsDone }()
 
