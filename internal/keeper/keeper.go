@@ -501,7 +501,8 @@ func (k *keeper) exited(ex spec.Exit) {
 
 // steerAway sends the new connections of the app's shared ports to the
 // other instances, when the app exited while no daemon is there to do it
-// (the daemon steers by what every instance does; see internal/daemon).
+// (a daemon steers by the serving slots its supervisor publishes; see
+// supervisor.Config.Serving and sockets.Set).
 // Otherwise the connections would wait on this instance's socket until a
 // daemon comes back and restarts it. It assumes the instances 0…N-1 of
 // the app as spawned.
