@@ -559,7 +559,9 @@ func (k *keeper) capture() {
 // exit to run.
 func (k *keeper) drain() {
 	outR, errR, wOut, wErr, captured := k.outR, k.errR, k.logOut, k.logErr, k.captured
+	oom := false
 	if k.group != nil {
+		oom = oomKilled(k.group)
 		// proc emptied it at the exit.
 		if err := k.group.Remove(); err != nil {
 			k.log.Warn("keeper: removing the app's cgroup", "err", err)
@@ -594,7 +596,19 @@ func (k *keeper) drain() {
 			k.log.Error("keeper: closing a log", "err", err)
 		}
 	}
-	k.exitC <- specExit(ex)
+	sx := specExit(ex)
+	if oom && !sx.Clean() {
+		sx.Cause = spec.CauseOOMKilled
+	}
+	k.exitC <- sx
+}
+
+// oomKilled reports whether the kernel's OOM killer ended a process of
+// the instance's cgroup (memory.events' oom_kill; false without the memory
+// controller).
+func oomKilled(g *cgroup.Group) bool {
+	n, ok := g.OOMKills()
+	return ok && n > 0
 }
 
 func specExit(ex proc.Exit) spec.Exit {
