@@ -61,6 +61,8 @@ type process struct {
 	exited      bool // EventExit queued
 	released    bool
 	detached    bool
+	pumping     bool                   // pump runs (Events was called)
+	notify      func(supervisor.Event) // set by Notify: events go there
 
 	// bgMu guards bgClosed; bg counts the goroutines of Stop and
 	// Release, writes those whose command is not written yet.
@@ -85,10 +87,22 @@ func newProcess(s *Spawner, pp paths, conn *net.UnixConn, rd *wireReader, st *St
 		pending: map[int]chan message{},
 	}
 	p.applyLocked(st)
-	p.wg.Add(2)
-	go p.pump()
+	p.wg.Add(1)
 	go p.read(rd)
 	return p
+}
+
+// Notify hands every event from now on to f instead of Events (the
+// queued ones first), so no goroutine per process moves them
+// (supervisor.Notifier). f is called with the process's lock held.
+func (p *process) Notify(f func(supervisor.Event)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
+	for _, ev := range p.queue {
+		f(ev)
+	}
+	p.queue = nil
 }
 
 // ID is the keeper's id.
@@ -102,7 +116,16 @@ func (p *process) Started() time.Time { return p.st.Started }
 
 // Events delivers Ready, Status and Stopping, then one Exit, then is
 // closed (unless the Spawner is closed first: then it just stops).
-func (p *process) Events() <-chan supervisor.Event { return p.events }
+func (p *process) Events() <-chan supervisor.Event {
+	p.mu.Lock()
+	if !p.pumping && !p.detached && p.notify == nil {
+		p.pumping = true
+		p.wg.Add(1)
+		go p.pump()
+	}
+	p.mu.Unlock()
+	return p.events
+}
 
 // Signal sends sig to the app's process group through the keeper. It
 // returns os.ErrProcessDone once the app has exited.
@@ -586,6 +609,10 @@ func (p *process) exitLocked(ex spec.Exit) {
 }
 
 func (p *process) pushLocked(ev supervisor.Event) {
+	if p.notify != nil {
+		p.notify(ev)
+		return
+	}
 	p.queue = append(p.queue, ev)
 	select {
 	case p.wake <- struct{}{}:

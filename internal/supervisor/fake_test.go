@@ -109,6 +109,8 @@ type fakeProc struct {
 	exited   bool
 	released bool
 	autoExit bool
+	notified bool // Notify was called
+	t        *testing.T
 }
 
 func (p *fakeProc) ID() string           { return p.id }
@@ -173,7 +175,9 @@ type fakeSpawner struct {
 	nextPid   int
 	procs     []*fakeProc
 	spawned   chan *fakeProc
-	fail      error // next Spawn fails with this
+	notifier  bool       // hand out Notifiers
+	t         *testing.T // for notifyingProc
+	fail      error      // next Spawn fails with this
 	survivors []Survivor
 	autoExit  bool
 }
@@ -193,12 +197,36 @@ func (f *fakeSpawner) Spawn(ctx context.Context, req SpawnRequest) (Process, err
 	p := &fakeProc{
 		id: fmt.Sprintf("p%d", f.nextPid), pid: f.nextPid, started: f.clock.Now(),
 		app: req.App.Name, inst: req.Instance, sp: req.App, events: make(chan Event, 16),
-		clock: f.clock, autoExit: f.autoExit,
+		clock: f.clock, autoExit: f.autoExit, t: f.t,
 	}
 	f.procs = append(f.procs, p)
+	notifier := f.notifier
 	f.mu.Unlock()
 	f.spawned <- p
+	if notifier {
+		return notifyingProc{p}, nil
+	}
 	return p, nil
+}
+
+// notifyingProc is a fakeProc that hands its events to a function
+// (Notifier), as keel's keeper client does.
+type notifyingProc struct{ *fakeProc }
+
+func (n notifyingProc) Notify(f func(Event)) {
+	n.mu.Lock()
+	n.notified = true
+	n.mu.Unlock()
+	go func() {
+		for ev := range n.events {
+			f(ev)
+		}
+	}()
+}
+
+func (n notifyingProc) Events() <-chan Event {
+	n.t.Error("the supervisor read Events of a Notifier")
+	return n.events
 }
 
 func (f *fakeSpawner) Survivors(context.Context) ([]Survivor, error) {

@@ -335,14 +335,18 @@ func (s *Supervisor) spawned(r *run, p Process, err error) {
 func (s *Supervisor) attach(r *run, p Process) {
 	r.p = p
 	r.started = p.Started()
-	go func() {
-		for ev := range p.Events() {
-			if !s.post(func() { s.onEvent(r, ev) }) {
-				drain(p)
-				return
+	if n, ok := p.(Notifier); ok {
+		n.Notify(func(ev Event) { s.events.push(func() { s.onEvent(r, ev) }) })
+	} else {
+		go func() {
+			for ev := range p.Events() {
+				if !s.post(func() { s.onEvent(r, ev) }) {
+					drain(p)
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	if r.stopAsked {
 		s.sendStop(r)
 		return

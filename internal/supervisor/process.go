@@ -76,6 +76,15 @@ type Process interface {
 	Release()
 }
 
+// Notifier is a Process that can hand its events to a function instead of
+// its Events channel. The supervisor then needs no goroutine per process
+// to forward them. Notify is called once, before any event is read; f
+// gets every event from then on (those already pending first), in order,
+// and must not block or call back into the Process.
+type Notifier interface {
+	Notify(f func(Event))
+}
+
 // SpawnRequest is what the supervisor asks a Spawner to run.
 type SpawnRequest struct {
 	App      *spec.App
