@@ -159,9 +159,10 @@ func TestNodeGracefulCrash(t *testing.T) {
 		if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(next.Pid) {
 			t.Fatalf("after the crash: %+v, want the replacement %d", a, next.Pid)
 		}
-		if !alive(pid) {
-			t.Fatalf("the crashed process %d is gone with a request in flight", pid)
-		}
+		// The crashed process may already be gone here: on a loaded box the
+		// replacement can take longer to serve than the slow request takes
+		// to finish, and the drain ends with it. What counts is that the
+		// request in flight was answered, by the crashed process.
 		if a := wait(t, slow); a.err != nil || a.status != 200 || a.body != "slow done" || a.pid != strconv.Itoa(pid) {
 			t.Fatalf("the request in flight: %+v", a)
 		}

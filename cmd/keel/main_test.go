@@ -54,6 +54,9 @@ func runApp(name string) int {
 	if code, ok := runEscapeApp(name); ok {
 		return code
 	}
+	if code, ok := runSteerApp(name); ok {
+		return code
+	}
 	switch name {
 	case "sleep": // runs until SIGTERM, then exits 0
 		sig := make(chan os.Signal, 1)

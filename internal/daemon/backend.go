@@ -25,7 +25,7 @@ var _ control.Backend = (*Daemon)(nil)
 // that cannot be opened refuses the whole request before anything starts.
 func (d *Daemon) Start(ctx context.Context, apps []*spec.App) (api.Result, error) {
 	for _, a := range apps {
-		if err := d.socks.ensure(a); err != nil {
+		if err := d.socks.Ensure(a.Name, a.Listen); err != nil {
 			return api.Result{}, fmt.Errorf("starting %s: %w", a.Name, err)
 		}
 	}
@@ -40,7 +40,7 @@ func (d *Daemon) Start(ctx context.Context, apps []*spec.App) (api.Result, error
 func (d *Daemon) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResult, error) {
 	if !req.DryRun {
 		for _, a := range req.Apps {
-			if err := d.socks.ensure(a); err != nil {
+			if err := d.socks.Ensure(a.Name, a.Listen); err != nil {
 				return api.ApplyResult{}, fmt.Errorf("applying %s: %w", a.Name, err)
 			}
 		}
@@ -76,7 +76,7 @@ func (d *Daemon) Apply(ctx context.Context, req api.ApplyRequest) (api.ApplyResu
 		return res, nil
 	}
 	d.trig.sync(ctx)
-	d.socks.prune(d.liveSpecs(ctx))
+	d.pruneSockets(d.liveSpecs(ctx))
 	if l, lerr := d.sup.List(ctx); lerr == nil {
 		var mine []supervisor.InstanceInfo
 		for _, in := range l {
@@ -142,7 +142,7 @@ func (d *Daemon) Delete(ctx context.Context, t spec.Target) (api.Result, error) 
 	l, err := d.sup.Delete(ctx, t)
 	if err == nil {
 		d.trig.sync(ctx)
-		d.socks.prune(d.liveSpecs(ctx))
+		d.pruneSockets(d.liveSpecs(ctx))
 	}
 	return d.result(l), err
 }
@@ -173,7 +173,7 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 			Desired:     "running",
 			Instances:   d.instances(a.Instances),
 			Triggers:    d.trig.info(a.Spec.Name),
-			Sockets:     d.socks.names(a.Spec),
+			Sockets:     d.socks.Names(a.Spec.Name, a.Spec.Listen),
 			Containment: d.containment,
 		}
 		if a.Stopped {

@@ -32,6 +32,7 @@ import (
 	"github.com/keel-run/keel/internal/keeper"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/sockets"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/store"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -97,7 +98,7 @@ type Daemon struct {
 	log   *slog.Logger
 	store *store.Store // nil in foreground mode
 	sup   *supervisor.Supervisor
-	socks *socketSet
+	socks *sockets.Set
 	stats *statsCache
 	crash *crashRecorder
 	trig  *triggerManager
@@ -175,19 +176,22 @@ func Run(ctx context.Context, o Options) error {
 		d.store = s
 		st = s
 	}
-	d.socks = newSocketSet(o.Logger)
-	defer d.socks.close()
+	d.socks = sockets.NewSet(o.Logger)
+	defer d.socks.Close()
 	spawner := keeper.NewSpawner(keeper.SpawnerConfig{
 		Home:         o.Home,
 		Exe:          o.Exe,
 		Logger:       o.Logger,
-		Listeners:    d.socks.files,
-		ListenFor:    d.socks.listenFor,
-		AdoptSockets: d.socks.adopt,
-		AdoptionDone: d.socks.adoptionDone,
-		Serving:      d.socks.servingChanged,
+		Listeners:    d.listeners,
+		ListenFor:    d.listenFor,
+		AdoptSockets: d.adoptSockets,
+		AdoptionDone: d.socks.AdoptionDone,
 		StartCmd:     o.StartChild,
 		Cgroup:       cg,
+		// An app's restarts and further instances go to its keeper
+		// process, already running; a keeper started ahead of time would
+		// only speed up the first instance of the next app, for 3 MB.
+		NoStandby: true,
 	})
 	defer spawner.Close()
 	d.spawn = spawner
@@ -198,8 +202,9 @@ func Run(ctx context.Context, o Options) error {
 		Store:   st,
 		Logger:  o.Logger,
 		OnExit:  d.crash.record,
+		Serving: d.socks.Serving,
 	})
-	d.stats = newStatsCache()
+	d.stats = newStatsCache(o.StatsInterval)
 	d.trig = newTriggerManager(d, o.Logger)
 	defer d.trig.close()
 
@@ -219,19 +224,19 @@ func Run(ctx context.Context, o Options) error {
 	specs := make([]*spec.App, 0, len(apps))
 	for _, a := range apps {
 		specs = append(specs, a.Spec)
-		if err := d.socks.ensure(a.Spec); err != nil {
+		if err := d.socks.Ensure(a.Spec.Name, a.Spec.Listen); err != nil {
 			d.log.Error("opening sockets of a restored app", "app", a.Spec.Name, "err", err)
 		}
 	}
 	// Sockets the surviving instances handed back for apps that are no
 	// longer defined.
-	d.socks.prune(specs)
+	d.pruneSockets(specs)
 	d.trig.sync(ctx)
 
 	statsDone := make(chan struct{})
 	go func() {
 		defer close(statsDone)
-		d.stats.run(runCtx, d.sup, o.StatsInterval)
+		d.stats.run(runCtx, d.sup)
 	}()
 	defer func() { stopRun(); <-statsDone }()
 

@@ -82,3 +82,37 @@ func TestAppInACgroupOfItsOwn(t *testing.T) {
 		t.Fatalf("the app's cgroup is left behind: %v", err)
 	}
 }
+
+// An instance's exit is put down to the OOM killer when its cgroup's
+// memory.events counted an oom_kill, and only then. (No machine here has
+// the memory controller to make the kernel do it; the files are what the
+// kernel writes.)
+func TestOOMKillFromMemoryEvents(t *testing.T) {
+	g, err := cgroup.Create(t.TempDir(), "keel-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oomKilled(g) {
+		t.Fatal("no memory.events (no memory controller) counted as an OOM kill")
+	}
+	events := filepath.Join(g.Dir(), "memory.events")
+	for _, c := range []struct {
+		file string
+		want bool
+	}{
+		{"low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n", false},
+		{"low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n", true},
+	} {
+		if err := os.WriteFile(events, []byte(c.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := oomKilled(g); got != c.want {
+			t.Fatalf("memory.events %q: OOM-killed %v, want %v", c.file, got, c.want)
+		}
+	}
+	ex := spec.ExitSignal("SIGKILL", time.Now())
+	ex.Cause = spec.CauseOOMKilled
+	if !ex.Crashed() || ex.String() != "signal SIGKILL, killed by the kernel OOM killer" {
+		t.Fatalf("an OOM-killed exit: crashed %v, %q", ex.Crashed(), ex.String())
+	}
+}

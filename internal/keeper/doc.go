@@ -1,6 +1,21 @@
-// Package keeper runs each app process under a keeper of its own — the keel
-// binary re-executed as "keel __keeper" in a session of its own — and is
-// the daemon's client of those keepers (Spawner, a supervisor.Spawner).
+// Package keeper runs the processes of each app under a keeper process of
+// that app's own — the keel binary re-executed as "keel __keeper" in a
+// session of its own — and is the daemon's client of those keepers
+// (Spawner, a supervisor.Spawner).
+//
+// A keeper process holds one keeper per instance (below, "the keeper" is
+// that per-instance part: its socket, state, logs and owner loop) and a
+// host around them (host.go): Spawner starts a keeper process for an app's
+// first instance with Config.Host set, and asks it for every further
+// instance of the app on its socket run/<host>.host.sock — a Config with
+// its listening sockets, then EOF, exactly as on a new keeper's stdin,
+// answered with the handshake line. The keeper process ends when its last
+// instance has been released. Apps never share one, so a fault in one
+// app's keeper costs no other app anything. A Spawner only sends
+// instances to keeper processes it started itself (a new daemon starts a
+// new one per app; the adopted one ends as its instances are replaced),
+// and a request that finds its keeper process gone or going (no
+// handshake) goes to a new one: nothing was started.
 //
 // A keeper spawns the app (package proc), owns its stdout and stderr pipes
 // and writes them to the log files (package logs), is the one waiter of
@@ -43,7 +58,9 @@
 //	run/<id>.sock    the keeper's socket (run/ is 0700; the peer's uid is checked)
 //	run/<id>.json    the State at spawn: ids and start times of keeper and app
 //	run/<id>.notify  the app's NOTIFY_SOCKET (ready: notify)
-//	run/<id>.log     the keeper's diagnostics
+//	run/<id>.log     the keeper's diagnostics (a keeper of one instance)
+//	run/<host>.host.sock  the keeper process's spawn socket (Config.Host)
+//	run/<host>.host.log   the keeper process's diagnostics
 //
 // A keeper removes its files when it is released. A daemon that finds
 // files whose keeper is dead (Survivors) SIGKILLs the app's process group
@@ -133,8 +150,8 @@
 //
 // A keeper whose app exits while no daemon is connected steers the new
 // connections of those groups to the app's other instances itself
-// (sockets.Steer); a connected daemon does the steering, told through
-// SpawnerConfig.Serving when each process starts and stops serving.
+// (sockets.Steer); a connected daemon does the steering, as its
+// supervisor says which instances serve (supervisor.Config.Serving).
 //
 // # Invariants
 //
@@ -144,10 +161,14 @@
 //     it exited is in the files before anyone hears of the exit.
 //   - When the app's leader exits, what is left of its process group is
 //     SIGKILLed (proc.Options.KillGroupOnExit), and so is every other
-//     descendant of the keeper (proc.Options.KillDescendantsOnExit): the
-//     keeper is a child subreaper (PR_SET_CHILD_SUBREAPER), so children
-//     that called setsid and the orphans of a double fork are its
-//     descendants too, and it reaps those orphans. No descendant outlives
+//     descendant of that instance (proc.Options.KillDescendantsOnExit):
+//     the keeper process is a child subreaper (PR_SET_CHILD_SUBREAPER), so
+//     children that called setsid and the orphans of a double fork are
+//     its descendants too, and it reaps those orphans. Each run of an
+//     instance has its own KEEL_RUN_ID in its environment, which its
+//     descendants inherit; at an instance's exit its orphans are the
+//     keeper process's children that carry it (proc.Options.Mark). What
+//     is left when the last instance ends is killed too. No descendant outlives
 //     the app — after a stop, a restart, a reload or a crash alike — and
 //     none holds the log pipes open past it.
 //   - The keeper keeps its exit record until a daemon releases it, however

@@ -43,6 +43,39 @@ func pathsFor(home, id string) paths {
 	}
 }
 
+// hostPaths are the files of a keeper process that holds several
+// instances of one app (Config.Host): the socket on which the daemon asks
+// it to spawn one more, and its diagnostic log. The names are not
+// validIDs, so Survivors never takes them for an instance's.
+type hostPaths struct {
+	sock string
+	log  string
+}
+
+func hostPathsFor(home, host string) hostPaths {
+	dir := RunDir(home)
+	return hostPaths{sock: filepath.Join(dir, host+".host.sock"), log: filepath.Join(dir, host+".host.log")}
+}
+
+func (p hostPaths) remove() error {
+	var errs []error
+	for _, f := range []string{p.sock, p.log} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keeperLog is the diagnostic log of the keeper process that runs the
+// instance st describes.
+func keeperLog(home string, st *State) string {
+	if st.Host != "" {
+		return hostPathsFor(home, st.Host).log
+	}
+	return pathsFor(home, st.ID).log
+}
+
 // remove deletes every file of the keeper, ignoring those not there.
 func (p paths) remove() error {
 	var errs []error

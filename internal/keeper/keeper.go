@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,6 +57,9 @@ type keeper struct {
 	listeners []*os.File
 	logOut    *logs.Writer // for log_bytes
 	logErr    *logs.Writer
+	outR      *os.File // the read ends of the app's stdout and stderr
+	errR      *os.File
+	captured  chan struct{} // closed once both captures ended
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
@@ -84,6 +88,7 @@ type keeper struct {
 	killAt      time.Time
 	terminating bool // a signal asked the keeper to stop the app and go
 	released    bool
+	orphaned    bool // no daemon knows of this instance: it releases itself at the exit
 	steered     bool // steerAway ran
 }
 
@@ -179,6 +184,7 @@ func (k *keeper) run(sigC <-chan os.Signal) {
 		notifyC = k.notify.Messages()
 	}
 	exitC := k.exitC
+	procDone := k.proc.Done()
 	for !k.released && !(k.terminating && k.state.Exit != nil) {
 		select {
 		case c := <-k.joinC:
@@ -204,6 +210,13 @@ func (k *keeper) run(sigC <-chan os.Signal) {
 			if err := k.proc.Signal(syscall.SIGKILL); err == nil {
 				k.log.Warn("keeper: app did not stop in time; SIGKILLed its process group")
 			}
+		case <-procDone:
+			procDone = nil
+			k.wg.Add(1)
+			go func() {
+				defer k.wg.Done()
+				k.drain()
+			}()
 		case <-k.diedC:
 			// Before the logs are drained: every moment counts for the
 			// connections that would land on the dead app's sockets.
@@ -481,11 +494,15 @@ func (k *keeper) exited(ex spec.Exit) {
 		k.steerAway()
 	}
 	k.broadcast(message{Type: msgExit, Exit: &ex})
+	if k.orphaned {
+		k.released = true
+	}
 }
 
 // steerAway sends the new connections of the app's shared ports to the
 // other instances, when the app exited while no daemon is there to do it
-// (the daemon steers by what every instance does; see internal/daemon).
+// (a daemon steers by the serving slots its supervisor publishes; see
+// supervisor.Config.Serving and sockets.Set).
 // Otherwise the connections would wait on this instance's socket until a
 // daemon comes back and restarts it. It assumes the instances 0…N-1 of
 // the app as spawned.
@@ -517,28 +534,34 @@ func (k *keeper) steerAway() {
 	}
 }
 
-// drain captures the app's stdout and stderr into the logs and, once the
-// app exited and both pipes reached EOF (or drainBound passed), closes
-// the logs and hands the exit to run.
-func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
-	var captures sync.WaitGroup
-	captured := make(chan struct{})
-	capture := func(w *logs.Writer, r *os.File, stream string) {
-		defer captures.Done()
+// capture copies the app's stdout and stderr into the logs until both
+// pipes reach EOF (or are closed); then captured is closed.
+func (k *keeper) capture() {
+	k.captured = make(chan struct{})
+	var left atomic.Int32
+	left.Store(2)
+	run := func(w *logs.Writer, r *os.File, stream string) {
+		defer k.wg.Done()
 		if err := w.Capture(r); err != nil && !errors.Is(err, os.ErrClosed) {
 			k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
 		}
+		if left.Add(-1) == 0 {
+			close(k.captured)
+		}
 	}
-	captures.Add(2)
-	go capture(wOut, outR, logs.Stdout)
-	go capture(wErr, errR, logs.Stderr)
-	go func() {
-		captures.Wait()
-		close(captured)
-	}()
+	k.wg.Add(2)
+	go run(k.logOut, k.outR, logs.Stdout)
+	go run(k.logErr, k.errR, logs.Stderr)
+}
 
-	<-k.proc.Done()
+// drain runs once the app has exited (run starts it): once both pipes
+// reached EOF (or drainBound passed), it closes the logs and hands the
+// exit to run.
+func (k *keeper) drain() {
+	outR, errR, wOut, wErr, captured := k.outR, k.errR, k.logOut, k.logErr, k.captured
+	oom := false
 	if k.group != nil {
+		oom = oomKilled(k.group)
 		// proc emptied it at the exit.
 		if err := k.group.Remove(); err != nil {
 			k.log.Warn("keeper: removing the app's cgroup", "err", err)
@@ -573,7 +596,19 @@ func (k *keeper) drain(outR, errR *os.File, wOut, wErr *logs.Writer) {
 			k.log.Error("keeper: closing a log", "err", err)
 		}
 	}
-	k.exitC <- specExit(ex)
+	sx := specExit(ex)
+	if oom && !sx.Clean() {
+		sx.Cause = spec.CauseOOMKilled
+	}
+	k.exitC <- sx
+}
+
+// oomKilled reports whether the kernel's OOM killer ended a process of
+// the instance's cgroup (memory.events' oom_kill; false without the memory
+// controller).
+func oomKilled(g *cgroup.Group) bool {
+	n, ok := g.OOMKills()
+	return ok && n > 0
 }
 
 func specExit(ex proc.Exit) spec.Exit {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,7 +126,7 @@ func TestKeeperHoldsNothingOfTheDaemon(t *testing.T) {
 	h := newHarness(t)
 	p := h.spawn(h.spawner(nil), app("sleep"), 0)
 	dir := "/proc/" + strconv.Itoa(p.st.KeeperPid) + "/fd/"
-	want := []string{"/dev/null", "/dev/null", filepath.Join(RunDir(h.home), p.ID()+".log")}
+	want := []string{"/dev/null", "/dev/null", keeperLog(h.home, &p.st)}
 	for fd, w := range want {
 		if got, err := os.Readlink(dir + strconv.Itoa(fd)); err != nil || got != w {
 			t.Errorf("keeper fd %d is %q (%v), want %s", fd, got, err, w)
@@ -559,6 +558,8 @@ func TestLongHomePath(t *testing.T) {
 	release(t, p2)
 }
 
+// The standby keeper takes the first instance of the next app; further
+// instances of an app go to that app's keeper process.
 func TestStandbyKeeper(t *testing.T) {
 	h := newHarness(t)
 	s := h.spawner(nil)
@@ -570,10 +571,16 @@ func TestStandbyKeeper(t *testing.T) {
 	if standby == nil {
 		t.Fatal("no standby keeper")
 	}
-	standbyID := standby.id
 	p2 := h.spawn(s, app("sleep"), 1)
-	if p2.ID() != standbyID {
-		t.Fatalf("the second spawn got keeper %s, not the standby %s", p2.ID(), standbyID)
+	if p2.st.KeeperPid != p1.st.KeeperPid || p2.st.Host == "" || p2.st.Host != p1.st.Host {
+		t.Fatalf("the app's second instance runs under keeper %d (%s), the first under %d (%s)",
+			p2.st.KeeperPid, p2.st.Host, p1.st.KeeperPid, p1.st.Host)
+	}
+	other := app("sleep")
+	other.Name = "t-other"
+	p3 := h.spawn(s, other, 0)
+	if p3.st.Host != standby.id || p3.st.KeeperPid != standby.cmd.Process.Pid {
+		t.Fatalf("another app got keeper %s, not the standby %s", p3.st.Host, standby.id)
 	}
 	s.wg.Wait()
 	s.mu.Lock()
@@ -584,6 +591,7 @@ func TestStandbyKeeper(t *testing.T) {
 	}
 	finish(t, p1)
 	finish(t, p2)
+	finish(t, p3)
 	// Close ends the standby, which created nothing.
 	s.Close()
 	select {
@@ -671,65 +679,35 @@ func TestReconnectAfterADroppedConnection(t *testing.T) {
 	}
 }
 
-// servingLog records SpawnerConfig.Serving calls.
-type servingLog struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (l *servingLog) record(app string, instance int, up bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = append(l.calls, fmt.Sprintf("%s:%d %v", app, instance, up))
-}
-
-func (l *servingLog) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.calls)
-}
-
-// Serving hears up once the instance is ready and down before the stop
-// command reaches it; an adopted ready process is up again for the new
-// daemon.
-func TestServingFollowsReadinessAndStop(t *testing.T) {
+// A process an earlier daemon asked to stop is adopted as stopping (and
+// ready): it takes no new connections from the new daemon's supervisor,
+// which steers by what the process says (supervisor.Config.Serving).
+func TestAdoptedProcessAskedToStopIsStopping(t *testing.T) {
 	h := newHarness(t)
-	a := app("notify")
+	a := app("stubborn") // ignores SIGTERM
 	a.Ready = spec.ReadyNotify
-	var log1 servingLog
-	s1 := h.spawnerWith(SpawnerConfig{Serving: log1.record})
+	s1 := h.spawnerWith(SpawnerConfig{})
 	p1 := h.spawn(s1, a, 1)
 	waitFor(t, p1, supervisor.EventReady)
-	up := []string{a.Name + ":1 true"}
-	if got := log1.get(); !slices.Equal(got, up) {
-		t.Fatalf("serving calls %q, want %q", got, up)
+	// Synchronous, so the keeper has the stop before the daemon dies.
+	if _, err := p1.call(command{Cmd: cmdStop, Signal: "SIGTERM", TimeoutMs: time.Minute.Milliseconds()}, false); err != nil {
+		t.Fatal(err)
 	}
-	s1.Close() // the daemon dies: nothing is stopped, nothing reported
+	s1.Close()
 
-	var log2 servingLog
-	s2 := h.spawnerWith(SpawnerConfig{Serving: log2.record})
+	s2 := h.spawnerWith(SpawnerConfig{})
 	survivors, err := s2.Survivors(context.Background())
 	if err != nil || len(survivors) != 1 {
 		t.Fatalf("Survivors: %d, %v", len(survivors), err)
 	}
 	p2 := h.track(survivors[0].Process.(*process))
-	if got := log2.get(); !slices.Equal(got, up) {
-		t.Fatalf("after adoption, serving calls %q, want %q", got, up)
+	if ev := next(t, p2); ev.Kind != supervisor.EventStopping {
+		t.Fatalf("first event of the adopted process %v, want stopping", ev.Kind)
 	}
-	if err := p2.Stop(syscall.SIGTERM, eventTimeout); err != nil {
-		t.Fatal(err)
+	if ev := next(t, p2); ev.Kind != supervisor.EventReady {
+		t.Fatalf("second event of the adopted process %v, want ready", ev.Kind)
 	}
-	upDown := append(up, a.Name+":1 false")
-	if got := log2.get(); !slices.Equal(got, upDown) {
-		t.Fatalf("once stopped, serving calls %q, want %q", got, upDown)
-	}
-	if ex := release(t, p2); !ex.Clean() {
-		t.Fatalf("exit %v", ex)
-	}
-	if got := log2.get(); !slices.Equal(got, upDown) {
-		t.Fatalf("after the exit, serving calls %q, want %q", got, upDown)
-	}
-	if got := log1.get(); !slices.Equal(got, up) {
-		t.Fatalf("the dead daemon heard %q", got)
+	if ex := finish(t, p2); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("exit %v, want SIGKILL", ex)
 	}
 }

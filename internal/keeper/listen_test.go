@@ -128,7 +128,7 @@ func TestListenWaitsForADaemon(t *testing.T) {
 	w.Write([]byte{1})
 	w.Close()
 	// The keeper says in its log that it asks with no daemon connected.
-	logPath := pathsFor(h.home, p1.ID()).log
+	logPath := keeperLog(h.home, &p1.st)
 	deadline := time.Now().Add(eventTimeout)
 	for {
 		b, _ := os.ReadFile(logPath)

@@ -51,6 +51,12 @@ type Config struct {
 	ListenNames []string `json:"listen_names,omitempty"`
 	// NodeIPC asks for Node's IPC channel (see Options.NodeIPC).
 	NodeIPC bool `json:"node_ipc,omitempty"`
+	// Host, when set, makes the keeper process one that holds every
+	// instance of the app this daemon asks it to: it serves hostPaths'
+	// socket, where each further Config (of the same app and Host) comes
+	// like the first, and exits once its last instance is released. The
+	// first Config's ID is then its first instance's, not the process's.
+	Host string `json:"host,omitempty"`
 	// Cgroup is a cgroup v2 directory under which the keeper makes a
 	// group for the app's tree (see SpawnerConfig.Cgroup); "": none.
 	Cgroup string `json:"cgroup,omitempty"`
@@ -66,16 +72,18 @@ func (c *Config) check() error {
 		return errors.New("config: no app")
 	case c.Instance < 0:
 		return fmt.Errorf("config: bad instance %d", c.Instance)
+	case c.Host != "" && !validID(c.Host):
+		return fmt.Errorf("config: bad host id %q", c.Host)
 	}
 	return nil
 }
 
 // Main is the keeper process: "keel __keeper [--config file]", args being
-// what follows "__keeper". It returns the exit code for os.Exit: 0 after a
-// release (or, for a standby keeper, at EOF before any config), 1 when the
-// app could not be started, 2 for a bad config. Like
-// a main function it subscribes to signals and rewires the process's
-// stdio; call it only as the process's main.
+// what follows "__keeper". It returns the exit code for os.Exit: 0 after
+// the release of its last instance (or, for a standby keeper, at EOF
+// before any config), 1 when the app could not be started, 2 for a bad
+// config. Like a main function it subscribes to signals and rewires the
+// process's stdio; call it only as the process's main.
 func Main(args []string) int { return MainWith(args, Options{}) }
 
 // MainWith is Main with hooks.
@@ -97,44 +105,60 @@ func MainWith(args []string, opts Options) int {
 		writeHandshake(handshake{Error: err.Error()})
 		return 2
 	}
-	if err := openLog(cfg); err != nil {
+	logPath := pathsFor(cfg.Home, cfg.ID).log
+	if cfg.Host != "" {
+		logPath = hostPathsFor(cfg.Home, cfg.Host).log
+	}
+	if err := openLog(cfg.Home, logPath); err != nil {
 		for _, f := range files {
 			f.Close()
 		}
 		writeHandshake(handshake{Error: err.Error()})
 		return 1
 	}
-	log = log.With("id", cfg.ID, "app", cfg.App.Name, "instance", cfg.Instance)
-	// Orphans of the app's tree (a double fork, a setsid child whose
-	// parent exited) come to the keeper, which kills them with the app.
+	if cfg.Host != "" {
+		log = log.With("keeper", cfg.Host, "app", cfg.App.Name)
+	}
+	// Orphans of the apps' trees (a double fork, a setsid child whose
+	// parent exited) come to the keeper, which kills them with the
+	// instance they came from (proc.Options.Mark).
 	if err := reaper.BecomeSubreaper(); err != nil {
 		log.Warn("keeper: orphans of the app go to init, out of keel's reach", "err", err)
 	}
-	k, err := start(cfg, files, opts, log)
+	// The reaper runs before any app starts: apps start through it, so it
+	// never takes their exits for an orphan's.
+	r := reaper.New()
+	stopReaping := reapOrphans(r)
+	h := newHost(cfg, opts, r, log)
+	k, err := h.start(cfg, files)
 	if err != nil {
-		log.Error("keeper: start failed", "err", err)
+		log.Error("keeper: start failed", "id", cfg.ID, "err", err)
 		writeHandshake(handshake{Error: err.Error()})
+		stopReaping()
 		return 1
 	}
+	h.listen()
 	st := k.state
 	if err := writeHandshake(handshake{OK: true, State: &st}); err != nil {
 		// The daemon went away while we started; the next one adopts us.
 		log.Warn("keeper: handshake not delivered", "err", err)
 	}
 	detachStdio(log)
-	log.Info("keeper: app started", "pid", st.Pid)
-	stopReaping := reapOrphans(st.Pid)
-	defer stopReaping()
-	k.run(sigC)
+	k.log.Info("keeper: app started", "pid", st.Pid)
+	h.run(k, sigC)
+	// What is left are orphans that dropped their instance's mark from
+	// their environment: with the last instance gone, they go too.
+	if n := proc.KillDescendants(0); n > 0 {
+		log.Warn("keeper: killed processes left by the app's instances", "count", n)
+	}
+	stopReaping()
 	return 0
 }
 
-// reapOrphans reaps the keeper's children other than the app (whose
-// waiter is proc): orphans re-parented to the keeper. It returns the
-// function that stops it.
-func reapOrphans(app int) func() {
-	r := reaper.New()
-	r.Leave(app)
+// reapOrphans reaps the keeper's children that no proc.Process waits for
+// (those start through r): orphans re-parented to the keeper. It returns
+// the function that stops it.
+func reapOrphans(r *reaper.Reaper) func() {
 	sigchld := make(chan os.Signal, 16)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -229,12 +253,12 @@ func recvConfig(fd int) ([]byte, []*os.File, error) {
 	}
 }
 
-// openLog makes the keeper's own log, run/<id>.log, its stderr.
-func openLog(cfg *Config) error {
-	if err := ensureDirs(cfg.Home); err != nil {
+// openLog makes the keeper's own log its stderr.
+func openLog(home, path string) error {
+	if err := ensureDirs(home); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(pathsFor(cfg.Home, cfg.ID).log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening the keeper's log: %w", err)
 	}
@@ -288,7 +312,7 @@ func detachStdio(log *slog.Logger) {
 // that came with the config (none: they were inherited as fds 3, 4, …).
 // On error nothing is left running and no file but the keeper's log is
 // left behind.
-func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *keeper, err error) {
+func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *slog.Logger) (k *keeper, err error) {
 	app := cfg.App.Clone()
 	app.Normalize()
 	p := pathsFor(cfg.Home, cfg.ID)
@@ -427,8 +451,12 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		ListenNames:     cfg.ListenNames,
 		Helper:          selfExe,
 		KillGroupOnExit: true,
-		// With the keeper a subreaper, that is every descendant.
+		// With the keeper a subreaper, that is every descendant that
+		// carries this instance's mark; the keeper's other instances and
+		// their orphans carry their own.
 		KillDescendantsOnExit: true,
+		Mark:                  runIDVar + "=" + cfg.ID,
+		StartCmd:              r.Start,
 	}
 	if group != nil { // not a typed nil in the interface
 		po.Cgroup = group
@@ -475,8 +503,13 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 			Started:     pr.Started(),
 			KeeperPid:   self.Pid,
 			KeeperStart: self.Start,
+			Host:        cfg.Host,
 		},
 	}
+	// What only the start needed goes: a keeper of a thousand instances
+	// would hold a thousand copies of the environment.
+	cfg.App, cfg.Env = nil, nil
+	app.ShellEnv = nil
 	if err := writeState(p.state, &k.state); err != nil {
 		_ = pr.Signal(syscall.SIGKILL)
 		<-pr.Done()
@@ -522,13 +555,11 @@ func start(cfg *Config, files []*os.File, opts Options, log *slog.Logger) (k *ke
 		}()
 	}
 
-	// Capture and drain: see keeper.drain.
+	// Capture now; the rest of the drain starts at the exit (see
+	// keeper.drain), so an idle instance costs no goroutine for it.
 	k.logOut, k.logErr = wOut, wErr
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		k.drain(outR, errR, wOut, wErr)
-	}()
+	k.outR, k.errR = outR, errR
+	k.capture()
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
@@ -549,6 +580,11 @@ func growPipe(f *os.File, log *slog.Logger) {
 		}
 	})
 }
+
+// runIDVar names the variable that tells an app's process the id of its
+// run (a new one at every restart). Its descendants inherit it, which is
+// how the keeper tells one instance's orphans from another's.
+const runIDVar = "KEEL_RUN_ID"
 
 // daemonOnly reports the variables of the daemon's environment that
 // describe the daemon's own sockets and channels; an app never inherits
@@ -589,6 +625,7 @@ func appEnv(base []string, cfg *Config, app *spec.App) *envList {
 	e.set("KEEL_APP", app.Name)
 	e.set("KEEL_INSTANCE", strconv.Itoa(cfg.Instance))
 	e.set("NODE_APP_INSTANCE", strconv.Itoa(cfg.Instance))
+	e.set(runIDVar, cfg.ID)
 	return e
 }
 

@@ -61,12 +61,8 @@ type process struct {
 	exited      bool // EventExit queued
 	released    bool
 	detached    bool
-
-	// servMu guards serving and servedOut. Apart from mu (taken after
-	// it, never before), so that Stop never waits for a write.
-	servMu    sync.Mutex
-	serving   bool // reported up to SpawnerConfig.Serving
-	servedOut bool // down for good: asked to stop, stopping or exited
+	pumping     bool                   // pump runs (Events was called)
+	notify      func(supervisor.Event) // set by Notify: events go there
 
 	// bgMu guards bgClosed; bg counts the goroutines of Stop and
 	// Release, writes those whose command is not written yet.
@@ -91,10 +87,22 @@ func newProcess(s *Spawner, pp paths, conn *net.UnixConn, rd *wireReader, st *St
 		pending: map[int]chan message{},
 	}
 	p.applyLocked(st)
-	p.wg.Add(2)
-	go p.pump()
+	p.wg.Add(1)
 	go p.read(rd)
 	return p
+}
+
+// Notify hands every event from now on to f instead of Events (the
+// queued ones first), so no goroutine per process moves them
+// (supervisor.Notifier). f is called with the process's lock held.
+func (p *process) Notify(f func(supervisor.Event)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
+	for _, ev := range p.queue {
+		f(ev)
+	}
+	p.queue = nil
 }
 
 // ID is the keeper's id.
@@ -108,7 +116,16 @@ func (p *process) Started() time.Time { return p.st.Started }
 
 // Events delivers Ready, Status and Stopping, then one Exit, then is
 // closed (unless the Spawner is closed first: then it just stops).
-func (p *process) Events() <-chan supervisor.Event { return p.events }
+func (p *process) Events() <-chan supervisor.Event {
+	p.mu.Lock()
+	if !p.pumping && !p.detached && p.notify == nil {
+		p.pumping = true
+		p.wg.Add(1)
+		go p.pump()
+	}
+	p.mu.Unlock()
+	return p.events
+}
 
 // Signal sends sig to the app's process group through the keeper. It
 // returns os.ErrProcessDone once the app has exited.
@@ -126,9 +143,6 @@ func (p *process) Signal(sig syscall.Signal) error {
 // answer (or never does) stalls nothing but that goroutine. A failure is
 // logged; the exit follows as usual, or "keeper lost" if the keeper dies.
 func (p *process) Stop(sig syscall.Signal, timeout time.Duration) error {
-	// New connections go to other instances before this one stops
-	// accepting.
-	p.servingLocked(false)
 	c := command{Cmd: cmdStop, Signal: spec.SignalName(sig), TimeoutMs: timeout.Milliseconds()}
 	p.background(func(sent func()) {
 		ch, seq, err := p.send(c, false)
@@ -535,7 +549,9 @@ func (p *process) lost(cause error) {
 // applyLocked queues what a hello says that was not queued yet.
 func (p *process) applyLocked(st *State) {
 	if st.StopRequested {
-		p.servingLocked(false)
+		// An earlier daemon asked it to stop: it is going down, and so
+		// takes no new connections (the supervisor steers by this).
+		p.stoppingLocked(false)
 	}
 	if st.Ready {
 		p.readyLocked()
@@ -555,34 +571,7 @@ func (p *process) readyLocked() {
 	if !p.ready && !p.exited {
 		p.ready = true
 		p.pushLocked(supervisor.Event{Kind: supervisor.EventReady})
-		if !p.stopping {
-			p.servingLocked(true)
-		}
 	}
-}
-
-// servingLocked reports the process up (once, unless it was reported
-// down) or down (once, after up) to SpawnerConfig.Serving. p.mu may be
-// held or not.
-func (p *process) servingLocked(up bool) {
-	if p.s.cfg.Serving == nil {
-		return
-	}
-	p.servMu.Lock()
-	defer p.servMu.Unlock()
-	if up {
-		if p.serving || p.servedOut {
-			return
-		}
-		p.serving = true
-	} else {
-		p.servedOut = true
-		if !p.serving {
-			return
-		}
-		p.serving = false
-	}
-	p.s.cfg.Serving(p.st.App, p.st.Instance, up)
 }
 
 func (p *process) statusLocked(text string) {
@@ -600,7 +589,6 @@ func (p *process) statusLocked(text string) {
 // stoppingLocked queues EventStopping, or EventCrashing for a graceful
 // crash (which may follow a plain stopping).
 func (p *process) stoppingLocked(crash bool) {
-	p.servingLocked(false)
 	if p.exited || p.crashing || p.stopping && !crash {
 		return
 	}
@@ -614,7 +602,6 @@ func (p *process) stoppingLocked(crash bool) {
 }
 
 func (p *process) exitLocked(ex spec.Exit) {
-	p.servingLocked(false)
 	if !p.exited {
 		p.exited = true
 		p.pushLocked(supervisor.Event{Kind: supervisor.EventExit, Exit: ex})
@@ -622,6 +609,10 @@ func (p *process) exitLocked(ex spec.Exit) {
 }
 
 func (p *process) pushLocked(ev supervisor.Event) {
+	if p.notify != nil {
+		p.notify(ev)
+		return
+	}
 	p.queue = append(p.queue, ev)
 	select {
 	case p.wake <- struct{}{}:

@@ -29,6 +29,9 @@ type State struct {
 
 	KeeperPid   int    `json:"keeper_pid"`
 	KeeperStart uint64 `json:"keeper_start"`
+	// Host is the keeper process's id (Config.Host) when it holds several
+	// instances: its files are hostPathsFor(Host). "": one instance.
+	Host string `json:"host,omitempty"`
 
 	Ready         bool       `json:"ready"`
 	Status        string     `json:"status"`

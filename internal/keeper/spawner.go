@@ -84,13 +84,6 @@ type SpawnerConfig struct {
 	// AdoptionDone is called once Survivors has handed every survivor's
 	// sockets to AdoptSockets.
 	AdoptionDone func()
-	// Serving hears when an instance starts or stops taking connections,
-	// as far as keel can tell: up once it is ready; down once keel asks it
-	// to stop, it says it is stopping, or it exits. Each process of an
-	// instance (two during a reload) reports for itself, once each way.
-	// It is called with the process's lock held and must not call back
-	// into the Spawner.
-	Serving func(app string, instance int, up bool)
 	// StartCmd starts a keeper process and returns its wait; nil:
 	// cmd.Start and cmd.Wait. (`keel run`'s reaper must not take it.)
 	StartCmd func(*exec.Cmd) (wait func() error, err error)
@@ -115,11 +108,17 @@ type Spawner struct {
 	// starts holds a token per Spawn under way (bounded).
 	starts chan struct{}
 
-	mu        sync.Mutex
-	procs     map[string]*process // by keeper id
-	starting  map[string]bool     // ids of keepers started but not yet serving
-	standby   *keeperProc         // a keeper waiting for a config, or nil
-	refilling bool                // a standby is on its way
+	mu    sync.Mutex
+	procs map[string]*process // by keeper id
+	// hosts holds, by app name, the id (Config.Host) of the keeper
+	// process this Spawner started for the app, which takes its further
+	// instances. One that has ended is found out at the next Spawn.
+	hosts map[string]string
+	// appLocks serialise, per app, the start of a new host.
+	appLocks  map[string]*sync.Mutex
+	starting  map[string]bool // ids of keepers started but not yet serving
+	standby   *keeperProc     // a keeper waiting for a config, or nil
+	refilling bool            // a standby is on its way
 	closed    bool
 	// adopting is open while Survivors hands the survivors' sockets over
 	// (nil otherwise): listen requests are answered once it is closed, so
@@ -139,6 +138,7 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 		cfg.CallTimeout = defaultCallTimeout
 	}
 	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
+		hosts: map[string]string{}, appLocks: map[string]*sync.Mutex{},
 		starts: make(chan struct{}, max(4, 4*runtime.NumCPU()))}
 }
 
@@ -179,9 +179,53 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		return nil, fmt.Errorf("spawn: %w", err)
 	}
 
+	id := newID()
+	s.mu.Lock()
+	s.starting[id] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.starting, id)
+		s.mu.Unlock()
+	}()
+	cfg := &Config{
+		ID: id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
+		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App), Cgroup: s.cfg.Cgroup,
+	}
+	name := req.App.Name
+	lock := s.appLock(name)
+	lock.Lock()
+	for {
+		s.mu.Lock()
+		host := s.hosts[name]
+		s.mu.Unlock()
+		if host == "" {
+			break
+		}
+		// The app's keeper process takes the instance; instances of one
+		// app start side by side there.
+		lock.Unlock()
+		cfg.Host = host
+		p, err := s.spawnInHost(ctx, cfg, files, deadline)
+		if !errors.Is(err, errHostGone) {
+			return p, err
+		}
+		s.log.Info("the app's keeper has ended; starting another", "app", name, "keeper", host, "err", err)
+		lock.Lock()
+		s.mu.Lock()
+		if s.hosts[name] == host {
+			delete(s.hosts, name)
+		}
+		s.mu.Unlock()
+	}
+	// No keeper process for the app: this instance's becomes it. Other
+	// instances of the app wait for it rather than start their own.
+	defer lock.Unlock()
+
 	k := s.takeStandby()
 	if k != nil {
-		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
+		cfg.Host = k.id
+		if err := s.sendConfig(ctx, k.config, cfg, files, deadline); err != nil {
 			// The standby died while it waited: start afresh.
 			s.log.Warn("standby keeper unusable", "err", err)
 			k.discard(s.log)
@@ -194,22 +238,26 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		if k, err = s.startKeeper(); err != nil {
 			return nil, err
 		}
-		if err := s.sendConfig(ctx, k, req, files, names, deadline); err != nil {
-			s.abort(k)
+		cfg.Host = k.id
+		if err := s.sendConfig(ctx, k.config, cfg, files, deadline); err != nil {
+			s.abort(k, id)
 			s.done(k)
 			return nil, err
 		}
 	}
 	defer s.done(k)
 
-	pp := pathsFor(s.cfg.Home, k.id)
-	if err := s.handshake(ctx, k, deadline, pp); err != nil {
-		s.abort(k)
+	pp := pathsFor(s.cfg.Home, id)
+	k.config.Close()
+	if _, err := s.handshake(ctx, k.hs, deadline, hostPathsFor(s.cfg.Home, k.id).log); err != nil {
+		k.hs.Close()
+		s.abort(k, id)
 		return nil, err
 	}
+	k.hs.Close()
 	conn, rd, st, err := connect(pp.sock)
 	if err != nil {
-		s.abort(k)
+		s.abort(k, id)
 		return nil, fmt.Errorf("connecting to keeper: %w", err)
 	}
 	p := newProcess(s, pp, conn, rd, st)
@@ -218,7 +266,99 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		p.detachNow()
 		return nil, errors.New("spawn: the spawner is closed")
 	}
+	s.mu.Lock()
+	s.hosts[name] = k.id
+	s.mu.Unlock()
 	return p, nil
+}
+
+// errNoHandshake is a keeper that closed its end without a handshake.
+var errNoHandshake = errors.New("no handshake")
+
+// errHostGone is a spawn request the app's keeper process did not take:
+// it has ended (or is ending), and started nothing.
+var errHostGone = errors.New("the app's keeper has ended")
+
+// spawnInHost asks the keeper process cfg.Host for one more instance.
+func (s *Spawner) spawnInHost(ctx context.Context, cfg *Config, files []*os.File, deadline time.Time) (*process, error) {
+	hp := hostPathsFor(s.cfg.Home, cfg.Host)
+	c, err := dialUnix(hp.sock)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errHostGone, err)
+	}
+	defer c.Close()
+	if err := s.sendConfig(ctx, c, cfg, files, deadline); err != nil {
+		// A config cut short is refused as malformed: nothing started.
+		return nil, fmt.Errorf("%w: %w", errHostGone, err)
+	}
+	pp := pathsFor(s.cfg.Home, cfg.ID)
+	started, err := s.handshake(ctx, c, deadline, hp.log)
+	if err != nil {
+		if errors.Is(err, errNoHandshake) {
+			return nil, fmt.Errorf("%w: %w", errHostGone, err)
+		}
+		if !started {
+			return nil, err
+		}
+		// No answer in time: the instance may run after all, unknown to
+		// anyone but its keeper.
+		c.Close()
+		s.discard(pp)
+		return nil, err
+	}
+	conn, rd, st, err := connect(pp.sock)
+	if err != nil {
+		s.discard(pp)
+		return nil, fmt.Errorf("connecting to keeper: %w", err)
+	}
+	p := newProcess(s, pp, conn, rd, st)
+	if !s.add(p) {
+		p.detachNow()
+		return nil, errors.New("spawn: the spawner is closed")
+	}
+	return p, nil
+}
+
+// discard ends an instance whose spawn failed after its keeper took the
+// request: if it runs, it is killed and released, so its keeper forgets
+// it.
+func (s *Spawner) discard(pp paths) {
+	conn, rd, st, err := connect(pp.sock)
+	if err != nil {
+		return // it never started, or its files were removed
+	}
+	p := newProcess(s, pp, conn, rd, st)
+	defer p.detachNow()
+	p.Stop(syscall.SIGKILL, 0)
+	t := time.NewTimer(goneTimeout + s.cfg.CallTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case ev, ok := <-p.Events():
+			if !ok {
+				return
+			}
+			if ev.Kind == supervisor.EventExit {
+				p.Release()
+				return
+			}
+		case <-t.C:
+			s.log.Warn("a discarded instance did not exit", "id", st.ID, "pid", st.Pid)
+			return
+		}
+	}
+}
+
+// appLock is the lock that serialises the start of app's keeper process.
+func (s *Spawner) appLock(app string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.appLocks[app]
+	if l == nil {
+		l = &sync.Mutex{}
+		s.appLocks[app] = l
+	}
+	return l
 }
 
 // keeperProc is a started keeper that has not been told what to run yet,
@@ -367,16 +507,14 @@ func (s *Spawner) refill() {
 	}()
 }
 
-// sendConfig tells k what to run: the Config as JSON with the listen fds
+// sendConfig tells a keeper what to run: cfg as JSON with the listen fds
 // as SCM_RIGHTS, then EOF.
-func (s *Spawner) sendConfig(ctx context.Context, k *keeperProc, req supervisor.SpawnRequest, files []*os.File, names []string, deadline time.Time) error {
-	body, err := json.Marshal(&Config{
-		ID: k.id, Home: s.cfg.Home, App: req.App, Instance: req.Instance, Restarts: req.Restarts,
-		Env: s.cfg.Env, ListenNames: names, NodeIPC: wantsNodeIPC(req.App), Cgroup: s.cfg.Cgroup,
-	})
+func (s *Spawner) sendConfig(ctx context.Context, conn *net.UnixConn, cfg *Config, files []*os.File, deadline time.Time) error {
+	body, err := json.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("encoding keeper config: %w", err)
 	}
+	names := cfg.ListenNames
 	var rights []byte
 	if len(files) > 0 {
 		fds := make([]int, len(files))
@@ -396,15 +534,15 @@ func (s *Spawner) sendConfig(ctx context.Context, k *keeperProc, req supervisor.
 		}()
 		rights = unix.UnixRights(fds...)
 	}
-	stop := context.AfterFunc(ctx, func() { k.config.SetWriteDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { conn.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
-	k.config.SetWriteDeadline(deadline)
-	n, _, err := k.config.WriteMsgUnix(body, rights, nil)
+	conn.SetWriteDeadline(deadline)
+	n, _, err := conn.WriteMsgUnix(body, rights, nil)
 	if err == nil && n < len(body) {
-		_, err = k.config.Write(body[n:])
+		_, err = conn.Write(body[n:])
 	}
 	if err == nil {
-		err = k.config.CloseWrite()
+		err = conn.CloseWrite()
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -430,38 +568,46 @@ func dupFd(f *os.File) (int, error) {
 	return fd, derr
 }
 
-// handshake reads the keeper's verdict.
-func (s *Spawner) handshake(ctx context.Context, k *keeperProc, deadline time.Time, pp paths) error {
-	defer k.hs.Close()
-	defer k.config.Close()
-	stop := context.AfterFunc(ctx, func() { k.hs.SetReadDeadline(time.Unix(1, 0)) })
+// deadliner is a handshake's source: the pipe of a keeper's stdout, or a
+// spawn connection.
+type deadliner interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// handshake reads the keeper's verdict. started reports, for an error,
+// whether the keeper may have started the app regardless (it got the
+// config, but no answer came in time).
+func (s *Spawner) handshake(ctx context.Context, r deadliner, deadline time.Time, keeperLog string) (started bool, err error) {
+	stop := context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	k.hs.SetReadDeadline(deadline)
-	line, err := bufio.NewReader(k.hs).ReadBytes('\n')
+	r.SetReadDeadline(deadline)
+	line, err := bufio.NewReader(r).ReadBytes('\n')
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("starting keeper: %w", ctx.Err())
+			return true, fmt.Errorf("starting keeper: %w", ctx.Err())
 		}
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("the keeper exited before it started the app: %s", tail(pp.log))
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return false, fmt.Errorf("%w: the keeper exited before it started the app: %s", errNoHandshake, tail(keeperLog))
 		}
-		return fmt.Errorf("waiting for the keeper: %w", err)
+		return true, fmt.Errorf("waiting for the keeper: %w", err)
 	}
 	var hs handshake
 	if err := json.Unmarshal(line, &hs); err != nil {
-		return fmt.Errorf("keeper handshake %q: %w", line, err)
+		return true, fmt.Errorf("keeper handshake %q: %w", line, err)
 	}
 	if hs.Error != "" {
-		return errors.New(hs.Error)
+		return false, errors.New(hs.Error)
 	}
 	if !hs.OK || hs.State == nil {
-		return fmt.Errorf("keeper handshake %q: neither ok nor an error", line)
+		return true, fmt.Errorf("keeper handshake %q: neither ok nor an error", line)
 	}
-	return nil
+	return true, nil
 }
 
-// abort ends a keeper whose start failed, and whatever it started.
-func (s *Spawner) abort(k *keeperProc) {
+// abort ends a keeper whose start failed, and whatever it started as
+// instance id.
+func (s *Spawner) abort(k *keeperProc, id string) {
 	k.config.Close()
 	k.hs.Close()
 	_ = k.cmd.Process.Kill()
@@ -472,7 +618,10 @@ func (s *Spawner) abort(k *keeperProc) {
 	case <-t.C:
 		s.log.Error("keeper did not die after SIGKILL", "pid", k.cmd.Process.Pid)
 	}
-	s.reclaim(pathsFor(s.cfg.Home, k.id), false)
+	s.reclaim(pathsFor(s.cfg.Home, id), false)
+	if err := hostPathsFor(s.cfg.Home, k.id).remove(); err != nil {
+		s.log.Warn("removing keeper files", "err", err)
+	}
 }
 
 // reap is the one waiter of a keeper this Spawner started. The keeper's
@@ -563,9 +712,13 @@ func (s *Spawner) survivors(ctx context.Context) ([]supervisor.Survivor, error) 
 		return nil, fmt.Errorf("finding keepers: %w", err)
 	}
 	seen := map[string]bool{}
-	var ids []string
+	var ids, hosts []string
 	for _, e := range ents {
 		name := e.Name()
+		if host, ok := strings.CutSuffix(name, ".host.sock"); ok && validID(host) {
+			hosts = append(hosts, host)
+			continue
+		}
 		for _, ext := range []string{".sock", ".json", ".notify", ".log"} {
 			if id, ok := strings.CutSuffix(name, ext); ok && validID(id) && !seen[id] {
 				seen[id] = true
@@ -604,6 +757,16 @@ func (s *Spawner) survivors(ctx context.Context) ([]supervisor.Survivor, error) 
 			"ready", st.Ready, "exited", st.Exit != nil)
 		out = append(out, supervisor.Survivor{App: st.App, Instance: st.Instance, Process: p})
 	}
+	// After the instances, whose reclaim removed the files of their dead
+	// keepers: a keeper killed with no instance left.
+	for _, host := range hosts {
+		s.mu.Lock()
+		mine := s.starting[host]
+		s.mu.Unlock()
+		if !mine {
+			s.reclaimHost(host)
+		}
+	}
 	return out, nil
 }
 
@@ -625,6 +788,15 @@ func (s *Spawner) reclaim(pp paths, found bool) {
 			s.log.Warn("killing the app of a dead keeper", "id", st.ID, "app", st.App, "instance", st.Instance, "pid", st.Pid)
 		}
 		killAndWait(app, true, s.log)
+		if st.Host != "" {
+			hp := hostPathsFor(s.cfg.Home, st.Host)
+			if t := tail(hp.log); t != "" {
+				s.log.Warn("removing the files of a dead keeper", "keeper", st.Host, "keeper_log", t)
+			}
+			if err := hp.remove(); err != nil {
+				s.log.Warn("removing keeper files", "err", err)
+			}
+		}
 	} else if found {
 		if _, serr := os.Stat(pp.sock); serr != nil {
 			// No socket and no state: a keeper still starting, or one that
@@ -639,6 +811,28 @@ func (s *Spawner) reclaim(pp paths, found bool) {
 		s.log.Warn("removing the files of a dead keeper", "id", pp.id, "keeper_log", t)
 	}
 	if err := pp.remove(); err != nil {
+		s.log.Warn("removing keeper files", "err", err)
+	}
+}
+
+// reclaimHost removes the files of a keeper process found lying around
+// that does not answer on its socket (and is not one this Spawner is
+// starting): it has died.
+func (s *Spawner) reclaimHost(host string) {
+	hp := hostPathsFor(s.cfg.Home, host)
+	if c, err := dialUnix(hp.sock); err == nil {
+		c.Close()
+		return
+	}
+	if fi, err := os.Stat(hp.log); err == nil && time.Since(fi.ModTime()) < handshakeTimeout {
+		if _, serr := os.Stat(hp.sock); serr != nil {
+			return // still starting its first instance
+		}
+	}
+	if t := tail(hp.log); t != "" {
+		s.log.Warn("removing the files of a dead keeper", "keeper", host, "keeper_log", t)
+	}
+	if err := hp.remove(); err != nil {
 		s.log.Warn("removing keeper files", "err", err)
 	}
 }

@@ -36,7 +36,10 @@ type wireReader struct {
 }
 
 func newWireReader(c *net.UnixConn) *wireReader {
-	return &wireReader{c: c, rbuf: make([]byte, 32<<10), oob: make([]byte, unix.CmsgSpace(maxWireFDs*4))}
+	// Lines are short (a hello is under 1 KiB) and a longer one is
+	// gathered in buf; a small read buffer matters with one reader per
+	// instance on both sides.
+	return &wireReader{c: c, rbuf: make([]byte, 1<<10), oob: make([]byte, unix.CmsgSpace(maxWireFDs*4))}
 }
 
 // next returns the next non-empty line, without its newline. The slice is

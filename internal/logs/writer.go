@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -130,13 +131,36 @@ func (w *Writer) Close() error {
 // never blocks on its pipe; it then returns, at EOF, an error that counts
 // the lost records and wraps the first write error. It returns the read
 // error, if r fails with anything but io.EOF, after writing what was read.
+//
+// From a pipe (or anything with a syscall.RawConn) it holds its 128 KiB
+// buffer only while bytes flow or part of a line waits for its end: an
+// idle app's capture costs no buffer, which matters to a keeper of a
+// thousand instances.
 func (w *Writer) Capture(r io.Reader) error {
 	c := capturer{w: w, id: fmt.Sprintf("%08x", rand.Uint32())}
-	buf := make([]byte, 2*MaxPayload)
+	var rc syscall.RawConn
+	if sc, ok := r.(syscall.Conn); ok {
+		rc, _ = sc.SyscallConn()
+	}
+	var buf []byte // nil while nothing is held (rc only)
+	if rc == nil {
+		buf = make([]byte, 2*MaxPayload)
+	}
+	defer func() {
+		if rc != nil && buf != nil {
+			putBuf(buf)
+		}
+	}()
 	held := 0 // buf[:held] is the unterminated end of the current line
 	var tsBuf [timeLen]byte
 	for {
-		n, rerr := r.Read(buf[held:])
+		var n int
+		var rerr error
+		if rc != nil {
+			n, rerr = readPooled(rc, &buf, held)
+		} else {
+			n, rerr = r.Read(buf[held:])
+		}
 		w.captured.Add(uint64(n))
 		ts := appendTime(tsBuf[:0], w.opts.Now())
 		data := buf[:held+n]
@@ -156,6 +180,10 @@ func (w *Writer) Capture(r io.Reader) error {
 			rest = rest[MaxPayload:]
 		}
 		held = copy(buf, rest)
+		if rc != nil && held == 0 && rerr == nil {
+			putBuf(buf)
+			buf = nil
+		}
 		if rerr != nil {
 			if held > 0 || c.lineOff > 0 {
 				c.line(ts, buf[:held], kindEOF)
@@ -168,6 +196,52 @@ func (w *Writer) Capture(r io.Reader) error {
 		}
 		c.flush()
 	}
+}
+
+// capturePool holds Capture's buffers between reads.
+var capturePool = sync.Pool{New: func() any { b := make([]byte, 2*MaxPayload); return &b }}
+
+func getBuf() []byte  { return *capturePool.Get().(*[]byte) }
+func putBuf(b []byte) { b = b[:cap(b)]; capturePool.Put(&b) }
+
+// readPooled reads from rc into (*buf)[held:], taking *buf from the pool
+// only once bytes are there (with held > 0, *buf is already set). At EOF
+// it returns io.EOF; a buffer taken for a read that found nothing goes
+// back before it waits.
+func readPooled(rc syscall.RawConn, buf *[]byte, held int) (int, error) {
+	var n int
+	var err error
+	cerr := rc.Read(func(fd uintptr) bool {
+		if *buf == nil {
+			*buf = getBuf()
+		}
+		for {
+			n, err = unix.Read(int(fd), (*buf)[held:])
+			if err != unix.EINTR {
+				break
+			}
+		}
+		if err == unix.EAGAIN {
+			if held == 0 {
+				putBuf(*buf)
+				*buf = nil
+			}
+			return false
+		}
+		return true
+	})
+	switch {
+	case cerr != nil:
+		if *buf == nil {
+			*buf = getBuf() // the caller slices it
+		}
+		return 0, cerr
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Captured is how many bytes Capture has read from the app so far: the

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,8 +60,19 @@ type Options struct {
 	// every other descendant of the calling process (KillDescendants):
 	// children that left the group (setsid) and, when the caller is a
 	// child subreaper, the orphans of the app's tree (a double fork). The
-	// caller must have no other children it wants to keep.
+	// caller must have no other children it wants to keep — unless Mark
+	// is set.
 	KillDescendantsOnExit bool
+	// Mark, a KEY=VALUE entry of Env unique to this process, narrows
+	// KillDescendantsOnExit to the caller's children whose environment
+	// holds it, with all their descendants (KillMarked): the orphans of
+	// this process's tree, and not those of the caller's other children.
+	// A descendant that dropped the entry from its environment is missed.
+	Mark string
+	// StartCmd starts the command and returns its Wait; nil means
+	// cmd.Start and cmd.Wait. (A caller that reaps orphans must know
+	// which children are not orphans before they can exit.)
+	StartCmd func(*exec.Cmd) (wait func() error, err error)
 	// Cgroup, when set, is where the process is born (CLONE_INTO_CGROUP),
 	// and with it everything it starts; the leader's exit then ends the
 	// whole group with cgroup.kill and waits until it is empty, whatever
@@ -107,6 +119,8 @@ type Process struct {
 	cmd       *exec.Cmd
 	killGroup bool
 	killTree  bool
+	mark      string
+	waitCmd   func() error
 	cgroup    Cgroup
 	done      chan struct{}
 	exit      Exit // written once before done is closed
@@ -194,26 +208,33 @@ func Start(o Options) (*Process, error) {
 		cmd.Stderr = o.Stderr
 	}
 
-	var status *os.File
+	var status, statusW *os.File
 	if len(o.ListenNames) > 0 {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
 		}
 		defer r.Close()
-		status = r
+		status, statusW = r, w
 		fd := 3 + len(o.ExtraFiles)
 		cmd.Path = o.Helper
 		cmd.Args = append([]string{o.Helper, ExecArg, strconv.Itoa(fd), path}, o.Argv...)
 		cmd.ExtraFiles = append(append([]*os.File(nil), o.ExtraFiles...), w)
-		err = cmd.Start()
-		w.Close()
-		if err != nil {
-			return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
-		}
-	} else if err := cmd.Start(); err != nil {
+	}
+	startCmd := o.StartCmd
+	if startCmd == nil {
+		startCmd = func(c *exec.Cmd) (func() error, error) { return c.Wait, c.Start() }
+	}
+	waitCmd, err := startCmd(cmd)
+	if statusW != nil {
+		statusW.Close()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Argv[0], err)
 	}
+	// Wait needs none of it; a caller of many processes would keep a copy
+	// of the environment for each.
+	cmd.Env, cmd.ExtraFiles = nil, nil
 
 	p := &Process{
 		pid:       cmd.Process.Pid,
@@ -221,6 +242,8 @@ func Start(o Options) (*Process, error) {
 		cmd:       cmd,
 		killGroup: o.KillGroupOnExit,
 		killTree:  o.KillDescendantsOnExit,
+		mark:      o.Mark,
+		waitCmd:   waitCmd,
 		cgroup:    o.Cgroup,
 		done:      make(chan struct{}),
 	}
@@ -257,21 +280,18 @@ func readExecStatus(r *os.File) error {
 
 // wait is the one goroutine that waits for the process.
 func (p *Process) wait() {
-	var info unix.Siginfo
-	for {
-		// Learn of the exit without reaping: the zombie keeps the pid, and
-		// so the group id, from being reused while we signal the group.
-		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	// Learn of the exit without reaping: the zombie keeps the pid, and
+	// so the group id, from being reused while we signal the group.
+	awaitExit(p.pid)
 	at := time.Now()
 	p.mu.Lock()
 	if p.killGroup {
 		_ = unix.Kill(-p.pid, unix.SIGKILL)
 	}
-	if p.killTree {
+	switch {
+	case p.killTree && p.mark != "":
+		KillMarked(p.pid, p.mark)
+	case p.killTree:
 		KillDescendants(p.pid)
 	}
 	if p.cgroup != nil {
@@ -280,7 +300,7 @@ func (p *Process) wait() {
 	p.exited = true
 	p.mu.Unlock()
 
-	err := p.cmd.Wait()
+	err := p.waitCmd()
 	p.exit = exitOf(p.cmd.ProcessState, err, at)
 	close(p.done)
 }
@@ -370,4 +390,55 @@ func getenv(env []string, key string) string {
 		}
 	}
 	return ""
+}
+
+// awaitExit returns once the child pid has exited, leaving it unreaped.
+// It waits on a pidfd through the runtime's poller, so a keeper waiting
+// for a thousand processes does not hold a thousand threads blocked in
+// waitid; without pidfds (Linux before 5.3) it blocks in waitid.
+func awaitExit(pid int) {
+	var info unix.Siginfo
+	if fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK); err == nil {
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer f.Close()
+		if rc, err := f.SyscallConn(); err == nil {
+			exited := false
+			// The pidfd turns readable when the process exits.
+			err := rc.Read(func(uintptr) bool {
+				for {
+					info = unix.Siginfo{}
+					err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+					if err == unix.EINTR {
+						continue
+					}
+					// An error (ECHILD: someone else reaped it) ends the
+					// wait as an exit would.
+					exited = err != nil || siginfoPid(&info) != 0
+					return exited
+				}
+			})
+			if err == nil && exited {
+				return
+			}
+		}
+	}
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// siginfoPid is si_pid of a waitid result: 0 when no child had changed
+// state (WNOHANG).
+func siginfoPid(info *unix.Siginfo) int32 {
+	// si_signo, si_errno, si_code (3 × int32), then on 64-bit a 4-byte
+	// hole before the union, whose first member for SIGCHLD is si_pid.
+	b := (*[32]byte)(unsafe.Pointer(info))
+	off := 12
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		off = 16
+	}
+	return *(*int32)(unsafe.Pointer(&b[off]))
 }

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strconv"
@@ -91,4 +92,62 @@ func KillDescendants(skip int) int {
 		}
 	}
 	return len(killed)
+}
+
+// KillMarked SIGKILLs, among the calling process's children other than
+// skip, each one whose environment holds mark (a KEY=VALUE entry), with
+// all its descendants, in rounds as KillDescendants does. For a child
+// subreaper that runs several process trees: when one tree's leader has
+// exited, its orphans are the caller's children that carry the leader's
+// mark, while the other trees' leaders and orphans carry their own. It
+// returns how many processes it killed.
+func KillMarked(skip int, mark string) int {
+	killed := map[int]bool{}
+	for round := 0; round < maxKillRounds; round++ {
+		fresh := 0
+		var queue []int
+		for _, c := range Children(os.Getpid()) {
+			if c != skip && (killed[c] || hasEnv(c, mark)) {
+				queue = append(queue, c)
+			}
+		}
+		for len(queue) > 0 {
+			pid := queue[0]
+			queue = queue[1:]
+			queue = append(queue, Children(pid)...)
+			if killed[pid] {
+				continue
+			}
+			if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {
+				continue
+			}
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				killed[pid] = true
+				fresh++
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	return len(killed)
+}
+
+// hasEnv reports whether the environment pid started with holds entry.
+func hasEnv(pid int, entry string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			i = len(b)
+		}
+		if string(b[:i]) == entry {
+			return true
+		}
+		b = b[min(i+1, len(b)):]
+	}
+	return false
 }

@@ -4,7 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Children finds this process's children, by the kernel's children files
@@ -33,4 +35,57 @@ func TestChildren(t *testing.T) {
 	if got := Children(cmds[0].Process.Pid); len(got) != 0 {
 		t.Fatalf("sleep has children %v", got)
 	}
+}
+
+// KillMarked ends the children that carry the mark, with their whole
+// trees, and leaves the others and theirs alone.
+func TestKillMarked(t *testing.T) {
+	start := func(mark string) *exec.Cmd {
+		// sh waits on a grandchild, so each tree is two deep.
+		c := exec.Command("/bin/sh", "-c", "/bin/sleep 60 & wait")
+		c.Env = append(os.Environ(), mark)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c
+	}
+	a, b := start("KEEL_TEST_MARK=a"), start("KEEL_TEST_MARK=b")
+	grandchild := func(c *exec.Cmd) int {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if kids := Children(c.Process.Pid); len(kids) == 1 {
+				return kids[0]
+			}
+		}
+		t.Fatalf("sh %d never started its sleep", c.Process.Pid)
+		return 0
+	}
+	ga, gb := grandchild(a), grandchild(b)
+	if n := KillMarked(0, "KEEL_TEST_MARK=a"); n != 2 {
+		t.Fatalf("killed %d, want sh and its sleep", n)
+	}
+	if err := a.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("the marked child: %v, want killed", err)
+	}
+	waitGone(t, ga)
+	for _, pid := range []int{b.Process.Pid, gb} {
+		if st, err := readStat(pid); err != nil || st.state == 'Z' {
+			t.Fatalf("unmarked process %d was killed", pid)
+		}
+	}
+	if n := KillMarked(0, "KEEL_TEST_MARK=c"); n != 0 {
+		t.Fatalf("a mark nobody carries killed %d", n)
+	}
+}
+
+// waitGone waits until pid is no longer alive (or is a zombie).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {
+			return
+		}
+	}
+	t.Fatalf("process %d still runs", pid)
 }

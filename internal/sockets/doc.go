@@ -63,6 +63,37 @@
 // that goes away must have its socket handed to its successor rather than
 // closed. bench/ measures both.
 //
-// Nothing in this package keeps mutable state outside the values it returns.
-// A Listener may be used from several goroutines.
+// # The set
+//
+// A [Set] holds the sockets keel owns while the apps exist, opened once per
+// address and kept across restarts and reloads, so a port never refuses a
+// connection while its app is defined:
+//
+//   - the sockets of every app's `listen` ([Set.Ensure], [Set.Files]),
+//     inherited by its instances as fds 3, 4, …; apps naming the same
+//     address share them;
+//   - the sockets bound for Node apps in cluster mode ([Set.ListenFor]),
+//     one per app and address.
+//
+// A TCP address is a group of SO_REUSEPORT sockets, one member per
+// instance slot: instance N accepts on member N, and the kernel spreads new
+// connections over the members. One socket shared by every instance would
+// let whichever instance is awake take a whole burst (bench/README.md has
+// the measurements). The set steers new connections ([Steer]) to the
+// members of the slots that serve, as [Set.Serving] last said — the
+// supervisor is the one that knows, and the only one that says — so a
+// dead, starting or stopping instance gets none; connections already
+// queued on its member wait there for the instance's replacement, which
+// accepts on the same member, as does the new process of a reload. Members
+// are never closed one by one, only with their whole group, which keeps
+// member N at position N in the kernel's group. A unix socket is one
+// socket shared by every instance.
+//
+// A new daemon, while instances of an earlier one survive, takes their
+// sockets back ([Set.Adopt], [Set.AdoptionDone]) instead of binding the
+// ports again.
+//
+// One goroutine owns a Set's state; its methods are safe for concurrent
+// use. Nothing else in this package keeps mutable state outside the values
+// it returns. A Listener may be used from several goroutines.
 package sockets

@@ -52,3 +52,24 @@ func ExampleTCPAddr() {
 	fmt.Println(l.Addr(), l.Name())
 	// Output: :0 tcp-0
 }
+
+func ExampleSet() {
+	set := sockets.NewSet(nil)
+	defer set.Close()
+	listen := []string{"127.0.0.1:0"}
+	// Each instance slot of the app gets its own member of the group.
+	for slot := 0; slot < 2; slot++ {
+		files, names, err := set.Files("web", listen, slot)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("instance", slot, "inherits", len(files), "socket named", names[0])
+	}
+	// The supervisor says which slots serve; new connections go there.
+	set.Serving("web", []int{1})
+	fmt.Println(len(set.Names("web", listen)), "address")
+	// Output:
+	// instance 0 inherits 1 socket named tcp-127.0.0.1-0
+	// instance 1 inherits 1 socket named tcp-127.0.0.1-0
+	// 1 address
+}

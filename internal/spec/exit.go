@@ -15,7 +15,15 @@ type Exit struct {
 	Signal *string   `json:"signal"`
 	At     time.Time `json:"at"`
 	Reason string    `json:"reason,omitempty"`
+	// Cause says what ended a crashed process when keel knows more than
+	// the code or signal (CauseOOMKilled). Unlike Reason, it leaves the
+	// exit a crash.
+	Cause string `json:"cause,omitempty"`
 }
+
+// CauseOOMKilled is the Cause of a process the kernel's OOM killer ended
+// (its cgroup's memory.events counted an oom_kill).
+const CauseOOMKilled = "killed by the kernel OOM killer"
 
 // ExitCode returns an Exit for a process that exited with code c.
 func ExitCode(c int, at time.Time) Exit { return Exit{Code: &c, At: at} }
@@ -42,6 +50,9 @@ func (e Exit) String() string {
 	}
 	if e.Reason != "" {
 		b.WriteString(" (" + e.Reason + ")")
+	}
+	if e.Cause != "" {
+		b.WriteString(", " + e.Cause)
 	}
 	return b.String()
 }

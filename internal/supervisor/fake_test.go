@@ -109,6 +109,8 @@ type fakeProc struct {
 	exited   bool
 	released bool
 	autoExit bool
+	notified bool // Notify was called
+	t        *testing.T
 }
 
 func (p *fakeProc) ID() string           { return p.id }
@@ -173,7 +175,9 @@ type fakeSpawner struct {
 	nextPid   int
 	procs     []*fakeProc
 	spawned   chan *fakeProc
-	fail      error // next Spawn fails with this
+	notifier  bool       // hand out Notifiers
+	t         *testing.T // for notifyingProc
+	fail      error      // next Spawn fails with this
 	survivors []Survivor
 	autoExit  bool
 }
@@ -193,12 +197,36 @@ func (f *fakeSpawner) Spawn(ctx context.Context, req SpawnRequest) (Process, err
 	p := &fakeProc{
 		id: fmt.Sprintf("p%d", f.nextPid), pid: f.nextPid, started: f.clock.Now(),
 		app: req.App.Name, inst: req.Instance, sp: req.App, events: make(chan Event, 16),
-		clock: f.clock, autoExit: f.autoExit,
+		clock: f.clock, autoExit: f.autoExit, t: f.t,
 	}
 	f.procs = append(f.procs, p)
+	notifier := f.notifier
 	f.mu.Unlock()
 	f.spawned <- p
+	if notifier {
+		return notifyingProc{p}, nil
+	}
 	return p, nil
+}
+
+// notifyingProc is a fakeProc that hands its events to a function
+// (Notifier), as keel's keeper client does.
+type notifyingProc struct{ *fakeProc }
+
+func (n notifyingProc) Notify(f func(Event)) {
+	n.mu.Lock()
+	n.notified = true
+	n.mu.Unlock()
+	go func() {
+		for ev := range n.events {
+			f(ev)
+		}
+	}()
+}
+
+func (n notifyingProc) Events() <-chan Event {
+	n.t.Error("the supervisor read Events of a Notifier")
+	return n.events
 }
 
 func (f *fakeSpawner) Survivors(context.Context) ([]Survivor, error) {
@@ -274,6 +302,28 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	exits  chan ExitInfo
+	served servingLog
+}
+
+// servingLog keeps what the supervisor published to Config.Serving.
+type servingLog struct {
+	mu    sync.Mutex
+	slots map[string][]int
+}
+
+func (l *servingLog) record(app string, slots []int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.slots == nil {
+		l.slots = map[string][]int{}
+	}
+	l.slots[app] = slots
+}
+
+func (l *servingLog) get(app string) []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.slots[app]
 }
 
 func newHarness(t *testing.T, setup ...func(*harness)) *harness {
@@ -285,8 +335,9 @@ func newHarness(t *testing.T, setup ...func(*harness)) *harness {
 	}
 	h.sup = New(Config{
 		Spawner: h.spawn, Store: h.store, Clock: c,
-		Logger: slog.New(badTransitions{t: t}),
-		OnExit: func(e ExitInfo) { h.exits <- e },
+		Logger:  slog.New(badTransitions{t: t}),
+		OnExit:  func(e ExitInfo) { h.exits <- e },
+		Serving: h.served.record,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

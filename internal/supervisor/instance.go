@@ -24,6 +24,8 @@ type app struct {
 	readyOnce bool
 	// readyHist and reloadHist feed /metrics (see metrics.go).
 	readyHist, reloadHist Histogram
+	// served is the serving slots as last published (Config.Serving).
+	served []int
 }
 
 // instance is one numbered slot of an app. Its intent flags (wantStopped,
@@ -81,6 +83,9 @@ type run struct {
 	// the instance (see crashing); restarting is what was decided then.
 	crashed    bool
 	restarting bool
+	// quitting: the app said it stops taking connections (stopping or
+	// crashing).
+	quitting bool
 	// onReady is a reload's continuation for next: nil error once ready.
 	onReady func(error)
 	// waiters hear the exit.
@@ -330,14 +335,18 @@ func (s *Supervisor) spawned(r *run, p Process, err error) {
 func (s *Supervisor) attach(r *run, p Process) {
 	r.p = p
 	r.started = p.Started()
-	go func() {
-		for ev := range p.Events() {
-			if !s.post(func() { s.onEvent(r, ev) }) {
-				drain(p)
-				return
+	if n, ok := p.(Notifier); ok {
+		n.Notify(func(ev Event) { s.events.push(func() { s.onEvent(r, ev) }) })
+	} else {
+		go func() {
+			for ev := range p.Events() {
+				if !s.post(func() { s.onEvent(r, ev) }) {
+					drain(p)
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	if r.stopAsked {
 		s.sendStop(r)
 		return
@@ -361,6 +370,9 @@ func (s *Supervisor) onEvent(r *run, ev Event) {
 		if r == in.cur {
 			in.statusText = ev.Text
 		}
+	case EventStopping:
+		r.quitting = true
+		s.publishServing(in.app)
 	case EventCrashing:
 		s.crashing(r)
 	case EventExit:
@@ -381,6 +393,9 @@ func (s *Supervisor) onEvent(r *run, ev Event) {
 // to its exit as before.
 func (s *Supervisor) crashing(r *run) {
 	in := r.inst
+	// Whatever happens next, it takes no new connections.
+	r.quitting = true
+	s.publishServing(in.app)
 	if r != in.cur || r.exited || r.stopAsked || r.crashed || in.restartPending ||
 		in.removed || in.wantStopped || in.app.stopped {
 		return
@@ -431,6 +446,7 @@ func (s *Supervisor) markReady(r *run) {
 	case in.next:
 		s.finishReady(r, nil)
 	}
+	s.publishServing(in.app)
 }
 
 func (s *Supervisor) finishReady(r *run, err error) {
@@ -463,6 +479,8 @@ func (s *Supervisor) stopRun(r *run, reason string) {
 	if !r.stopAsked {
 		r.stopAsked = true
 		r.stopReason = reason
+		// New connections go elsewhere before it is told to stop.
+		s.publishServing(r.inst.app)
 	}
 	if r.p != nil {
 		s.sendStop(r)
@@ -520,6 +538,7 @@ func (s *Supervisor) exited(r *run, ex spec.Exit) {
 		in.draining = slices.DeleteFunc(in.draining, func(x *run) bool { return x == r })
 		restarting = r.restarting
 	}
+	s.publishServing(a)
 	for _, w := range r.waiters {
 		w(ex)
 	}

@@ -16,7 +16,9 @@ const (
 	EventReady EventKind = iota + 1
 	// EventStatus: a free-text status line (sd_notify STATUS=).
 	EventStatus
-	// EventStopping: the app said it is shutting down (sd_notify STOPPING=1).
+	// EventStopping: the app said it is shutting down (sd_notify
+	// STOPPING=1), or an earlier daemon asked the adopted process to stop.
+	// It takes no new connections from then on.
 	EventStopping
 	// EventExit: the process ended; Exit is set. It is the last event.
 	EventExit
@@ -72,6 +74,15 @@ type Process interface {
 	// Release tells the process side that its exit has been recorded, so
 	// it may free what it holds. Call it after EventExit.
 	Release()
+}
+
+// Notifier is a Process that can hand its events to a function instead of
+// its Events channel. The supervisor then needs no goroutine per process
+// to forward them. Notify is called once, before any event is read; f
+// gets every event from then on (those already pending first), in order,
+// and must not block or call back into the Process.
+type Notifier interface {
+	Notify(f func(Event))
 }
 
 // SpawnRequest is what the supervisor asks a Spawner to run.

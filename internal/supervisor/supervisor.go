@@ -21,6 +21,14 @@ type Config struct {
 	// OnExit hears about every exit, in order, from a goroutine of its own;
 	// it may block without stalling the supervisor. nil: nobody listens.
 	OnExit func(ExitInfo)
+	// Serving hears, for an app, every change of the slots whose instance
+	// takes connections: it has a process that is ready and that keel has
+	// not asked to stop, that has not said it is stopping or crashing, and
+	// that has not exited. slots is the whole set, in ascending order,
+	// and is the callee's; nil once none serves (and after a delete). It
+	// is called from the supervisor's own goroutine and must not block
+	// or call back into the Supervisor. nil: nobody listens.
+	Serving func(app string, slots []int)
 }
 
 // ExitInfo describes one process exit to OnExit.
@@ -77,7 +85,9 @@ type Supervisor struct {
 	log   *slog.Logger
 	clock Clock
 	inbox chan func()
-	done  chan struct{}
+	// events carries Notifier processes' events to the owner (Run).
+	events *queue[func()]
+	done   chan struct{}
 
 	// Owned by the Run goroutine.
 	apps map[string]*app
@@ -112,7 +122,14 @@ func New(cfg Config) *Supervisor {
 // When it returns, running processes are left running (their keepers
 // outlive the daemon); use StopAll first to stop them.
 func (s *Supervisor) Run(ctx context.Context) error {
-	defer close(s.done)
+	// Events of Notifier processes, forwarded to the owner by one
+	// goroutine for all of them; closed after done, so that what it still
+	// holds is dropped, not posted to a loop that has ended.
+	s.events = newQueue(func(f func()) { s.post(f) })
+	defer func() {
+		close(s.done)
+		s.events.close()
+	}()
 	if s.cfg.Store != nil {
 		s.persist = newPersister(s.cfg.Store, func(err error) {
 			s.log.Error("persisting state", "err", err)

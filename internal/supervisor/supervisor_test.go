@@ -571,3 +571,31 @@ func TestReadyOnce(t *testing.T) {
 		t.Fatal("not ready once with 2 online, min_ready 2")
 	}
 }
+
+// A Notifier process gets its events forwarded without the Events channel
+// (keel's keeper client): readiness, a crash and the restart work as with
+// a channel.
+func TestNotifierProcesses(t *testing.T) {
+	h := newHarness(t, func(h *harness) { h.spawn.notifier, h.spawn.t = true, t })
+	h.start(newSpec("api", func(a *spec.App) { a.Ready = spec.ReadyNotify }))
+	p := h.nextSpawn()
+	h.waitStatus("api", 0, Starting)
+	p.ready()
+	h.waitStatus("api", 0, Online)
+	p.mu.Lock()
+	notified := p.notified
+	p.mu.Unlock()
+	if !notified {
+		t.Fatal("Notify was not called")
+	}
+	h.clock.Advance(time.Minute) // a stable run: the restart comes at once
+	p.exitCode(1)
+	q := h.nextSpawn()
+	if q.inst != 0 {
+		t.Fatalf("restarted instance %d", q.inst)
+	}
+	q.ready()
+	if in := h.waitStatus("api", 0, Online); in.Restarts != 1 || in.LastExit == nil || in.LastExit.Code == nil || *in.LastExit.Code != 1 {
+		t.Fatalf("after the crash: %+v", in)
+	}
+}

@@ -1,0 +1,145 @@
+package keeper
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/spec"
+	"github.com/keel-run/keel/internal/supervisor"
+)
+
+// orphanApp is an app whose every instance leaves an orphan while it
+// runs — a subshell starts a setsid sleep and exits, so the sleep goes to
+// the keeper, the nearest subreaper — and writes the orphan's pid to
+// dir/<instance>.pid.
+func orphanApp(name, dir string) *spec.App {
+	a := &spec.App{Name: name, Script: "/bin/sh", Interpreter: "none",
+		Args: []string{"-c", `(setsid sleep 60 & echo $! > "` + dir + `/$KEEL_INSTANCE.pid.tmp"; mv "` + dir + `/$KEEL_INSTANCE.pid.tmp" "` + dir + `/$KEEL_INSTANCE.pid"); exec sleep 60`}}
+	a.Normalize()
+	return a
+}
+
+// orphanOf waits for the pid file of instance i and returns that process.
+func orphanOf(t *testing.T, dir string, i int) proc.Identity {
+	t.Helper()
+	path := filepath.Join(dir, strconv.Itoa(i)+".pid")
+	for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatalf("%s: %q", path, b)
+			}
+			id, err := proc.Identify(pid)
+			if err != nil {
+				t.Fatalf("the orphan %d of instance %d: %v", pid, i, err)
+			}
+			return id
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %d never wrote %s", i, path)
+		}
+	}
+}
+
+// The instances of an app share one keeper process, each app has its
+// own, and each instance's end takes its own orphans along and nobody
+// else's; a dead keeper costs its own app's instances only.
+func TestInstancesShareTheirAppsKeeper(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawner(nil)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, b := orphanApp("t-a", dirA), orphanApp("t-b", dirB)
+	a0, a1, b0 := h.spawn(s, a, 0), h.spawn(s, a, 1), h.spawn(s, b, 0)
+	if a0.st.KeeperPid != a1.st.KeeperPid {
+		t.Fatalf("the instances of one app run under keepers %d and %d", a0.st.KeeperPid, a1.st.KeeperPid)
+	}
+	if b0.st.KeeperPid == a0.st.KeeperPid {
+		t.Fatalf("two apps share keeper %d", b0.st.KeeperPid)
+	}
+	oa0, oa1, ob0 := orphanOf(t, dirA, 0), orphanOf(t, dirA, 1), orphanOf(t, dirB, 0)
+	// Once its subshell exits, each orphan is its keeper's child.
+	for _, o := range []proc.Identity{oa0, oa1, ob0} {
+		for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
+			ppid := parentOf(t, o.Pid)
+			if ppid == a0.st.KeeperPid || ppid == b0.st.KeeperPid {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("orphan %d has parent %d, not a keeper", o.Pid, ppid)
+			}
+		}
+	}
+
+	finish(t, a0)
+	gone(t, oa0)
+	if !oa1.Running() || !ob0.Running() {
+		t.Fatal("stopping instance 0 killed the orphan of another instance")
+	}
+
+	// Released, instance 0's keeper removes its files.
+	for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(pathsFor(h.home, a0.st.ID).state); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instance 0's files are still there after its release")
+		}
+	}
+
+	// A keeper that dies takes its app's instances with it, and no other.
+	if err := syscall.Kill(a1.st.KeeperPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if ex := release(t, a1); ex.Reason != ReasonKeeperLost {
+		t.Fatalf("instance 1 after its keeper died: %v, want %q", ex, ReasonKeeperLost)
+	}
+	app1 := proc.Identity{Pid: a1.st.Pid, Start: a1.st.PidStart}
+	if app1.Running() {
+		t.Fatalf("instance 1 (%d) outlived its keeper", app1.Pid)
+	}
+	b0app := proc.Identity{Pid: b0.st.Pid, Start: b0.st.PidStart}
+	if !b0app.Running() || !ob0.Running() {
+		t.Fatal("the other app's instance or its orphan died with a keeper not theirs")
+	}
+	for drained := false; !drained; {
+		select {
+		case ev := <-b0.Events():
+			if ev.Kind == supervisor.EventExit {
+				t.Fatalf("the other app's instance exited: %v", ev.Exit)
+			}
+		default:
+			drained = true
+		}
+	}
+	// The dead keeper's orphan is beyond keel now (its subreaper died):
+	// only a cgroup would reach it.
+	syscall.Kill(oa1.Pid, syscall.SIGKILL)
+
+	// The next instance of the app gets a keeper process of its own again.
+	a2 := h.spawn(s, a, 1)
+	if a2.st.KeeperPid == a1.st.KeeperPid || a2.st.KeeperPid == b0.st.KeeperPid {
+		t.Fatalf("a new instance went to keeper %d", a2.st.KeeperPid)
+	}
+	finish(t, a2)
+	finish(t, b0)
+	gone(t, ob0)
+}
+
+// parentOf is pid's parent.
+func parentOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
