@@ -20,12 +20,19 @@ import (
 	"github.com/keel-run/keel/internal/poll"
 )
 
-// crashyServer is unmodified: /slow answers after SLOW_MS, /throw throws in
-// a timer, /reject leaves a rejection unhandled, /throw-twice throws twice
-// 300 ms apart.
+// crashyServer is unmodified: /slow answers after SLOW_MS, /hold/NAME once
+// the file HOLD_DIR/NAME exists, /throw throws in a timer, /reject leaves a
+// rejection unhandled, /throw-twice throws twice 300 ms apart.
 const crashyServer = `const http = require('http');
 http.createServer((req, res) => {
   res.setHeader('X-Pid', process.pid);
+  if (req.url.startsWith('/hold/')) {
+    const file = require('path').join(process.env.HOLD_DIR, req.url.slice(6));
+    const t = setInterval(() => {
+      if (require('fs').existsSync(file)) { clearInterval(t); res.end('held done'); }
+    }, 20);
+    return;
+  }
   switch (req.url) {
   case '/slow': setTimeout(() => res.end('slow done'), Number(process.env.SLOW_MS)); return;
   case '/throw': setTimeout(function explode() { throw new TypeError('cannot read the widget'); }, 5); return;
@@ -134,11 +141,15 @@ func TestNodeGracefulCrash(t *testing.T) {
 	requireNode(t)
 	e := newEnv(t)
 	path := script(t, "crashy.js", crashyServer)
-	port, pid := startCrashy(t, e, "crashy", path, 1500*time.Millisecond)
+	hold := t.TempDir()
+	port, pid := startCrashy(t, e, "crashy", path, time.Second, "--env", "HOLD_DIR="+hold)
 
 	for i, route := range []string{"/throw", "/reject"} {
-		slow := rawGet(t, port, "/slow")
-		// The slow request is in (its process answers a later one).
+		// A request in flight until the test lets it finish, however long
+		// the replacement takes to start on a busy machine.
+		name := strconv.Itoa(i)
+		held := rawGet(t, port, "/hold/"+name)
+		// The held request is in (its process answers a later one).
 		if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(pid) {
 			t.Fatalf("before the crash: %+v", a)
 		}
@@ -159,11 +170,11 @@ func TestNodeGracefulCrash(t *testing.T) {
 		if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(next.Pid) {
 			t.Fatalf("after the crash: %+v, want the replacement %d", a, next.Pid)
 		}
-		// The crashed process may already be gone here: on a loaded box the
-		// replacement can take longer to serve than the slow request takes
-		// to finish, and the drain ends with it. What counts is that the
-		// request in flight was answered, by the crashed process.
-		if a := wait(t, slow); a.err != nil || a.status != 200 || a.body != "slow done" || a.pid != strconv.Itoa(pid) {
+		if !alive(pid) {
+			t.Fatalf("the crashed process %d is gone with a request in flight", pid)
+		}
+		release(t, hold, name)
+		if a := wait(t, held); a.err != nil || a.status != 200 || a.body != "held done" || a.pid != strconv.Itoa(pid) {
 			t.Fatalf("the request in flight: %+v", a)
 		}
 		poll.Until(t, 20*time.Second, "the crashed process to exit", func() bool { return !alive(pid) })
@@ -194,6 +205,14 @@ func TestNodeGracefulCrash(t *testing.T) {
 		if !found {
 			t.Errorf("group %+v has no twin without graceful crash: %+v", g, plain)
 		}
+	}
+}
+
+// release lets crashyServer's /hold/name requests finish.
+func release(t *testing.T, hold, name string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(hold, name), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
