@@ -216,6 +216,66 @@ func release(t *testing.T, hold, name string) {
 	}
 }
 
+// TestNodeGracefulCrashWhileTheOldOneDrains: the replacement of a process
+// that crashed gracefully crashes too, with another error, while the first
+// still drains a request. Both write to the same log files, and the first
+// exits last; each crash is still filed under its own error.
+func TestNodeGracefulCrashWhileTheOldOneDrains(t *testing.T) {
+	requireNode(t)
+	e := newEnv(t)
+	hold := t.TempDir()
+	port, first := startCrashy(t, e, "crashy", script(t, "crashy.js", crashyServer), time.Second, "--env", "HOLD_DIR="+hold)
+
+	held := rawGet(t, port, "/hold/first")
+	if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(first) {
+		t.Fatalf("before the crash: %+v", a)
+	}
+	if a := wait(t, rawGet(t, port, "/throw")); a.status != 500 {
+		t.Fatalf("/throw: %+v, want a 500", a)
+	}
+	var second api.Instance
+	poll.Until(t, 20*time.Second, "the replacement to serve", func() bool {
+		second = instanceOf(t, e, "crashy")
+		return second.Status == "online" && second.Pid != first
+	})
+	if a := wait(t, rawGet(t, port, "/reject")); a.status != 500 {
+		t.Fatalf("/reject on the replacement: %+v, want a 500", a)
+	}
+	// The replacement had nothing else in flight: it is gone and its crash
+	// filed (its error is in the shared log) while the first one drains.
+	poll.Until(t, 20*time.Second, "the replacement to exit", func() bool { return !alive(second.Pid) })
+	crashGroups(t, e, "crashy", 1)
+	if !alive(first) {
+		t.Fatalf("the first process %d is gone with a request in flight", first)
+	}
+	release(t, hold, "first")
+	if a := wait(t, held); a.status != 200 || a.body != "held done" || a.pid != strconv.Itoa(first) {
+		t.Fatalf("the request in flight: %+v", a)
+	}
+	poll.Until(t, 20*time.Second, "the first process to exit", func() bool { return !alive(first) })
+
+	groups := crashGroups(t, e, "crashy", 2)
+	want := map[string]int{"TypeError: cannot read the widget": first, "RangeError: widget out of range": second.Pid}
+	if len(groups) != len(want) {
+		t.Fatalf("%d groups, want one for each error: %+v", len(groups), groups)
+	}
+	for _, g := range groups {
+		pid, ok := 0, false
+		for title, p := range want {
+			if strings.Contains(g.Title, title) {
+				pid, ok = p, true
+			}
+		}
+		var det api.CrashDetail
+		if err := jsonUnmarshal(e.ok("crash", g.ID, "--json"), &det); err != nil {
+			t.Fatal(err)
+		}
+		if !ok || g.Count != 1 || len(det.Exits) != 1 || det.Exits[0].Pid != pid {
+			t.Errorf("group %q: count %d, exits %+v; want one exit, of pid %d", g.Title, g.Count, det.Exits, pid)
+		}
+	}
+}
+
 // plainCrashGroups crashes the same script with graceful_crash: false (a
 // config file's key) and returns its crash groups.
 func plainCrashGroups(t *testing.T, e *env, path string) []api.CrashGroup {
@@ -293,6 +353,11 @@ func TestNodeSecondExceptionDuringDrainExitsAtOnce(t *testing.T) {
 	logs := e.ok("logs", "crashy", "--raw", "--err", "--lines", "100")
 	if !strings.Contains(logs, "Error: first") || !strings.Contains(logs, "Error: second") {
 		t.Fatalf("stderr:\n%s", logs)
+	}
+	// Filed under the error that ended the process without graceful
+	// crash, not the one that cut its drain short.
+	if g := crashGroups(t, e, "crashy", 1); len(g) != 1 || g[0].Title != "Error: first" {
+		t.Fatalf("crash groups %+v, want one, of the first error", g)
 	}
 }
 
