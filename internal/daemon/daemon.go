@@ -204,7 +204,11 @@ func Run(ctx context.Context, o Options) error {
 		OnExit:  d.crash.record,
 		Serving: d.socks.Serving,
 	})
-	d.stats = newStatsCache(o.StatsInterval)
+	mem, err := newInstanceMemory(cg)
+	if err != nil {
+		o.Logger.Warn("memory of the instances' cgroups unreadable; counting their trees in /proc", "err", err)
+	}
+	d.stats = newStatsCache(o.StatsInterval, mem)
 	d.trig = newTriggerManager(d, o.Logger)
 	defer d.trig.close()
 
