@@ -53,16 +53,7 @@ func TestCgroupPerInstance(t *testing.T) {
 	})
 	e := newEnv(t)
 	dir := t.TempDir()
-	pids := func() []int {
-		b, _ := os.ReadFile(filepath.Join(dir, "pids"))
-		var out []int
-		for _, f := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
+	pids := func() []int { return lingerPids(dir) }
 	// groups lists the instance groups under parent and their processes.
 	groups := func() map[string][]int {
 		out := map[string][]int{}
