@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-run/keel/internal/cgroup"
+	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -46,12 +47,7 @@ func TestAppInACgroupOfItsOwn(t *testing.T) {
 	dir := filepath.Join(parent.Dir(), "keel-"+p.st.ID)
 
 	var pids []int
-	deadline := time.Now().Add(eventTimeout)
-	for len(pids) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %v; want the app %d and its setsid child", dir, pids, p.st.Pid)
-		}
-		time.Sleep(5 * time.Millisecond)
+	poll.Until(t, eventTimeout, dir+" to hold the app and its setsid child", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 		if err != nil {
 			t.Fatalf("the app's cgroup: %v", err)
@@ -61,7 +57,8 @@ func TestAppInACgroupOfItsOwn(t *testing.T) {
 			n, _ := strconv.Atoi(f)
 			pids = append(pids, n)
 		}
-	}
+		return len(pids) >= 2
+	})
 	if !slices.Contains(pids, p.st.Pid) {
 		t.Fatalf("%s holds %v, not the app %d", dir, pids, p.st.Pid)
 	}

@@ -240,34 +240,23 @@ func (h *host) serveSpawn(c *net.UnixConn) *keeper {
 // readSpawn reads and checks one spawn request.
 func (h *host) readSpawn(c *net.UnixConn) (*Config, []*os.File, error) {
 	b, files, err := recvConn(c)
-	fail := func(err error) (*Config, []*os.File, error) {
-		for _, f := range files {
-			f.Close()
-		}
-		return nil, nil, err
-	}
+	cfg, err := decodeConfig(b, files, err)
 	if err != nil {
-		return fail(fmt.Errorf("reading config: %w", err))
-	}
-	if len(b) == 0 {
-		return fail(errNoConfig)
-	}
-	var cfg Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fail(fmt.Errorf("reading config: %w", err))
-	}
-	if err := cfg.check(); err != nil {
-		return fail(err)
+		return nil, nil, err
 	}
 	switch {
 	case cfg.Host != h.id:
-		return fail(fmt.Errorf("config: host %q sent to keeper %s", cfg.Host, h.id))
+		err = fmt.Errorf("config: host %q sent to keeper %s", cfg.Host, h.id)
 	case cfg.App.Name != h.app:
-		return fail(fmt.Errorf("config: app %q sent to the keeper of %q", cfg.App.Name, h.app))
+		err = fmt.Errorf("config: app %q sent to the keeper of %q", cfg.App.Name, h.app)
 	case len(files) != len(cfg.ListenNames):
-		return fail(fmt.Errorf("config: %d listen names for %d descriptors", len(cfg.ListenNames), len(files)))
+		err = fmt.Errorf("config: %d listen names for %d descriptors", len(cfg.ListenNames), len(files))
 	}
-	return &cfg, files, nil
+	if err != nil {
+		closeFiles(files)
+		return nil, nil, err
+	}
+	return cfg, files, nil
 }
 
 // recvConn reads c until EOF, collecting the descriptors that come along
@@ -280,18 +269,9 @@ func recvConn(c *net.UnixConn) ([]byte, []*os.File, error) {
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 		if oobn > 0 {
-			msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
-			if perr != nil {
+			var perr error
+			if files, perr = appendRights(files, oob[:oobn]); perr != nil {
 				return nil, files, perr
-			}
-			for _, m := range msgs {
-				fds, err := unix.ParseUnixRights(&m)
-				if err != nil {
-					continue
-				}
-				for _, fd := range fds {
-					files = append(files, os.NewFile(uintptr(fd), "listener"))
-				}
 			}
 		}
 		if flags&unix.MSG_CTRUNC != 0 {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -29,23 +29,21 @@ func orphanApp(name, dir string) *spec.App {
 func orphanOf(t *testing.T, dir string, i int) proc.Identity {
 	t.Helper()
 	path := filepath.Join(dir, strconv.Itoa(i)+".pid")
-	for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				t.Fatalf("%s: %q", path, b)
-			}
-			id, err := proc.Identify(pid)
-			if err != nil {
-				t.Fatalf("the orphan %d of instance %d: %v", pid, i, err)
-			}
-			return id
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("instance %d never wrote %s", i, path)
-		}
+	var b []byte
+	poll.Until(t, eventTimeout, "instance "+strconv.Itoa(i)+" to write "+path, func() bool {
+		var err error
+		b, err = os.ReadFile(path)
+		return err == nil
+	})
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %q", path, b)
 	}
+	id, err := proc.Identify(pid)
+	if err != nil {
+		t.Fatalf("the orphan %d of instance %d: %v", pid, i, err)
+	}
+	return id
 }
 
 // The instances of an app share one keeper process, each app has its
@@ -66,15 +64,10 @@ func TestInstancesShareTheirAppsKeeper(t *testing.T) {
 	oa0, oa1, ob0 := orphanOf(t, dirA, 0), orphanOf(t, dirA, 1), orphanOf(t, dirB, 0)
 	// Once its subshell exits, each orphan is its keeper's child.
 	for _, o := range []proc.Identity{oa0, oa1, ob0} {
-		for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
+		poll.Until(t, eventTimeout, "orphan "+strconv.Itoa(o.Pid)+" to be a keeper's child", func() bool {
 			ppid := parentOf(t, o.Pid)
-			if ppid == a0.st.KeeperPid || ppid == b0.st.KeeperPid {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("orphan %d has parent %d, not a keeper", o.Pid, ppid)
-			}
-		}
+			return ppid == a0.st.KeeperPid || ppid == b0.st.KeeperPid
+		})
 	}
 
 	finish(t, a0)
@@ -84,14 +77,10 @@ func TestInstancesShareTheirAppsKeeper(t *testing.T) {
 	}
 
 	// Released, instance 0's keeper removes its files.
-	for deadline := time.Now().Add(eventTimeout); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(pathsFor(h.home, a0.st.ID).state); os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("instance 0's files are still there after its release")
-		}
-	}
+	poll.Until(t, eventTimeout, "instance 0's files to go after its release", func() bool {
+		_, err := os.Stat(pathsFor(h.home, a0.st.ID).state)
+		return os.IsNotExist(err)
+	})
 
 	// A keeper that dies takes its app's instances with it, and no other.
 	if err := syscall.Kill(a1.st.KeeperPid, syscall.SIGKILL); err != nil {

@@ -185,14 +185,27 @@ func readConfig(args []string) (*Config, []*os.File, error) {
 	default:
 		return nil, nil, fmt.Errorf("usage: keel %s [--config file]", KeeperArg)
 	}
-	fail := func(err error) (*Config, []*os.File, error) {
-		for _, f := range files {
-			f.Close()
-		}
+	cfg, err := decodeConfig(b, files, err)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err != nil {
-		return fail(fmt.Errorf("reading config: %w", err))
+	if len(files) > 0 && len(files) != len(cfg.ListenNames) {
+		closeFiles(files)
+		return nil, nil, fmt.Errorf("config: %d listen names for %d descriptors", len(cfg.ListenNames), len(files))
+	}
+	return cfg, files, nil
+}
+
+// decodeConfig parses and checks a Config as read (b, with the
+// descriptors that came along, or the read's error); on any error it
+// closes files. Empty input is errNoConfig.
+func decodeConfig(b []byte, files []*os.File, readErr error) (*Config, error) {
+	fail := func(err error) (*Config, error) {
+		closeFiles(files)
+		return nil, err
+	}
+	if readErr != nil {
+		return fail(fmt.Errorf("reading config: %w", readErr))
 	}
 	if len(b) == 0 {
 		return fail(errNoConfig)
@@ -204,10 +217,26 @@ func readConfig(args []string) (*Config, []*os.File, error) {
 	if err := cfg.check(); err != nil {
 		return fail(err)
 	}
-	if len(files) > 0 && len(files) != len(cfg.ListenNames) {
-		return fail(fmt.Errorf("config: %d listen names for %d descriptors", len(cfg.ListenNames), len(files)))
+	return &cfg, nil
+}
+
+// appendRights appends the descriptors that the SCM_RIGHTS messages in
+// oob carry to files.
+func appendRights(files []*os.File, oob []byte) ([]*os.File, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return files, err
 	}
-	return &cfg, files, nil
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "listener"))
+		}
+	}
+	return files, nil
 }
 
 // recvConfig reads fd until EOF, collecting the descriptors that come
@@ -229,18 +258,8 @@ func recvConfig(fd int) ([]byte, []*os.File, error) {
 			return nil, files, err
 		}
 		if oobn > 0 {
-			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-			if err != nil {
+			if files, err = appendRights(files, oob[:oobn]); err != nil {
 				return nil, files, err
-			}
-			for _, m := range msgs {
-				fds, err := unix.ParseUnixRights(&m)
-				if err != nil {
-					continue
-				}
-				for _, fd := range fds {
-					files = append(files, os.NewFile(uintptr(fd), "listener"))
-				}
 			}
 		}
 		if flags&unix.MSG_CTRUNC != 0 {

@@ -68,30 +68,7 @@ const maxKillRounds = 100
 // pending forks no more). It returns how many processes it killed.
 // Zombies are left to their parent (or, for orphans, to the caller).
 func KillDescendants(skip int) int {
-	killed := map[int]bool{}
-	for round := 0; round < maxKillRounds; round++ {
-		fresh := 0
-		queue := Children(os.Getpid())
-		for len(queue) > 0 {
-			pid := queue[0]
-			queue = queue[1:]
-			queue = append(queue, Children(pid)...)
-			if pid == skip || killed[pid] {
-				continue
-			}
-			if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {
-				continue
-			}
-			if unix.Kill(pid, unix.SIGKILL) == nil {
-				killed[pid] = true
-				fresh++
-			}
-		}
-		if fresh == 0 {
-			break
-		}
-	}
-	return len(killed)
+	return killTrees(skip, func(int, map[int]bool) bool { return true })
 }
 
 // KillMarked SIGKILLs, among the calling process's children other than
@@ -102,12 +79,21 @@ func KillDescendants(skip int) int {
 // mark, while the other trees' leaders and orphans carry their own. It
 // returns how many processes it killed.
 func KillMarked(skip int, mark string) int {
+	return killTrees(skip, func(c int, killed map[int]bool) bool {
+		return c != skip && (killed[c] || hasEnv(c, mark))
+	})
+}
+
+// killTrees SIGKILLs, round after round, every living process in the
+// trees of the caller's children that root picks (it sees what earlier
+// rounds killed), except skip itself.
+func killTrees(skip int, root func(child int, killed map[int]bool) bool) int {
 	killed := map[int]bool{}
 	for round := 0; round < maxKillRounds; round++ {
 		fresh := 0
 		var queue []int
 		for _, c := range Children(os.Getpid()) {
-			if c != skip && (killed[c] || hasEnv(c, mark)) {
+			if root(c, killed) {
 				queue = append(queue, c)
 			}
 		}
@@ -115,7 +101,7 @@ func KillMarked(skip int, mark string) int {
 			pid := queue[0]
 			queue = queue[1:]
 			queue = append(queue, Children(pid)...)
-			if killed[pid] {
+			if pid == skip || killed[pid] {
 				continue
 			}
 			if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {

@@ -4,9 +4,12 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keel-run/keel/internal/poll"
 )
 
 // Children finds this process's children, by the kernel's children files
@@ -53,13 +56,12 @@ func TestKillMarked(t *testing.T) {
 	a, b := start("KEEL_TEST_MARK=a"), start("KEEL_TEST_MARK=b")
 	grandchild := func(c *exec.Cmd) int {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if kids := Children(c.Process.Pid); len(kids) == 1 {
-				return kids[0]
-			}
-		}
-		t.Fatalf("sh %d never started its sleep", c.Process.Pid)
-		return 0
+		var kids []int
+		poll.Until(t, 10*time.Second, "sh to start its sleep", func() bool {
+			kids = Children(c.Process.Pid)
+			return len(kids) == 1
+		})
+		return kids[0]
 	}
 	ga, gb := grandchild(a), grandchild(b)
 	if n := KillMarked(0, "KEEL_TEST_MARK=a"); n != 2 {
@@ -82,10 +84,8 @@ func TestKillMarked(t *testing.T) {
 // waitGone waits until pid is no longer alive (or is a zombie).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {
-			return
-		}
-	}
-	t.Fatalf("process %d still runs", pid)
+	poll.Until(t, 10*time.Second, "process "+strconv.Itoa(pid)+" to end", func() bool {
+		st, err := readStat(pid)
+		return err != nil || st.state == 'Z' || st.state == 'X'
+	})
 }
