@@ -89,6 +89,18 @@ func runEscapeApp(name string) (code int, ok bool) {
 	return 0, false
 }
 
+// lingerPids reads the pids the linger helpers wrote in dir, in order.
+func lingerPids(dir string) []int {
+	b, _ := os.ReadFile(filepath.Join(dir, "pids"))
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func helperCmd(app string) *exec.Cmd {
 	c := exec.Command(os.Args[0])
 	c.Env = append(os.Environ(), "KEEL_E2E_APP="+app)
@@ -105,16 +117,7 @@ func testEscape(t *testing.T, route string) {
 	dir := t.TempDir()
 	flags := []string{"--env", "ESCAPE=" + route, "--env", "ESCAPE_DIR=" + dir,
 		"--kill-timeout", "300ms", "--restart-delay", "10ms"}
-	pids := func() []int {
-		b, _ := os.ReadFile(filepath.Join(dir, "pids"))
-		var out []int
-		for _, f := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
+	pids := func() []int { return lingerPids(dir) }
 	// escaped waits for the n-th descendant and returns its pid.
 	escaped := func(n int) int {
 		t.Helper()

@@ -48,7 +48,7 @@ func main() {
 		Version: version,
 		Getenv:  os.Getenv,
 		RunDaemon: func(ctx context.Context, home string) error {
-			err := daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version})
+			err := daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Cgroup: os.Getenv("KEEL_CGROUP")})
 			if errors.Is(err, daemon.ErrAlreadyRunning) {
 				// Lost a start race to another daemon: that one serves.
 				return nil
@@ -67,7 +67,8 @@ func main() {
 			go func() { defer close(reaped); children.Run(reapCtx, sigchld, nil) }()
 			defer func() { stopReaping(); <-reaped; signal.Stop(sigchld) }()
 			return daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Foreground: true, Apps: apps, Echo: os.Stdout,
-				Health: ro.Health, LogFormat: ro.LogFormat, LogFiles: ro.LogFiles, StartChild: children.Start})
+				Health: ro.Health, LogFormat: ro.LogFormat, LogFiles: ro.LogFiles, StartChild: children.Start,
+				Cgroup: os.Getenv("KEEL_CGROUP")})
 		},
 	})
 	stop()

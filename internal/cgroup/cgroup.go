@@ -88,3 +88,20 @@ func v2Mount(file string) (string, error) {
 	}
 	return "", fmt.Errorf("no cgroup2 file system is mounted")
 }
+
+// Usable checks that dir is a cgroup v2 directory this process may make
+// groups in, for a directory an operator named rather than one Probe
+// found.
+func Usable(dir string) error {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return fmt.Errorf("cgroup directory %s: %w", dir, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("cgroup directory %s is not in a cgroup v2 file system", dir)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("cgroup directory %s is not writable: %w", dir, err)
+	}
+	return nil
+}

@@ -197,11 +197,14 @@ func (d *Daemon) Describe(ctx context.Context, t spec.Target) ([]api.AppDetail, 
 	return out, nil
 }
 
-// instanceCgroups says where the instances' cgroups go: dir when given,
-// else this daemon's delegated subtree when it has one; "" and why not
-// otherwise.
+// instanceCgroups says where the instances' cgroups go: dir when given
+// (and a writable cgroup v2 directory), else this daemon's delegated
+// subtree when it has one; "" and why not otherwise.
 func instanceCgroups(dir string) (string, string) {
 	if dir != "" {
+		if err := cgroup.Usable(dir); err != nil {
+			return "", err.Error()
+		}
 		return dir, ""
 	}
 	if ok, why := cgroup.Probe(); !ok {

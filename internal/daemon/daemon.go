@@ -82,9 +82,10 @@ type Options struct {
 	// `keel run` passes its reaper's, which leaves their status to them.
 	StartChild func(*exec.Cmd) (wait func() error, err error)
 	// Cgroup is a cgroup v2 directory under which each instance gets a
-	// group of its own (keeper.SpawnerConfig.Cgroup). "": the daemon uses
-	// its own delegated subtree when it has one (cgroup.Delegate), and
-	// no cgroups otherwise.
+	// group of its own (keeper.SpawnerConfig.Cgroup); one that is not a
+	// writable cgroup v2 directory means no cgroups, and describe says
+	// why. "": the daemon uses its own delegated subtree when it has one
+	// (cgroup.Delegate), and no cgroups otherwise.
 	Cgroup string
 }
 
@@ -204,7 +205,11 @@ func Run(ctx context.Context, o Options) error {
 		OnExit:  d.crash.record,
 		Serving: d.socks.Serving,
 	})
-	d.stats = newStatsCache(o.StatsInterval)
+	mem, err := newInstanceMemory(cg)
+	if err != nil {
+		o.Logger.Warn("memory of the instances' cgroups unreadable; counting their trees in /proc", "err", err)
+	}
+	d.stats = newStatsCache(o.StatsInterval, mem)
 	d.trig = newTriggerManager(d, o.Logger)
 	defer d.trig.close()
 

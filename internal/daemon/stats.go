@@ -22,6 +22,7 @@ type statsCache struct {
 	lastRead atomic.Int64 // UnixNano of the last get
 	want     chan chan struct{}
 	every    time.Duration
+	memory   instanceMemory
 }
 
 type statsSnap struct {
@@ -36,8 +37,8 @@ const (
 	freshWait = 500 * time.Millisecond
 )
 
-func newStatsCache(every time.Duration) *statsCache {
-	c := &statsCache{want: make(chan chan struct{}), every: every}
+func newStatsCache(every time.Duration, memory instanceMemory) *statsCache {
+	c := &statsCache{want: make(chan chan struct{}), every: every, memory: memory}
 	c.cur.Store(&statsSnap{m: map[int]procstat.Stat{}})
 	return c
 }
@@ -81,6 +82,7 @@ func (c *statsCache) run(ctx context.Context, sup *supervisor.Supervisor) {
 			}
 		}
 		m := s.Sample(pids)
+		c.memory.apply(m)
 		c.cur.Store(&statsSnap{at: time.Now(), m: m})
 	}
 	for {

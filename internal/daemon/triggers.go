@@ -67,6 +67,7 @@ func (m *triggerManager) sync(ctx context.Context) {
 			App:     a.Spec,
 			Live:    m.live(name),
 			Restart: m.restart(name),
+			Memory:  m.d.stats.memory.tree,
 			Logger:  m.log.With("app", name),
 		})
 		if err != nil {
