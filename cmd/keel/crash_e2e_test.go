@@ -182,8 +182,13 @@ func TestNodeGracefulCrash(t *testing.T) {
 	}
 
 	// The exits are crashes: code 1, one group each, of the kinds they
-	// have without graceful crash.
-	det := e.describe("crashy")
+	// have without graceful crash. (The last exit is recorded just after
+	// its process is gone.)
+	var det api.AppDetail
+	poll.Until(t, 20*time.Second, "both exits recorded", func() bool {
+		det = e.describe("crashy")
+		return len(det.Exits) >= 2
+	})
 	if len(det.Exits) != 2 {
 		t.Fatalf("exits %+v", det.Exits)
 	}
@@ -346,7 +351,11 @@ func TestNodeSecondExceptionDuringDrainExitsAtOnce(t *testing.T) {
 		t.Fatalf("the process lived %s: it waited for the drain", d)
 	}
 	poll.Until(t, 20*time.Second, "the crashed process to exit", func() bool { return !alive(pid) })
-	det := e.describe("crashy")
+	var det api.AppDetail
+	poll.Until(t, 20*time.Second, "the exit recorded", func() bool {
+		det = e.describe("crashy")
+		return len(det.Exits) >= 1
+	})
 	if len(det.Exits) != 1 || det.Exits[0].Exit.Code == nil || *det.Exits[0].Exit.Code != 1 {
 		t.Fatalf("exits %+v, want one with code 1", det.Exits)
 	}
