@@ -59,7 +59,9 @@ type keeper struct {
 	logErr    *logs.Writer
 	outR      *os.File // the read ends of the app's stdout and stderr
 	errR      *os.File
-	captured  chan struct{} // closed once both captures ended
+	poller    *logs.Poller  // captures outR and errR; nil: a goroutine each
+	streams   []*logs.Stream // the poller's streams of outR and errR
+	captured  chan struct{}  // closed once both captures ended
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
@@ -540,9 +542,14 @@ func (k *keeper) steerAway() {
 }
 
 // capture copies the app's stdout and stderr into the logs until both
-// pipes reach EOF (or are closed); then captured is closed.
+// pipes reach EOF (or are closed); then captured is closed. Through the
+// keeper process's poller that costs no goroutine while the app runs.
 func (k *keeper) capture() {
 	k.captured = make(chan struct{})
+	if k.poller != nil {
+		k.pollCapture()
+		return
+	}
 	var left atomic.Int32
 	left.Store(2)
 	run := func(w *logs.Writer, r *os.File, stream string) {
@@ -557,6 +564,43 @@ func (k *keeper) capture() {
 	k.wg.Add(2)
 	go run(k.logOut, k.outR, logs.Stdout)
 	go run(k.logErr, k.errR, logs.Stderr)
+}
+
+// pollCapture hands both pipes to the poller. A pipe it cannot take (no
+// descriptors left, say) is closed: the app then gets EPIPE, as with a
+// closed stdout, rather than a pipe that fills and blocks it.
+func (k *keeper) pollCapture() {
+	var left atomic.Int32
+	left.Store(2)
+	ended := func(stream string) func(error) {
+		return func(err error) {
+			if err != nil && !errors.Is(err, os.ErrClosed) {
+				k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
+			}
+			if left.Add(-1) == 0 {
+				close(k.captured)
+			}
+		}
+	}
+	out, err := k.poller.Capture(k.logOut, k.outR, ended(logs.Stdout))
+	if err != nil {
+		// Capture closes the pipe it is given either way.
+		k.log.Error("keeper: capturing the app's output", "stream", logs.Stdout, "err", err)
+		if left.Add(-1) == 0 {
+			close(k.captured)
+		}
+	} else {
+		k.streams = append(k.streams, out)
+	}
+	errS, err := k.poller.Capture(k.logErr, k.errR, ended(logs.Stderr))
+	if err != nil {
+		k.log.Error("keeper: capturing the app's output", "stream", logs.Stderr, "err", err)
+		if left.Add(-1) == 0 {
+			close(k.captured)
+		}
+	} else {
+		k.streams = append(k.streams, errS)
+	}
 }
 
 // drain runs once the app has exited (run starts it): once both pipes
@@ -584,6 +628,9 @@ func (k *keeper) drain() {
 		k.log.Warn("keeper: a process outside the app's group holds its stdout or stderr; closing them", "after", drainBound)
 		outR.Close()
 		errR.Close()
+		for _, s := range k.streams {
+			k.poller.CloseStream(s)
+		}
 		<-captured
 	}
 	// Likewise the node channel: its last messages come before the exit.
