@@ -26,7 +26,7 @@ type host struct {
 	home  string
 	app   string
 	opts  Options
-	sh  *shared
+	sh    *shared
 	log   *slog.Logger
 	paths hostPaths
 	ln    *net.UnixListener // the spawn socket; nil: one instance only

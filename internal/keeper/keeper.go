@@ -59,7 +59,7 @@ type keeper struct {
 	logErr    *logs.Writer
 	outR      *os.File // the read ends of the app's stdout and stderr
 	errR      *os.File
-	poller    *logs.Poller  // captures outR and errR; nil: a goroutine each
+	poller    *logs.Poller   // captures outR and errR; nil: a goroutine each
 	streams   []*logs.Stream // the poller's streams of outR and errR
 	captured  chan struct{}  // closed once both captures ended
 

@@ -268,7 +268,7 @@ type capturer struct {
 	w        *Writer
 	id       string // tags the pieces of this call's long lines
 	ts       [timeLen]byte
-	lineOff  int64  // bytes of the current line already recorded as pieces
+	lineOff  int64 // bytes of the current line already recorded as pieces
 	b        batch
 	lost     int // records that could not be written
 	firstErr error
