@@ -183,6 +183,20 @@ func (k *Keel) Restarts(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// CrashGroups is the app's `keel crashes --json`: each group's title and
+// count.
+func (k *Keel) CrashGroups(ctx context.Context) ([]CrashGroup, error) {
+	out, err := run(ctx, 10*time.Second, k.env(), k.Bin, "crashes", k.app, "--json")
+	if err != nil {
+		return nil, err
+	}
+	var gs []CrashGroup
+	if err := json.Unmarshal(out, &gs); err != nil {
+		return nil, fmt.Errorf("keel crashes --json: %w", err)
+	}
+	return gs, nil
+}
+
 // Close implements Manager: `keel kill`, then SIGKILL of anything left
 // with this KEEL_HOME, then the home is removed.
 func (k *Keel) Close() error {

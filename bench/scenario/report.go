@@ -221,6 +221,11 @@ func LoadTable(gs []*Group, specs map[string]Spec) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
 			g.Scenario, g.App, g.Manager, len(g.Runs), medianText(reqs),
 			strings.Join(failed, " / "), Kinds(rs), succ, rangeOf(g.rps(), "%.0f"), ops, mark)
+		for i, r := range g.Runs {
+			if r.CrashGroups != nil {
+				notes = append(notes, fmt.Sprintf("- %s %s run %d: %s", g.App, g.Manager, i+1, CrashGroupsText(r.CrashGroups)))
+			}
+		}
 		for _, e := range g.errs() {
 			notes = append(notes, fmt.Sprintf("- %s %s %s, %s", g.Scenario, g.App, g.Manager, e))
 		}
@@ -524,6 +529,11 @@ func CrashTable(gs []*Group) string {
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			g.App, g.Manager, len(g.Runs), medianText(reqs), strings.Join(failed, " / "), Kinds(rs),
 			SpecialsText(rs), strings.Join(restarts, " / "), rangeOf(g.rps(), "%.0f"), ratio, mark)
+		for i, r := range g.Runs {
+			if r.CrashGroups != nil {
+				notes = append(notes, fmt.Sprintf("- %s %s run %d: %s", g.App, g.Manager, i+1, CrashGroupsText(r.CrashGroups)))
+			}
+		}
 		for _, e := range g.errs() {
 			notes = append(notes, fmt.Sprintf("- %s %s %s, %s", g.Scenario, g.App, g.Manager, e))
 		}
@@ -534,6 +544,18 @@ func CrashTable(gs []*Group) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// CrashGroupsText is how a run's crashes were filed: "7 crashes in 2
+// groups: "TypeError: x" ×4, "Error: y" ×3".
+func CrashGroupsText(gs []CrashGroup) string {
+	n := 0
+	parts := make([]string, 0, len(gs))
+	for _, g := range gs {
+		n += g.Count
+		parts = append(parts, fmt.Sprintf("%q ×%d", g.Title, g.Count))
+	}
+	return fmt.Sprintf("%d crashes in %d groups: %s", n, len(gs), strings.Join(parts, ", "))
 }
 
 // SpecialsText sums what each special path's requests got over rs:

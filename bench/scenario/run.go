@@ -59,8 +59,47 @@ type Run struct {
 	// instances) used during the load of a throughput run (0: unknown);
 	// ClientCPU is this process's (the load client's) over the same time.
 	ServerCPU, ClientCPU time.Duration
+	// CrashGroups are the groups the manager filed the crashes of a crash
+	// run in (keel crashes); nil: not known.
+	CrashGroups []CrashGroup
 	// Errs are what went wrong: a failed start, reload or stop.
 	Errs []string
+}
+
+// CrashGroup is one group of a manager's crash record.
+type CrashGroup struct {
+	Title string `json:"title"`
+	Count int    `json:"count"`
+}
+
+// crashGrouper is a Manager that groups crashes (keel crashes).
+type crashGrouper interface {
+	CrashGroups(ctx context.Context) ([]CrashGroup, error)
+}
+
+// crashGroupsWait is how long after the load a crash run waits for the
+// crashes of the processes still draining to be filed: their drain ends
+// within the kill timeout StartArgs gives (5 s).
+const crashGroupsWait = 15 * time.Second
+
+// filedCrashes reads m's crash groups once as many crashes are filed as
+// there were restarts (each crash restarted its instance), or when
+// crashGroupsWait has passed.
+func filedCrashes(ctx context.Context, m crashGrouper, restarts int) ([]CrashGroup, error) {
+	deadline := time.Now().Add(crashGroupsWait)
+	for {
+		gs, err := m.CrashGroups(ctx)
+		n := 0
+		for _, g := range gs {
+			n += g.Count
+		}
+		if err != nil || n >= restarts || !time.Now().Before(deadline) {
+			return gs, err
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return gs, ctx.Err()
+		}
+	}
 }
 
 func (r *Run) fail(err error) {
@@ -120,6 +159,11 @@ func Do(ctx context.Context, m Manager, app App, spec Spec) *Run {
 		if n, err := rs.Restarts(ctx); err == nil {
 			r.Restarts = n
 		}
+	}
+	if cg, ok := m.(crashGrouper); ok && spec.Scenario == ScenarioCrash && r.Restarts >= 0 {
+		gs, err := filedCrashes(ctx, cg, r.Restarts)
+		r.CrashGroups = gs
+		r.fail(err)
 	}
 	return r
 }

@@ -382,7 +382,8 @@ func TestCrashTable(t *testing.T) {
 			Specials: []load.SpecialResult{{Path: "/throw", Requests: got500 + reset, Status: map[int]int64{500: got500}, Failed: map[string]int64{"reset": reset}}}}
 	}
 	gs := Groups([]*Run{
-		{Scenario: ScenarioCrash, App: "crashy", Manager: "keel", Restarts: 12, Result: res(0, 900, 5, 0)},
+		{Scenario: ScenarioCrash, App: "crashy", Manager: "keel", Restarts: 12, Result: res(0, 900, 5, 0),
+			CrashGroups: []CrashGroup{{Title: "TypeError: x", Count: 7}, {Title: "Error: y", Count: 5}}},
 		{Scenario: ScenarioCrash, App: "crashy", Manager: "pm2", Restarts: 11, Result: res(40, 800, 0, 5)},
 		{Scenario: ScenarioNoCrash, App: "crashy", Manager: "keel", Result: res(0, 1000, 0, 0)},
 		{Scenario: ScenarioNoCrash, App: "crashy", Manager: "pm2", Result: res(0, 1000, 0, 0)},
@@ -391,6 +392,7 @@ func TestCrashTable(t *testing.T) {
 	for _, want := range []string{
 		"| crashy | keel | 1 | 1000 | 0 | - | /throw: 500 ×5 | 12 | 900 | 0.90 (1000) | **yes** 0 failed normal requests |",
 		"| crashy | pm2 | 1 | 1000 | 40 | reset 40 | /throw: reset 5 | 11 | 800 | 0.80 (1000) | - |",
+		`- crashy keel run 1: 12 crashes in 2 groups: "TypeError: x" ×7, "Error: y" ×5`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)

@@ -20,12 +20,19 @@ import (
 	"github.com/keel-run/keel/internal/poll"
 )
 
-// crashyServer is unmodified: /slow answers after SLOW_MS, /throw throws in
-// a timer, /reject leaves a rejection unhandled, /throw-twice throws twice
-// 300 ms apart.
+// crashyServer is unmodified: /slow answers after SLOW_MS, /hold/NAME once
+// the file HOLD_DIR/NAME exists, /throw throws in a timer, /reject leaves a
+// rejection unhandled, /throw-twice throws twice 300 ms apart.
 const crashyServer = `const http = require('http');
 http.createServer((req, res) => {
   res.setHeader('X-Pid', process.pid);
+  if (req.url.startsWith('/hold/')) {
+    const file = require('path').join(process.env.HOLD_DIR, req.url.slice(6));
+    const t = setInterval(() => {
+      if (require('fs').existsSync(file)) { clearInterval(t); res.end('held done'); }
+    }, 20);
+    return;
+  }
   switch (req.url) {
   case '/slow': setTimeout(() => res.end('slow done'), Number(process.env.SLOW_MS)); return;
   case '/throw': setTimeout(function explode() { throw new TypeError('cannot read the widget'); }, 5); return;
@@ -134,11 +141,15 @@ func TestNodeGracefulCrash(t *testing.T) {
 	requireNode(t)
 	e := newEnv(t)
 	path := script(t, "crashy.js", crashyServer)
-	port, pid := startCrashy(t, e, "crashy", path, 1500*time.Millisecond)
+	hold := t.TempDir()
+	port, pid := startCrashy(t, e, "crashy", path, time.Second, "--env", "HOLD_DIR="+hold)
 
 	for i, route := range []string{"/throw", "/reject"} {
-		slow := rawGet(t, port, "/slow")
-		// The slow request is in (its process answers a later one).
+		// A request in flight until the test lets it finish, however long
+		// the replacement takes to start on a busy machine.
+		name := strconv.Itoa(i)
+		held := rawGet(t, port, "/hold/"+name)
+		// The held request is in (its process answers a later one).
 		if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(pid) {
 			t.Fatalf("before the crash: %+v", a)
 		}
@@ -159,11 +170,11 @@ func TestNodeGracefulCrash(t *testing.T) {
 		if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(next.Pid) {
 			t.Fatalf("after the crash: %+v, want the replacement %d", a, next.Pid)
 		}
-		// The crashed process may already be gone here: on a loaded box the
-		// replacement can take longer to serve than the slow request takes
-		// to finish, and the drain ends with it. What counts is that the
-		// request in flight was answered, by the crashed process.
-		if a := wait(t, slow); a.err != nil || a.status != 200 || a.body != "slow done" || a.pid != strconv.Itoa(pid) {
+		if !alive(pid) {
+			t.Fatalf("the crashed process %d is gone with a request in flight", pid)
+		}
+		release(t, hold, name)
+		if a := wait(t, held); a.err != nil || a.status != 200 || a.body != "held done" || a.pid != strconv.Itoa(pid) {
 			t.Fatalf("the request in flight: %+v", a)
 		}
 		poll.Until(t, 20*time.Second, "the crashed process to exit", func() bool { return !alive(pid) })
@@ -193,6 +204,74 @@ func TestNodeGracefulCrash(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("group %+v has no twin without graceful crash: %+v", g, plain)
+		}
+	}
+}
+
+// release lets crashyServer's /hold/name requests finish.
+func release(t *testing.T, hold, name string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(hold, name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNodeGracefulCrashWhileTheOldOneDrains: the replacement of a process
+// that crashed gracefully crashes too, with another error, while the first
+// still drains a request. Both write to the same log files, and the first
+// exits last; each crash is still filed under its own error.
+func TestNodeGracefulCrashWhileTheOldOneDrains(t *testing.T) {
+	requireNode(t)
+	e := newEnv(t)
+	hold := t.TempDir()
+	port, first := startCrashy(t, e, "crashy", script(t, "crashy.js", crashyServer), time.Second, "--env", "HOLD_DIR="+hold)
+
+	held := rawGet(t, port, "/hold/first")
+	if a := wait(t, rawGet(t, port, "/")); a.status != 200 || a.pid != strconv.Itoa(first) {
+		t.Fatalf("before the crash: %+v", a)
+	}
+	if a := wait(t, rawGet(t, port, "/throw")); a.status != 500 {
+		t.Fatalf("/throw: %+v, want a 500", a)
+	}
+	var second api.Instance
+	poll.Until(t, 20*time.Second, "the replacement to serve", func() bool {
+		second = instanceOf(t, e, "crashy")
+		return second.Status == "online" && second.Pid != first
+	})
+	if a := wait(t, rawGet(t, port, "/reject")); a.status != 500 {
+		t.Fatalf("/reject on the replacement: %+v, want a 500", a)
+	}
+	// The replacement had nothing else in flight: it is gone and its crash
+	// filed (its error is in the shared log) while the first one drains.
+	poll.Until(t, 20*time.Second, "the replacement to exit", func() bool { return !alive(second.Pid) })
+	crashGroups(t, e, "crashy", 1)
+	if !alive(first) {
+		t.Fatalf("the first process %d is gone with a request in flight", first)
+	}
+	release(t, hold, "first")
+	if a := wait(t, held); a.status != 200 || a.body != "held done" || a.pid != strconv.Itoa(first) {
+		t.Fatalf("the request in flight: %+v", a)
+	}
+	poll.Until(t, 20*time.Second, "the first process to exit", func() bool { return !alive(first) })
+
+	groups := crashGroups(t, e, "crashy", 2)
+	want := map[string]int{"TypeError: cannot read the widget": first, "RangeError: widget out of range": second.Pid}
+	if len(groups) != len(want) {
+		t.Fatalf("%d groups, want one for each error: %+v", len(groups), groups)
+	}
+	for _, g := range groups {
+		pid, ok := 0, false
+		for title, p := range want {
+			if strings.Contains(g.Title, title) {
+				pid, ok = p, true
+			}
+		}
+		var det api.CrashDetail
+		if err := jsonUnmarshal(e.ok("crash", g.ID, "--json"), &det); err != nil {
+			t.Fatal(err)
+		}
+		if !ok || g.Count != 1 || len(det.Exits) != 1 || det.Exits[0].Pid != pid {
+			t.Errorf("group %q: count %d, exits %+v; want one exit, of pid %d", g.Title, g.Count, det.Exits, pid)
 		}
 	}
 }
@@ -274,6 +353,11 @@ func TestNodeSecondExceptionDuringDrainExitsAtOnce(t *testing.T) {
 	logs := e.ok("logs", "crashy", "--raw", "--err", "--lines", "100")
 	if !strings.Contains(logs, "Error: first") || !strings.Contains(logs, "Error: second") {
 		t.Fatalf("stderr:\n%s", logs)
+	}
+	// Filed under the error that ended the process without graceful
+	// crash, not the one that cut its drain short.
+	if g := crashGroups(t, e, "crashy", 1); len(g) != 1 || g[0].Title != "Error: first" {
+		t.Fatalf("crash groups %+v, want one, of the first error", g)
 	}
 }
 

@@ -67,9 +67,22 @@ func (c *crashRecorder) record(e supervisor.ExitInfo) {
 	if !abnormal(e) {
 		return
 	}
-	// Only what this run wrote: an earlier run's trace must not be blamed.
-	stderr, _ := logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stderr), tailBytes, e.Started)
-	stdout, _ := logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stdout), tailBytes, e.Started)
+	var stderr, stdout []byte
+	if e.CrashText != "" {
+		// A graceful crash: the app told keel what it printed. Its logs
+		// will not do: the replacement, started at once, writes to the
+		// same files while this process drains, and may crash in turn
+		// before this one exits. Ending the read where the replacement
+		// started would not do either: a line's time is when its keeper
+		// read it, which on a busy machine can come after that start.
+		// (Only a graceful crash is replaced before its exit.)
+		stderr = []byte(e.CrashText)
+	} else {
+		// Only what this run wrote: an earlier run's trace must not be
+		// blamed.
+		stderr, _ = logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stderr), tailBytes, e.Started)
+		stdout, _ = logs.TailRawSince(logs.Path(c.home, e.App, e.Instance, logs.Stdout), tailBytes, e.Started)
+	}
 	rep := crash.Parse(stderr, stdout, e.Exit)
 	c.mu.Lock()
 	g, isNew := c.book.Add(e.App, e.Instance, e.Pid, rep, e.Exit)

@@ -80,11 +80,13 @@
 //	{"type":"ready"}                       the app is ready (per its ready mode)
 //	{"type":"status","text":"…"}           sd_notify STATUS=
 //	{"type":"stopping"}                    sd_notify STOPPING=1, or Node's preload closing
-//	{"type":"stopping","crash":true}       a graceful crash: Node's preload hit a fatal
-//	                                       error, stopped accepting and drains; the app
-//	                                       exits 1 within kill_timeout (the keeper
-//	                                       SIGKILLs the group 1 s after that). May
-//	                                       follow a plain stopping.
+//	{"type":"stopping","crash":true,"text":"…"}
+//	                                       a graceful crash: Node's preload hit a fatal
+//	                                       error, printed it (text, also the state's
+//	                                       "crash_text"), stopped accepting and drains;
+//	                                       the app exits 1 within kill_timeout (the
+//	                                       keeper SIGKILLs the group 1 s after that).
+//	                                       May follow a plain stopping.
 //	{"type":"exit","exit":{"code":0,"signal":null,"at":"…"}}
 //	{"type":"reply","seq":N}               a command succeeded
 //	{"type":"reply","seq":N,"error":"…","code":"exited"|"running"|"bad_command"}
@@ -127,11 +129,13 @@
 // the pid, so there is no separate "started" event: a keeper serves its
 // socket only once its app runs.
 //
-// The listen message, the socket and sockets commands, and "crash" and
-// "crashing" were added to protocol version 1 without changing it: a
-// keeper that does not know "sockets" answers bad_command, which a daemon
-// takes as "no sockets"; only a keeper of this version sends listen; a
-// daemon that does not know "crash" sees a plain stopping.
+// The listen message, the socket and sockets commands, and "crash",
+// "crashing", stopping's "text" and "crash_text" were added to protocol
+// version 1 without changing it: a keeper that does not know "sockets"
+// answers bad_command, which a daemon takes as "no sockets"; only a keeper
+// of this version sends listen; a daemon that does not know "crash" sees a
+// plain stopping; without a crash text the daemon reads the crash from
+// the logs.
 //
 // # Sockets across a daemon's restart
 //

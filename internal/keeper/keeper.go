@@ -413,14 +413,16 @@ func (k *keeper) setReady() {
 }
 
 // setStopping records that the app is going down on its own; crash says
-// it is a graceful crash, which may follow a plain stopping.
-func (k *keeper) setStopping(crash bool) {
+// it is a graceful crash, which may follow a plain stopping, and text is
+// the fatal error the app printed for it.
+func (k *keeper) setStopping(crash bool, text string) {
 	if k.state.Exit != nil || k.state.Stopping && (k.state.Crashing || !crash) {
 		return
 	}
 	k.state.Stopping = true
 	k.state.Crashing = crash
-	k.broadcast(message{Type: msgStopping, Crash: crash})
+	k.state.CrashText = text
+	k.broadcast(message{Type: msgStopping, Crash: crash, Text: text})
 }
 
 func (k *keeper) onNotify(m sdnotify.Message) {
@@ -435,7 +437,7 @@ func (k *keeper) onNotify(m sdnotify.Message) {
 		k.broadcast(message{Type: msgStatus, Text: st})
 	}
 	if m.Stopping() {
-		k.setStopping(false)
+		k.setStopping(false, "")
 	}
 	if pid, ok := m.MainPID(); ok && pid != k.state.Pid {
 		k.log.Warn("keeper: MAINPID is not supported; the spawned process stays the main one", "mainpid", pid)
@@ -443,7 +445,7 @@ func (k *keeper) onNotify(m sdnotify.Message) {
 }
 
 func (k *keeper) onNode(ev NodeEvent) {
-	switch ev {
+	switch ev.Kind {
 	case NodeReady:
 		if k.app.Ready == spec.ReadyMessage {
 			k.setReady()
@@ -453,9 +455,9 @@ func (k *keeper) onNode(ev NodeEvent) {
 			k.setReady()
 		}
 	case NodeStopping:
-		k.setStopping(false)
+		k.setStopping(false, "")
 	case NodeCrashing:
-		k.setStopping(true)
+		k.setStopping(true, ev.Text)
 		// The preload exits once drained, or after kill_timeout; this is
 		// for an event loop that never gets there.
 		k.armKill(k.app.KillTimeout.D() + crashKillGrace)

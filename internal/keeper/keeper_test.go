@@ -325,25 +325,53 @@ func TestReadyThroughTheNodeIPCSeam(t *testing.T) {
 	finish(t, p)
 }
 
+// crashText is a fatal error as a Node app prints it.
+const crashText = "/app/server.js:3\n  throw new Error('boom');\n  ^\n\nError: boom\n    at Timeout._onTimeout (/app/server.js:3:9)\n\nNode.js v20.20.2\n"
+
 // A Node app's graceful crash reaches the daemon as EventCrashing at once,
-// and an app that then never exits is SIGKILLed soon after kill_timeout.
+// with the error it printed, and an app that then never exits is SIGKILLed
+// soon after kill_timeout.
 func TestGracefulCrashIsReportedAndBounded(t *testing.T) {
 	h := newHarness(t)
-	a := app("node-ready", "ready", "crashing")
+	a := app("node-ready", "ready", "crashing "+crashText)
 	a.Ready = spec.ReadyMessage
 	a.KillTimeout = spec.Duration(100 * time.Millisecond)
 	p := h.spawn(h.spawner(nil), a, 0)
 	if ev := next(t, p); ev.Kind != supervisor.EventReady {
 		t.Fatalf("event %v, want ready", ev.Kind)
 	}
-	if ev := next(t, p); ev.Kind != supervisor.EventCrashing {
-		t.Fatalf("event %v, want crashing", ev.Kind)
+	if ev := next(t, p); ev.Kind != supervisor.EventCrashing || ev.Text != crashText {
+		t.Fatalf("event %v %q, want crashing with %q", ev.Kind, ev.Text, crashText)
 	}
 	ev := next(t, p)
 	if ev.Kind != supervisor.EventExit || ev.Exit.Signal == nil || *ev.Exit.Signal != "SIGKILL" {
 		t.Fatalf("event %v %v, want the exit by SIGKILL", ev.Kind, ev.Exit)
 	}
 	p.Release()
+}
+
+// A daemon that adopts a keeper whose app is draining after a graceful
+// crash hears of the crash and its text.
+func TestGracefulCrashTextSurvivesADaemonRestart(t *testing.T) {
+	h := newHarness(t)
+	a := app("node-ready", "ready", "crashing "+crashText)
+	a.Ready = spec.ReadyMessage
+	a.KillTimeout = spec.Duration(time.Hour)
+	s1 := h.spawner(nil)
+	p1 := h.spawn(s1, a, 0)
+	waitFor(t, p1, supervisor.EventCrashing)
+	s1.Close()
+
+	s2 := h.spawner(nil)
+	survivors, err := s2.Survivors(context.Background())
+	if err != nil || len(survivors) != 1 {
+		t.Fatalf("Survivors: %d, %v", len(survivors), err)
+	}
+	p2 := h.track(survivors[0].Process.(*process))
+	if ev := waitFor(t, p2, supervisor.EventCrashing); ev.Text != crashText {
+		t.Fatalf("crashing %q after the daemon's restart, want %q", ev.Text, crashText)
+	}
+	finish(t, p2)
 }
 
 func TestReadyMessageWithoutNodeIPCIsReadyAtOnce(t *testing.T) {

@@ -592,7 +592,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 				select {
 				case k.nodeC <- ev:
 				default:
-					k.log.Warn("keeper: node event dropped", "event", int(ev))
+					k.log.Warn("keeper: node event dropped", "event", int(ev.Kind))
 				}
 			})
 			if err != nil && !errors.Is(err, context.Canceled) {

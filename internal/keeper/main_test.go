@@ -228,9 +228,10 @@ func askListen(args []string) int {
 }
 
 // fakeNodeChannel stands in for internal/nodeipc: a socketpair whose lines
-// "ready", "listening", "stopping" and "crashing" (JSON strings) become NodeEvents,
-// and whose "listen <port>" is answered through NodeIPCRequest.ListenFor:
-// "socket" with the descriptor, or "error <errno name> <message>".
+// "ready", "listening", "stopping", "crashing" and "crashing <text>" (JSON
+// strings) become NodeEvents, and whose "listen <port>" is answered through
+// NodeIPCRequest.ListenFor: "socket" with the descriptor, or
+// "error <errno name> <message>".
 type fakeNodeChannel struct {
 	parent, child *os.File
 	listenFor     func(context.Context, ListenRequest) (*os.File, error)
@@ -292,7 +293,10 @@ func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) err
 	defer cancel()
 	sc := bufio.NewScanner(c.parent)
 	for sc.Scan() {
-		line := strings.Trim(sc.Text(), `"`)
+		line, err := strconv.Unquote(sc.Text())
+		if err != nil {
+			line = strings.Trim(sc.Text(), `"`)
+		}
 		if port, ok := strings.CutPrefix(line, "listen "); ok && c.listenFor != nil {
 			answers.Add(1)
 			go func() {
@@ -301,15 +305,19 @@ func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) err
 			}()
 			continue
 		}
+		if text, ok := strings.CutPrefix(line, "crashing "); ok {
+			report(NodeEvent{Kind: NodeCrashing, Text: text})
+			continue
+		}
 		switch line {
 		case "ready":
-			report(NodeReady)
+			report(NodeEvent{Kind: NodeReady})
 		case "listening":
-			report(NodeListening)
+			report(NodeEvent{Kind: NodeListening})
 		case "stopping":
-			report(NodeStopping)
+			report(NodeEvent{Kind: NodeStopping})
 		case "crashing":
-			report(NodeCrashing)
+			report(NodeEvent{Kind: NodeCrashing})
 		}
 	}
 	return sc.Err()

@@ -107,14 +107,14 @@ func (c *nodeChannel) Serve(ctx context.Context, report func(NodeEvent)) error {
 		for ev := range events {
 			switch ev.Kind {
 			case nodeipc.EventReady:
-				report(NodeReady)
+				report(NodeEvent{Kind: NodeReady})
 			case nodeipc.EventListening:
-				report(NodeListening)
+				report(NodeEvent{Kind: NodeListening})
 			case nodeipc.EventStopping:
 				if ev.Crash {
-					report(NodeCrashing)
+					report(NodeEvent{Kind: NodeCrashing, Text: ev.Text})
 				} else {
-					report(NodeStopping)
+					report(NodeEvent{Kind: NodeStopping})
 				}
 			}
 		}

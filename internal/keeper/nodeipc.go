@@ -62,11 +62,18 @@ type NodeChannel interface {
 }
 
 // NodeEvent is what a Node app reported over the channel.
-type NodeEvent int
+type NodeEvent struct {
+	Kind NodeEventKind
+	// Text (NodeCrashing) is the fatal error as the app printed it.
+	Text string
+}
+
+// NodeEventKind says what a Node app reported.
+type NodeEventKind int
 
 const (
 	// NodeReady: process.send('ready') — ready for `ready: message`.
-	NodeReady NodeEvent = iota + 1
+	NodeReady NodeEventKind = iota + 1
 	// NodeListening: a server listens — ready for `ready: listen`.
 	NodeListening
 	// NodeStopping: the app began a graceful shutdown.

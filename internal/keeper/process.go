@@ -491,7 +491,7 @@ func (p *process) readConn(rd *wireReader) error {
 		case msgStatus:
 			p.statusLocked(m.Text)
 		case msgStopping:
-			p.stoppingLocked(m.Crash)
+			p.stoppingLocked(m.Crash, m.Text)
 		case msgExit:
 			if m.Exit != nil {
 				p.exitLocked(*m.Exit)
@@ -551,7 +551,7 @@ func (p *process) applyLocked(st *State) {
 	if st.StopRequested {
 		// An earlier daemon asked it to stop: it is going down, and so
 		// takes no new connections (the supervisor steers by this).
-		p.stoppingLocked(false)
+		p.stoppingLocked(false, "")
 	}
 	if st.Ready {
 		p.readyLocked()
@@ -560,7 +560,7 @@ func (p *process) applyLocked(st *State) {
 		p.statusLocked(st.Status)
 	}
 	if st.Stopping {
-		p.stoppingLocked(st.Crashing)
+		p.stoppingLocked(st.Crashing, st.CrashText)
 	}
 	if st.Exit != nil {
 		p.exitLocked(*st.Exit)
@@ -586,16 +586,16 @@ func (p *process) statusLocked(text string) {
 	p.pushLocked(supervisor.Event{Kind: supervisor.EventStatus, Text: text})
 }
 
-// stoppingLocked queues EventStopping, or EventCrashing for a graceful
-// crash (which may follow a plain stopping).
-func (p *process) stoppingLocked(crash bool) {
+// stoppingLocked queues EventStopping, or EventCrashing with the crash's
+// text for a graceful crash (which may follow a plain stopping).
+func (p *process) stoppingLocked(crash bool, text string) {
 	if p.exited || p.crashing || p.stopping && !crash {
 		return
 	}
 	p.stopping = true
 	if crash {
 		p.crashing = true
-		p.pushLocked(supervisor.Event{Kind: supervisor.EventCrashing})
+		p.pushLocked(supervisor.Event{Kind: supervisor.EventCrashing, Text: text})
 		return
 	}
 	p.pushLocked(supervisor.Event{Kind: supervisor.EventStopping})

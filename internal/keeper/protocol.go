@@ -33,10 +33,15 @@ type State struct {
 	// instances: its files are hostPathsFor(Host). "": one instance.
 	Host string `json:"host,omitempty"`
 
-	Ready         bool       `json:"ready"`
-	Status        string     `json:"status"`
-	Stopping      bool       `json:"stopping"`       // the app said it is stopping
-	Crashing      bool       `json:"crashing"`       // … because of a fatal error (graceful crash)
+	Ready    bool   `json:"ready"`
+	Status   string `json:"status"`
+	Stopping bool   `json:"stopping"` // the app said it is stopping
+	Crashing bool   `json:"crashing"` // … because of a fatal error (graceful crash)
+	// CrashText is the fatal error as the app printed it (Crashing; a
+	// Node app's preload tells it), for the crash report: once the
+	// replacement runs, the log files no longer hold this process's words
+	// alone.
+	CrashText     string     `json:"crash_text,omitempty"`
 	StopRequested bool       `json:"stop_requested"` // a daemon sent stop
 	Exit          *spec.Exit `json:"exit"`
 }
@@ -63,7 +68,7 @@ const (
 type message struct {
 	Type    string         `json:"type"`
 	State   *State         `json:"state,omitempty"`   // hello
-	Text    string         `json:"text,omitempty"`    // status
+	Text    string         `json:"text,omitempty"`    // status; stopping: the crash text
 	Crash   bool           `json:"crash,omitempty"`   // stopping: a graceful crash
 	Exit    *spec.Exit     `json:"exit,omitempty"`    // exit
 	Seq     int            `json:"seq,omitempty"`     // reply

@@ -58,7 +58,8 @@ func TestNodeGracefulCrashPrintsAsNode(t *testing.T) {
 				env:    []string{"PORT=" + strconv.Itoa(port), crashEnv},
 				listen: serveOn(port, l, nil),
 			})
-			if ev := app.event(t, EventStopping); !ev.Crash {
+			ev := app.event(t, EventStopping)
+			if !ev.Crash {
 				t.Fatalf("stopping event %+v, want a crash", ev)
 			}
 			code, sig := app.wait(t)
@@ -67,6 +68,10 @@ func TestNodeGracefulCrashPrintsAsNode(t *testing.T) {
 			}
 			if got := app.stderr.String(); got != wantStderr {
 				t.Fatalf("stderr under keel:\n%s\nwithout keel:\n%s", got, wantStderr)
+			}
+			// keel is told the very text, for the crash report.
+			if ev.Text != wantStderr {
+				t.Fatalf("the crash event's text:\n%s\nprinted:\n%s", ev.Text, wantStderr)
 			}
 		})
 	}
@@ -320,4 +325,25 @@ func http1Read(r *rawConn) (int, error) {
 		return 0, err
 	}
 	return resp.StatusCode, nil
+}
+
+// A crash text too long for keel keeps its end, cut on a whole character.
+func TestLastBytes(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abc", 3, "abc"},
+		{"abcdef", 2, "ef"},
+		{"xé€", 3, "€"}, // é is 2 bytes, € 3: 3 bytes are exactly €
+		{"xé€", 4, "€"}, // the 4th byte from the end is é's second
+		{"xé€", 5, "é€"},
+		{"x\xff\xfe", 2, "\xff\xfe"}, // not UTF-8: cut where asked
+	} {
+		if got := lastBytes(c.s, c.n); got != c.want {
+			t.Errorf("lastBytes(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
 }

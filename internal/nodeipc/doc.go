@@ -41,9 +41,10 @@
 //	    and "path" for a unix socket). This is readiness for `ready: listen`.
 //	{"cmd":"NODE_KEEL_STOPPING","signal":"SIGTERM"}
 //	    the stop signal arrived and the preload is closing the servers.
-//	{"cmd":"NODE_KEEL_STOPPING","signal":"SIGTERM","crash":true}
-//	    a fatal error: the preload printed it and is closing the servers;
-//	    the process exits 1 once they drained (graceful crash).
+//	{"cmd":"NODE_KEEL_STOPPING","signal":"SIGTERM","crash":true,"text":"…"}
+//	    a fatal error: the preload printed text (the error as Node prints
+//	    it, to stderr) and is closing the servers; the process exits 1
+//	    once they drained (graceful crash).
 //	"ready", or anything else the app sends with process.send
 //	    passed on unchanged (the string "ready" is `ready: message`).
 //

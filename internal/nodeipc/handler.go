@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,6 +93,28 @@ type Event struct {
 	// Crash: the app hit a fatal error and drains before it exits 1
 	// (EventStopping of a graceful crash).
 	Crash bool
+	// Text is the fatal error as the preload printed it to stderr (a
+	// crash), at most the last MaxCrashText bytes of it.
+	Text string
+}
+
+// MaxCrashText bounds Event.Text: as much as keel reads of a log's end
+// for a crash report.
+const MaxCrashText = 64 << 10
+
+// lastBytes is the end of s, at most n bytes, starting on a whole UTF-8
+// character.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	for i := 0; i < len(s) && i < utf8.UTFMax; i++ {
+		if utf8.RuneStart(s[i]) {
+			return s[i:]
+		}
+	}
+	return s
 }
 
 // Listening is a server that started listening.
@@ -284,10 +307,15 @@ func (h *Handler) Serve(ctx context.Context, c *Conn) error {
 
 			case CmdStopping:
 				var st struct {
-					Crash bool `json:"crash"`
+					Crash bool   `json:"crash"`
+					Text  string `json:"text"`
 				}
 				_ = json.Unmarshal(m.Raw, &st) // a malformed field is no crash
-				if err := emit(Event{Kind: EventStopping, Crash: st.Crash}); err != nil {
+				ev := Event{Kind: EventStopping, Crash: st.Crash}
+				if st.Crash {
+					ev.Text = lastBytes(st.Text, MaxCrashText)
+				}
+				if err := emit(ev); err != nil {
 					return err
 				}
 

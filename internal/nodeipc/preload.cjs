@@ -27,6 +27,9 @@
   // How long a graceful crash may drain (the app's kill_timeout); absent:
   // graceful crash is off.
   const crashDrainMs = Number(env.KEEL_GRACEFUL_CRASH_MS) || 0;
+  // The most of a fatal error's text sent to keel (its end, as keel reads
+  // the end of a log for a crash); keel keeps at most 64 KiB of it.
+  const crashTextMax = 64 * 1024;
   // Processes the app starts (cluster workers, forked helpers) inherit
   // process.env: they must not take their channel to the app for keel's.
   delete env.KEEL_NODE_IPC;
@@ -370,8 +373,11 @@
   function crash(err, fromPromise, res) {
     crashing = true;
     process.exitCode = 1;
-    printFatal(err, fromPromise);
-    send({ cmd: 'NODE_KEEL_STOPPING', signal: stopSignal, crash: true });
+    // The text goes to keel too: the replacement it starts now writes to
+    // the same log files while this process drains, so what the log holds
+    // when this one exits may be the replacement's crash, not this one's.
+    const text = printFatal(err, fromPromise);
+    send({ cmd: 'NODE_KEEL_STOPPING', signal: stopSignal, crash: true, text: text.slice(-crashTextMax) });
     if (res) answerFailed(res);
     setTimeout(() => process.exit(1), crashDrainMs).unref();
     drainAll();
@@ -400,7 +406,7 @@
   // the place it was thrown ("file:line", the source line, a caret), a blank
   // line, util.inspect of the error, and "Node.js <version>". The place is
   // V8's and not visible to JavaScript; the stack gives it, except for an
-  // error thrown far from where it was made.
+  // error thrown far from where it was made. It returns what it printed.
   function printFatal(err, fromPromise) {
     const util = require('util');
     let text;
@@ -441,6 +447,7 @@
     } catch {
       // stderr is gone: nothing to tell.
     }
+    return text;
   }
   function useColors() {
     const s = process.stderr;

@@ -22,7 +22,8 @@ func TestGracefulCrashReplacesBeforeTheExit(t *testing.T) {
 	h.waitStatus("web", 1, Online)
 	h.clock.Advance(5 * time.Second) // a stable run: no backoff
 
-	p0.send(Event{Kind: EventCrashing})
+	const text = "Error: boom\n    at explode (/app/server.js:3:9)\n"
+	p0.send(Event{Kind: EventCrashing, Text: text})
 	r := h.nextSpawn() // before p0 exits
 	if r.inst != 0 {
 		t.Fatalf("replacement for instance %d", r.inst)
@@ -40,10 +41,11 @@ func TestGracefulCrashReplacesBeforeTheExit(t *testing.T) {
 		t.Fatal("keel stopped the draining process; it ends on its own")
 	}
 
-	// The old process's exit is a crash: recorded, counted, no new spawn.
+	// The old process's exit is a crash: recorded, counted, no new spawn;
+	// it carries what the process printed when it reported the crash.
 	p0.exitCode(1)
 	e := h.nextExit()
-	if e.Pid != p0.pid || e.Exit.Code == nil || *e.Exit.Code != 1 || !e.Restarting || e.Instance != 0 {
+	if e.Pid != p0.pid || e.Exit.Code == nil || *e.Exit.Code != 1 || !e.Restarting || e.Instance != 0 || e.CrashText != text {
 		t.Fatalf("exit info %+v", e)
 	}
 	h.noSpawn()

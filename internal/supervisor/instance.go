@@ -81,7 +81,10 @@ type run struct {
 	exited     bool
 	// crashed: the process reported a graceful crash and was taken off
 	// the instance (see crashing); restarting is what was decided then.
-	crashed    bool
+	crashed bool
+	// crashText is the fatal error the process reported with its graceful
+	// crash (the first one), for ExitInfo.
+	crashText  string
 	restarting bool
 	// quitting: the app said it stops taking connections (stopping or
 	// crashing).
@@ -374,6 +377,9 @@ func (s *Supervisor) onEvent(r *run, ev Event) {
 		r.quitting = true
 		s.publishServing(in.app)
 	case EventCrashing:
+		if r.crashText == "" {
+			r.crashText = ev.Text
+		}
 		s.crashing(r)
 	case EventExit:
 		s.exited(r, ev.Exit)
@@ -547,7 +553,7 @@ func (s *Supervisor) exited(r *run, ex spec.Exit) {
 	if s.exits != nil {
 		s.exits.push(ExitInfo{
 			App: a.spec.Name, Instance: in.num, Pid: pid, Started: r.started,
-			Exit: ex, Spec: r.sp.Clone(), Restarting: restarting,
+			Exit: ex, CrashText: r.crashText, Spec: r.sp.Clone(), Restarting: restarting,
 		})
 	}
 	if !a.deleting {

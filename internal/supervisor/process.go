@@ -48,7 +48,7 @@ func (k EventKind) String() string {
 // Event is one report from a running process.
 type Event struct {
 	Kind EventKind
-	Text string    // EventStatus
+	Text string    // EventStatus; EventCrashing: the fatal error as the app printed it, if known
 	Exit spec.Exit // EventExit
 }
 

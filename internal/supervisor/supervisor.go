@@ -38,7 +38,10 @@ type ExitInfo struct {
 	Pid      int
 	Started  time.Time
 	Exit     spec.Exit
-	Spec     *spec.App // a copy, as the process ran
+	// CrashText is the fatal error the process printed when it reported a
+	// graceful crash (EventCrashing); "" if it reported none.
+	CrashText string
+	Spec      *spec.App // a copy, as the process ran
 	// Restarting says whether keel will start the instance again.
 	Restarting bool
 }

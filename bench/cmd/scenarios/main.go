@@ -18,7 +18,8 @@
 //	            throws in a timer, one in 200 leaves a rejection unhandled.
 //	            Reports the normal requests that failed (target for keel:
 //	            0), what the crashing ones got, restarts, and req/s against
-//	            the same load without the crashing requests (nocrash).
+//	            the same load without the crashing requests (nocrash);
+//	            for keel also how `keel crashes` filed the crashes.
 //
 // Run from the repository root:
 //
