@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/keel-run/keel/internal/reaper"
 )
 
 // host is the keeper process around its instances: each instance is a
@@ -28,7 +26,7 @@ type host struct {
 	home  string
 	app   string
 	opts  Options
-	r     *reaper.Reaper
+	sh    *shared
 	log   *slog.Logger
 	paths hostPaths
 	ln    *net.UnixListener // the spawn socket; nil: one instance only
@@ -49,8 +47,8 @@ func (h *host) listen() {
 	h.ln = ln
 }
 
-func newHost(first *Config, opts Options, r *reaper.Reaper, log *slog.Logger) *host {
-	h := &host{id: first.Host, home: first.Home, app: first.App.Name, opts: opts, r: r, log: log}
+func newHost(first *Config, opts Options, sh *shared, log *slog.Logger) *host {
+	h := &host{id: first.Host, home: first.Home, app: first.App.Name, opts: opts, sh: sh, log: log}
 	if h.id != "" {
 		h.paths = hostPathsFor(h.home, h.id)
 	}
@@ -63,7 +61,7 @@ func (h *host) start(cfg *Config, files []*os.File) (*keeper, error) {
 	if h.id == "" {
 		log = log.With("app", cfg.App.Name)
 	}
-	return start(cfg, files, h.opts, h.r, log)
+	return start(cfg, files, h.opts, h.sh, log)
 }
 
 // trimAfter is how long starts must pause before the keeper returns the

@@ -59,7 +59,9 @@ type keeper struct {
 	logErr    *logs.Writer
 	outR      *os.File // the read ends of the app's stdout and stderr
 	errR      *os.File
-	captured  chan struct{} // closed once both captures ended
+	poller    *logs.Poller   // captures outR and errR; nil: a goroutine each
+	streams   []*logs.Stream // the poller's streams of outR and errR
+	captured  chan struct{}  // closed once both captures ended
 
 	readyCtx  context.Context // readiness probes and the node channel; cancelled at exit
 	stopReady context.CancelFunc
@@ -92,42 +94,47 @@ type keeper struct {
 	steered     bool // steerAway ran
 }
 
-// peer is one daemon connection: run queues messages, a writer goroutine
-// writes them.
+// peer is one daemon connection: run queues messages, and a writer
+// goroutine, started when something is queued and ended when the queue is
+// empty, writes them. An idle connection holds no writer: a keeper process
+// of a thousand instances would hold a thousand parked ones.
 type peer struct {
 	conn *net.UnixConn
-	wake chan struct{} // something was queued or the peer closed (capacity 1)
 
-	mu     sync.Mutex
-	queue  []message
-	closed bool // dropped: the writer writes what is queued and ends
+	mu      sync.Mutex
+	queue   []message
+	closed  bool // dropped: the writer writes what is queued, then closes conn
+	writing bool // a writer runs; it owns conn's writes until it ends
 }
 
 // push queues m, merging it into a status message queued just before. It
-// reports false when the queue is full.
-func (p *peer) push(m message) bool {
+// reports false when the queue is full, and start when the caller must
+// start a writer.
+func (p *peer) push(m message) (ok, start bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return true
+		return true, false
 	}
 	if n := len(p.queue); m.Type == msgStatus && n > 0 && p.queue[n-1].Type == msgStatus {
 		p.queue[n-1] = m
-		return true
+		return true, false
 	}
 	if len(p.queue) >= peerQueue {
-		return false
+		return false, false
 	}
 	p.queue = append(p.queue, m)
-	p.signal()
-	return true
+	return true, p.claimWriter()
 }
 
-func (p *peer) signal() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
+// claimWriter reports whether the caller is to start the writer (none
+// runs); p.mu is held.
+func (p *peer) claimWriter() bool {
+	if p.writing {
+		return false
 	}
+	p.writing = true
+	return true
 }
 
 type peerCommand struct {
@@ -537,9 +544,14 @@ func (k *keeper) steerAway() {
 }
 
 // capture copies the app's stdout and stderr into the logs until both
-// pipes reach EOF (or are closed); then captured is closed.
+// pipes reach EOF (or are closed); then captured is closed. Through the
+// keeper process's poller that costs no goroutine while the app runs.
 func (k *keeper) capture() {
 	k.captured = make(chan struct{})
+	if k.poller != nil {
+		k.pollCapture()
+		return
+	}
 	var left atomic.Int32
 	left.Store(2)
 	run := func(w *logs.Writer, r *os.File, stream string) {
@@ -554,6 +566,43 @@ func (k *keeper) capture() {
 	k.wg.Add(2)
 	go run(k.logOut, k.outR, logs.Stdout)
 	go run(k.logErr, k.errR, logs.Stderr)
+}
+
+// pollCapture hands both pipes to the poller. A pipe it cannot take (no
+// descriptors left, say) is closed: the app then gets EPIPE, as with a
+// closed stdout, rather than a pipe that fills and blocks it.
+func (k *keeper) pollCapture() {
+	var left atomic.Int32
+	left.Store(2)
+	ended := func(stream string) func(error) {
+		return func(err error) {
+			if err != nil && !errors.Is(err, os.ErrClosed) {
+				k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
+			}
+			if left.Add(-1) == 0 {
+				close(k.captured)
+			}
+		}
+	}
+	out, err := k.poller.Capture(k.logOut, k.outR, ended(logs.Stdout))
+	if err != nil {
+		// Capture closes the pipe it is given either way.
+		k.log.Error("keeper: capturing the app's output", "stream", logs.Stdout, "err", err)
+		if left.Add(-1) == 0 {
+			close(k.captured)
+		}
+	} else {
+		k.streams = append(k.streams, out)
+	}
+	errS, err := k.poller.Capture(k.logErr, k.errR, ended(logs.Stderr))
+	if err != nil {
+		k.log.Error("keeper: capturing the app's output", "stream", logs.Stderr, "err", err)
+		if left.Add(-1) == 0 {
+			close(k.captured)
+		}
+	} else {
+		k.streams = append(k.streams, errS)
+	}
 }
 
 // drain runs once the app has exited (run starts it): once both pipes
@@ -581,6 +630,9 @@ func (k *keeper) drain() {
 		k.log.Warn("keeper: a process outside the app's group holds its stdout or stderr; closing them", "after", drainBound)
 		outR.Close()
 		errR.Close()
+		for _, s := range k.streams {
+			k.poller.CloseStream(s)
+		}
 		<-captured
 	}
 	// Likewise the node channel: its last messages come before the exit.
@@ -674,11 +726,10 @@ func sameUser(c *net.UnixConn) bool {
 
 // join starts serving a daemon: hello first.
 func (k *keeper) join(c *net.UnixConn) {
-	p := &peer{conn: c, wake: make(chan struct{}, 1)}
+	p := &peer{conn: c}
 	k.peers[p] = struct{}{}
-	k.wg.Add(2)
+	k.wg.Add(1)
 	go k.readPeer(p)
-	go k.writePeer(p)
 	st := k.state
 	k.send(p, message{Type: msgHello, State: &st})
 	ids := make([]int, 0, len(k.asks))
@@ -723,68 +774,98 @@ func (k *keeper) readPeer(p *peer) {
 	}
 }
 
-// writePeer writes p's messages until p is dropped and its queue is
-// empty, then closes the connection (which ends readPeer too).
+// startWriter starts p's writer; the caller claimed it. Only run starts
+// writers, so its shutdown's wg.Wait sees every one.
+func (k *keeper) startWriter(p *peer) {
+	k.wg.Add(1)
+	go k.writePeer(p)
+}
+
+// writePeer writes p's queue until it is empty, and then ends; once p was
+// dropped and nothing is left, it closes the connection (which ends
+// readPeer too).
 func (k *keeper) writePeer(p *peer) {
 	defer k.wg.Done()
-	defer p.conn.Close()
 	var buf []byte
 	for {
 		p.mu.Lock()
 		batch, closed := p.queue, p.closed
 		p.queue = nil
-		p.mu.Unlock()
 		if len(batch) == 0 {
+			p.writing = false
+			p.mu.Unlock()
 			if closed {
-				return
+				p.conn.Close()
 			}
-			<-p.wake
-			continue
+			return
 		}
+		p.mu.Unlock()
 		buf = buf[:0]
 		p.conn.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
-		for _, m := range batch {
-			b, err := json.Marshal(m)
-			if err != nil {
-				k.log.Error("keeper: encoding a message", "err", err)
-				continue
-			}
-			if len(m.files) == 0 {
-				buf = append(append(buf, b...), '\n')
-				continue
-			}
-			// A line with descriptors goes in a sendmsg of its own.
-			if len(buf) > 0 {
-				if _, err := p.conn.Write(buf); err != nil {
-					return
-				}
-				buf = buf[:0]
-			}
-			if err := writeWithFiles(p.conn, append(b, '\n'), m.files); err != nil {
-				return
-			}
+		if err := k.writeBatch(p, batch, buf); err != nil {
+			// The connection is broken: readPeer sees it too, and run
+			// drops p. What is queued meanwhile is discarded.
+			p.conn.Close()
+			p.mu.Lock()
+			p.queue, p.closed, p.writing = nil, true, false
+			p.mu.Unlock()
+			return
+		}
+	}
+}
+
+// writeBatch writes batch, each line with descriptors in a sendmsg of
+// its own.
+func (k *keeper) writeBatch(p *peer, batch []message, buf []byte) error {
+	for _, m := range batch {
+		b, err := json.Marshal(m)
+		if err != nil {
+			k.log.Error("keeper: encoding a message", "err", err)
+			continue
+		}
+		if len(m.files) == 0 {
+			buf = append(append(buf, b...), '\n')
+			continue
 		}
 		if len(buf) > 0 {
 			if _, err := p.conn.Write(buf); err != nil {
-				return
+				return err
 			}
+			buf = buf[:0]
+		}
+		if err := writeWithFiles(p.conn, append(b, '\n'), m.files); err != nil {
+			return err
 		}
 	}
+	if len(buf) > 0 {
+		if _, err := p.conn.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // drop stops serving p; what is queued for it is still written.
 func (k *keeper) drop(p *peer) {
 	p.mu.Lock()
+	start := false
 	if !p.closed {
 		p.closed = true
-		p.signal()
+		start = p.claimWriter()
 	}
 	p.mu.Unlock()
+	if start {
+		k.startWriter(p)
+	}
 	delete(k.peers, p)
 }
 
 func (k *keeper) send(p *peer, m message) {
-	if !p.push(m) {
+	ok, start := p.push(m)
+	if start {
+		k.startWriter(p)
+	}
+	if !ok {
 		// The daemon does not read; it gets the whole state again when it
 		// reconnects.
 		k.log.Warn("keeper: dropping a daemon connection that does not read")

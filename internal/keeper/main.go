@@ -127,9 +127,15 @@ func MainWith(args []string, opts Options) int {
 	}
 	// The reaper runs before any app starts: apps start through it, so it
 	// never takes their exits for an orphan's.
-	r := reaper.New()
-	stopReaping := reapOrphans(r)
-	h := newHost(cfg, opts, r, log)
+	sh := &shared{reaper: reaper.New(), exits: proc.NewExitWatcher()}
+	if p, err := logs.NewPoller(); err != nil {
+		log.Warn("keeper: capturing output with a goroutine per pipe", "err", err)
+	} else {
+		sh.logs = p
+		defer p.Close()
+	}
+	stopReaping := sh.watch()
+	h := newHost(cfg, opts, sh, log)
 	k, err := h.start(cfg, files)
 	if err != nil {
 		log.Error("keeper: start failed", "id", cfg.ID, "err", err)
@@ -155,15 +161,35 @@ func MainWith(args []string, opts Options) int {
 	return 0
 }
 
-// reapOrphans reaps the keeper's children that no proc.Process waits for
-// (those start through r): orphans re-parented to the keeper. It returns
-// the function that stops it.
-func reapOrphans(r *reaper.Reaper) func() {
+// shared is what the keeper process's instances share: reaper reaps the
+// children no proc.Process waits for (orphans re-parented to the keeper;
+// the apps start through it), exits tells of the apps' exits, and logs
+// captures their output (nil: a goroutine per pipe).
+type shared struct {
+	reaper *reaper.Reaper
+	exits  *proc.ExitWatcher
+	logs   *logs.Poller
+}
+
+// watch does both on every SIGCHLD, in one goroutine, until the function
+// it returns is called.
+func (c *shared) watch() func() {
 	sigchld := make(chan os.Signal, 16)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); r.Run(ctx, sigchld, nil) }()
+	go func() {
+		defer close(done)
+		for {
+			c.reaper.ReapAll(nil)
+			c.exits.Check()
+			select {
+			case <-ctx.Done():
+				return
+			case <-sigchld:
+			}
+		}
+	}()
 	return func() { cancel(); <-done; signal.Stop(sigchld) }
 }
 
@@ -331,7 +357,7 @@ func detachStdio(log *slog.Logger) {
 // that came with the config (none: they were inherited as fds 3, 4, …).
 // On error nothing is left running and no file but the keeper's log is
 // left behind.
-func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *slog.Logger) (k *keeper, err error) {
+func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Logger) (k *keeper, err error) {
 	app := cfg.App.Clone()
 	app.Normalize()
 	p := pathsFor(cfg.Home, cfg.ID)
@@ -475,7 +501,8 @@ func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *s
 		// their orphans carry their own.
 		KillDescendantsOnExit: true,
 		Mark:                  runIDVar + "=" + cfg.ID,
-		StartCmd:              r.Start,
+		StartCmd:              sh.reaper.Start,
+		Exits:                 sh.exits,
 	}
 	if group != nil { // not a typed nil in the interface
 		po.Cgroup = group
@@ -578,6 +605,7 @@ func start(cfg *Config, files []*os.File, opts Options, r *reaper.Reaper, log *s
 	// keeper.drain), so an idle instance costs no goroutine for it.
 	k.logOut, k.logErr = wOut, wErr
 	k.outR, k.errR = outR, errR
+	k.poller = sh.logs
 	k.capture()
 	k.wg.Add(1)
 	go func() {

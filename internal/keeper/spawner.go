@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -107,6 +108,9 @@ type Spawner struct {
 	wg sync.WaitGroup // refill goroutines
 	// starts holds a token per Spawn under way (bounded).
 	starts chan struct{}
+	// trim returns to the system, once spawns pause, the heap a burst of
+	// them left behind (about 1 MB per 200 in the daemon).
+	trim *time.Timer
 
 	mu    sync.Mutex
 	procs map[string]*process // by keeper id
@@ -137,9 +141,12 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = defaultCallTimeout
 	}
-	return &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
+	s := &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
 		hosts: map[string]string{}, appLocks: map[string]*sync.Mutex{},
-		starts: make(chan struct{}, max(4, 4*runtime.NumCPU()))}
+		starts: make(chan struct{}, max(4, 4*runtime.NumCPU())),
+		trim:   time.AfterFunc(time.Hour, debug.FreeOSMemory)}
+	s.trim.Stop()
+	return s
 }
 
 // Spawn starts a keeper for one instance and returns once the app runs
@@ -169,7 +176,14 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 	case <-ctx.Done():
 		return nil, fmt.Errorf("spawn: %w", ctx.Err())
 	}
-	defer func() { <-s.starts }()
+	defer func() {
+		<-s.starts
+		s.mu.Lock()
+		if !s.closed {
+			s.trim.Reset(trimAfter)
+		}
+		s.mu.Unlock()
+	}()
 	deadline := time.Now().Add(handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -863,6 +877,7 @@ func killAndWait(id proc.Identity, group bool, log *slog.Logger) {
 // fail afterwards. Close waits for the Spawner's connection goroutines;
 // the waiters of keepers it started end when those keepers do.
 func (s *Spawner) Close() error {
+	s.trim.Stop()
 	s.mu.Lock()
 	s.closed = true
 	procs := make([]*process, 0, len(s.procs))

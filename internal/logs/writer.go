@@ -137,7 +137,7 @@ func (w *Writer) Close() error {
 // idle app's capture costs no buffer, which matters to a keeper of a
 // thousand instances.
 func (w *Writer) Capture(r io.Reader) error {
-	c := capturer{w: w, id: fmt.Sprintf("%08x", rand.Uint32())}
+	c := newCapturer(w)
 	var rc syscall.RawConn
 	if sc, ok := r.(syscall.Conn); ok {
 		rc, _ = sc.SyscallConn()
@@ -152,7 +152,6 @@ func (w *Writer) Capture(r io.Reader) error {
 		}
 	}()
 	held := 0 // buf[:held] is the unterminated end of the current line
-	var tsBuf [timeLen]byte
 	for {
 		var n int
 		var rerr error
@@ -161,41 +160,57 @@ func (w *Writer) Capture(r io.Reader) error {
 		} else {
 			n, rerr = r.Read(buf[held:])
 		}
-		w.captured.Add(uint64(n))
-		ts := appendTime(tsBuf[:0], w.opts.Now())
-		data := buf[:held+n]
-		start := 0
-		for from := held; ; {
-			i := bytes.IndexByte(data[from:], '\n')
-			if i < 0 {
-				break
-			}
-			c.line(ts, data[start:from+i], kindLine)
-			start = from + i + 1
-			from = start
-		}
-		rest := data[start:]
-		for len(rest) > MaxPayload {
-			c.piece(ts, rest[:MaxPayload])
-			rest = rest[MaxPayload:]
-		}
-		held = copy(buf, rest)
+		held = c.consume(buf, held, n)
 		if rc != nil && held == 0 && rerr == nil {
 			putBuf(buf)
 			buf = nil
 		}
 		if rerr != nil {
-			if held > 0 || c.lineOff > 0 {
-				c.line(ts, buf[:held], kindEOF)
-			}
-			c.flush()
-			if errors.Is(rerr, io.EOF) {
-				return c.err()
-			}
-			return errors.Join(fmt.Errorf("reading app output: %w", rerr), c.err())
+			return c.end(buf[:held], rerr)
 		}
-		c.flush()
 	}
+}
+
+// consume records the n bytes read into buf after the held ones: every
+// whole line, and pieces of a line longer than MaxPayload; what is left
+// of the current line moves to buf's start. It returns how much that is.
+func (c *capturer) consume(buf []byte, held, n int) int {
+	c.w.captured.Add(uint64(n))
+	ts := appendTime(c.ts[:0], c.w.opts.Now())
+	data := buf[:held+n]
+	start := 0
+	for from := held; ; {
+		i := bytes.IndexByte(data[from:], '\n')
+		if i < 0 {
+			break
+		}
+		c.line(ts, data[start:from+i], kindLine)
+		start = from + i + 1
+		from = start
+	}
+	rest := data[start:]
+	for len(rest) > MaxPayload {
+		c.piece(ts, rest[:MaxPayload])
+		rest = rest[MaxPayload:]
+	}
+	held = copy(buf, rest)
+	c.flush()
+	return held
+}
+
+// end records held, the unterminated end of the last line, once reading
+// ended with rerr, and returns Capture's result.
+func (c *capturer) end(held []byte, rerr error) error {
+	if len(held) > 0 || c.lineOff > 0 {
+		c.line(appendTime(c.ts[:0], c.w.opts.Now()), held, kindEOF)
+	}
+	c.flush()
+	// The batch's buffer goes with the capture.
+	c.b = batch{}
+	if errors.Is(rerr, io.EOF) {
+		return c.err()
+	}
+	return errors.Join(fmt.Errorf("reading app output: %w", rerr), c.err())
 }
 
 // capturePool holds Capture's buffers between reads.
@@ -248,14 +263,19 @@ func readPooled(rc syscall.RawConn, buf *[]byte, held int) (int, error) {
 // app's own output, before records are framed. Safe to call at any time.
 func (w *Writer) Captured() uint64 { return w.captured.Load() }
 
-// capturer is the state of one Capture call.
+// capturer is the state of one Capture call (or Poller stream).
 type capturer struct {
 	w        *Writer
 	id       string // tags the pieces of this call's long lines
-	lineOff  int64  // bytes of the current line already recorded as pieces
+	ts       [timeLen]byte
+	lineOff  int64 // bytes of the current line already recorded as pieces
 	b        batch
 	lost     int // records that could not be written
 	firstErr error
+}
+
+func newCapturer(w *Writer) *capturer {
+	return &capturer{w: w, id: fmt.Sprintf("%08x", rand.Uint32())}
 }
 
 // line records the (rest of the) current line, ended by kind.

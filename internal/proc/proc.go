@@ -73,6 +73,10 @@ type Options struct {
 	// cmd.Start and cmd.Wait. (A caller that reaps orphans must know
 	// which children are not orphans before they can exit.)
 	StartCmd func(*exec.Cmd) (wait func() error, err error)
+	// Exits, when set, tells of the exit instead of a goroutine of the
+	// Process's own waiting on a pidfd: one watcher serves every child of
+	// a keeper process.
+	Exits *ExitWatcher
 	// Cgroup, when set, is where the process is born (CLONE_INTO_CGROUP),
 	// and with it everything it starts; the leader's exit then ends the
 	// whole group with cgroup.kill and waits until it is empty, whatever
@@ -250,7 +254,11 @@ func Start(o Options) (*Process, error) {
 	// Nobody has waited for the child yet, so /proc still has it (as a
 	// zombie at worst) and this cannot fail for want of a process.
 	p.ident, _ = Identify(p.pid)
-	go p.wait()
+	if o.Exits != nil {
+		o.Exits.watch(p.pid, func() { go p.wait(false) })
+	} else {
+		go p.wait(true)
+	}
 
 	if status != nil {
 		if err := readExecStatus(status); err != nil {
@@ -279,10 +287,13 @@ func readExecStatus(r *os.File) error {
 }
 
 // wait is the one goroutine that waits for the process.
-func (p *Process) wait() {
+// It starts once the process has exited, or awaits that first.
+func (p *Process) wait(await bool) {
 	// Learn of the exit without reaping: the zombie keeps the pid, and
 	// so the group id, from being reused while we signal the group.
-	awaitExit(p.pid)
+	if await {
+		awaitExit(p.pid)
+	}
 	at := time.Now()
 	p.mu.Lock()
 	if p.killGroup {
@@ -405,17 +416,8 @@ func awaitExit(pid int) {
 			exited := false
 			// The pidfd turns readable when the process exits.
 			err := rc.Read(func(uintptr) bool {
-				for {
-					info = unix.Siginfo{}
-					err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
-					if err == unix.EINTR {
-						continue
-					}
-					// An error (ECHILD: someone else reaped it) ends the
-					// wait as an exit would.
-					exited = err != nil || siginfoPid(&info) != 0
-					return exited
-				}
+				exited = hasExited(pid)
+				return exited
 			})
 			if err == nil && exited {
 				return
