@@ -54,10 +54,11 @@ func yesNo(ok bool) string {
 // Goal 1: manager memory below pm2's at every count; ≤ 1/3 of pm2's at
 // 200 instances, ≤ 1/2 at 1,000.
 func (res results) printMemory(w io.Writer) {
-	fmt.Fprintln(w, "Goal 1: manager memory (daemon + keepers; pm2: its daemon), PSS")
+	fmt.Fprintln(w, "Goal 1: manager memory (daemon + keepers; pm2: its daemon), PSS; and the anonymous part")
+	fmt.Fprintln(w, "(RssAnon: heap and stacks, which no other process on the box can share)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| instances | apps | keel MB | pm2 MB | keel / pm2 | goal | keel meets it |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| instances | apps | keel MB | pm2 MB | keel / pm2 | goal | keel meets it | keel anon MB | pm2 anon MB | anon keel / pm2 |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range res.layouts() {
 		n, apps := l[0], l[1]
 		k, kok := res.find("keel", n, apps)
@@ -69,14 +70,19 @@ func (res results) printMemory(w io.Writer) {
 		case 1000:
 			goal, limit = "≤ 1/2", 0.5
 		}
-		cells := []string{fmt.Sprint(n), fmt.Sprint(apps), "failed", "–", "–", goal, "–"}
+		cells := []string{fmt.Sprint(n), fmt.Sprint(apps), "failed", "–", "–", goal, "–", "failed", "–", "–"}
 		if kok {
 			cells[2] = fmt.Sprintf("%.1f", mb(k.mem.PSS))
+			cells[7] = fmt.Sprintf("%.1f", mb(k.mem.Anon))
 		}
 		if pok {
 			cells[3] = fmt.Sprintf("%.1f", mb(p.mem.PSS))
+			cells[8] = fmt.Sprintf("%.1f", mb(p.mem.Anon))
 		} else if res.withPM2 {
-			cells[3] = "failed"
+			cells[3], cells[8] = "failed", "failed"
+		}
+		if kok && pok && p.mem.Anon > 0 {
+			cells[9] = fmt.Sprintf("%.2f", float64(k.mem.Anon)/float64(p.mem.Anon))
 		}
 		if kok && pok {
 			ratio := float64(k.mem.PSS) / float64(p.mem.PSS)
@@ -250,20 +256,20 @@ func (res results) printScale(w io.Writer) {
 func (res results) printRows(w io.Writer) {
 	fmt.Fprintln(w, "Every row (/bin/sleep instances)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| instances | apps | manager | online s | fork/exec s | PSS MB | PSS KB / instance | keepers | ls ms | idle CPU % |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| instances | apps | manager | online s | fork/exec s | PSS MB | PSS KB / instance | anon MB | keepers | ls ms | idle CPU % |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res.counts {
 		if r.err != nil {
-			fmt.Fprintf(w, "| %d | %d | %s | failed: %s |||||||\n", r.count, r.apps, r.manager, firstLine(r.err))
+			fmt.Fprintf(w, "| %d | %d | %s | failed: %s ||||||||\n", r.count, r.apps, r.manager, firstLine(r.err))
 			continue
 		}
 		helpers := "–"
 		if r.manager == "keel" {
 			helpers = fmt.Sprint(r.helpers)
 		}
-		fmt.Fprintf(w, "| %d | %d | %s | %.2f | %.2f | %.1f | %.0f | %s | %.1f | %.2f |\n", r.count, r.apps, r.manager,
+		fmt.Fprintf(w, "| %d | %d | %s | %.2f | %.2f | %.1f | %.0f | %.1f | %s | %.1f | %.2f |\n", r.count, r.apps, r.manager,
 			r.online.Seconds(), r.forkExec.Seconds(), mb(r.mem.PSS), float64(r.mem.PSS)/1024/float64(r.count),
-			helpers, ms(r.list), r.idleCPU)
+			mb(r.mem.Anon), helpers, ms(r.list), r.idleCPU)
 	}
 	fmt.Fprintln(w)
 }
