@@ -29,8 +29,17 @@ func (w *ExitWatcher) watch(pid int, exited func()) {
 	w.mu.Lock()
 	w.watched[pid] = exited
 	w.mu.Unlock()
-	// Its SIGCHLD may have come before it was watched.
-	w.Check()
+	// Its SIGCHLD may have come before it was watched. Only it is checked:
+	// a thousand starts would otherwise cost a million waitid calls.
+	if hasExited(pid) {
+		w.mu.Lock()
+		f, ok := w.watched[pid]
+		delete(w.watched, pid)
+		w.mu.Unlock()
+		if ok { // not taken by a Check meanwhile
+			f()
+		}
+	}
 }
 
 // Check calls the exited function of every watched child that has exited.
