@@ -35,11 +35,13 @@
 //	stderr  /dev/null, until the keeper knows its id: then its own
 //	        diagnostic log, $KEEL_HOME/run/<id>.log
 //
-// A Spawner keeps one such keeper started ahead of time (the standby),
-// blocked on its stdin, so that a respawn does not wait for a process to
-// start; a standby whose daemon goes away sees EOF and exits having
-// created nothing. (With --config <file> instead of stdin, the listening
-// sockets are expected as fds 3, 4, ….)
+// A Spawner can keep one such keeper started ahead of time (the standby),
+// blocked on its stdin, for an app's first instance; a standby whose
+// daemon goes away sees EOF and exits having created nothing. keel's
+// daemon turns it off (SpawnerConfig.NoStandby): further instances go to
+// the app's running keeper process, and an idle standby cost 3 MB. (With
+// --config <file> instead of stdin, the listening sockets are expected as
+// fds 3, 4, ….)
 //
 // The keeper reads the Config, creates its socket, spawns the app and
 // writes one handshake line to stdout, then points stdin and stdout at
@@ -52,6 +54,17 @@
 // default), and stops its app gracefully on SIGTERM, SIGINT: it sends the
 // app's kill signal, SIGKILLs the group after kill_timeout, and exits once
 // the exit was reported to the daemons connected then.
+//
+// # What an instance costs
+//
+// A keeper process holds thousands of instances, so what each one holds
+// while it idles matters more than what its start costs. The instances of
+// a keeper process share one goroutine that hears of their exits at
+// SIGCHLD (proc.ExitWatcher) and one that captures every stdout and stderr
+// through epoll (logs.Poller). Each instance keeps its owner loop, the
+// accept loop of its socket and, per connected daemon, a reader; a writer
+// runs only while something is queued for the daemon, and the readers take
+// their buffers from a pool only while bytes are there.
 //
 // # Files
 //
