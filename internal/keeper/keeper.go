@@ -60,6 +60,8 @@ type keeper struct {
 	outR      *os.File // the read ends of the app's stdout and stderr
 	errR      *os.File
 	poller    *logs.Poller   // captures outR and errR; nil: a goroutine each
+	wires     *wirePoller    // accepts on ln and reads the daemons; nil: goroutines do
+	lnReads   *wireEntry     // ln, where wires accepts
 	streams   []*logs.Stream // the poller's streams of outR and errR
 	captured  chan struct{}  // closed once both captures ended
 
@@ -68,7 +70,7 @@ type keeper struct {
 	nodeDone  chan struct{}  // closed when node.Serve returned; nil without a node channel
 	wg        sync.WaitGroup // every goroutine the keeper started
 
-	joinC   chan *net.UnixConn
+	joinC   chan joining
 	leaveC  chan *peer
 	cmdC    chan peerCommand
 	readyC  chan struct{}
@@ -105,6 +107,8 @@ type peer struct {
 	queue   []message
 	closed  bool // dropped: the writer writes what is queued, then closes conn
 	writing bool // a writer runs; it owns conn's writes until it ends
+
+	reads *wireEntry // where the keeper process's wirePoller reads p; nil: readPeer does
 }
 
 // push queues m, merging it into a status message queued just before. It
@@ -194,8 +198,8 @@ func (k *keeper) run(sigC <-chan os.Signal) {
 	procDone := k.proc.Done()
 	for !k.released && !(k.terminating && k.state.Exit != nil) {
 		select {
-		case c := <-k.joinC:
-			k.join(c)
+		case j := <-k.joinC:
+			k.join(j)
 		case p := <-k.leaveC:
 			k.drop(p)
 		case pc := <-k.cmdC:
@@ -675,7 +679,15 @@ func specExit(ex proc.Exit) spec.Exit {
 	return spec.Exit{At: ex.At}
 }
 
-// accept takes daemon connections until the listener is closed.
+// joining is a daemon's new connection: conn to write to, and, where
+// the keeper process's wirePoller reads it, rd, the descriptor it reads.
+type joining struct {
+	conn *net.UnixConn
+	rd   int // -1: a readPeer goroutine reads conn
+}
+
+// accept takes daemon connections until the listener is closed (when no
+// wirePoller does it for every instance: acceptFd).
 func (k *keeper) accept() {
 	backoff := 5 * time.Millisecond
 	for {
@@ -703,11 +715,34 @@ func (k *keeper) accept() {
 			continue
 		}
 		select {
-		case k.joinC <- c:
+		case k.joinC <- joining{conn: c, rd: -1}:
 		case <-k.quit:
 			c.Close()
 			return
 		}
+	}
+}
+
+// acceptFd takes a connection the wirePoller accepted on the instance's
+// socket (on the poller's goroutine).
+func (k *keeper) acceptFd(fd int) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil || (cred.Uid != uint32(os.Getuid()) && cred.Uid != 0) {
+		k.log.Warn("keeper: refused a connection from another user")
+		unix.Close(fd)
+		return
+	}
+	c, err := connForWrites(fd)
+	if err != nil {
+		k.log.Warn("keeper: accepting", "err", err)
+		unix.Close(fd)
+		return
+	}
+	select {
+	case k.joinC <- joining{conn: c, rd: fd}:
+	case <-k.quit:
+		c.Close()
+		unix.Close(fd)
 	}
 }
 
@@ -725,11 +760,18 @@ func sameUser(c *net.UnixConn) bool {
 }
 
 // join starts serving a daemon: hello first.
-func (k *keeper) join(c *net.UnixConn) {
-	p := &peer{conn: c}
+func (k *keeper) join(j joining) {
+	p := &peer{conn: j.conn}
 	k.peers[p] = struct{}{}
-	k.wg.Add(1)
-	go k.readPeer(p)
+	if j.rd < 0 {
+		k.wg.Add(1)
+		go k.readPeer(p)
+	} else if p.reads, _ = k.wires.read(j.rd, k.peerLine(p), k.peerEnd(p)); p.reads == nil {
+		// The poller has ended (the keeper process is going): this
+		// daemon is served no more.
+		k.drop(p)
+		return
+	}
 	st := k.state
 	k.send(p, message{Type: msgHello, State: &st})
 	ids := make([]int, 0, len(k.asks))
@@ -743,6 +785,49 @@ func (k *keeper) join(c *net.UnixConn) {
 	}
 }
 
+// peerLine handles, on the wirePoller's goroutine, a line from p: a
+// command for run. False ends the connection.
+func (k *keeper) peerLine(p *peer) func([]byte, *wireReader) bool {
+	return func(line []byte, r *wireReader) bool {
+		c, ok := k.command(line, r)
+		if !ok {
+			return false
+		}
+		select {
+		case k.cmdC <- peerCommand{p, c}:
+			return true
+		case <-k.quit:
+			closeFiles(c.files)
+			return false
+		}
+	}
+}
+
+// peerEnd tells run, once the wirePoller stopped reading p, that p left.
+func (k *keeper) peerEnd(p *peer) func(error) {
+	return func(error) {
+		select {
+		case k.leaveC <- p:
+		case <-k.quit:
+		}
+	}
+}
+
+// command decodes a daemon's line and takes its descriptors.
+func (k *keeper) command(line []byte, r *wireReader) (command, bool) {
+	var c command
+	if err := json.Unmarshal(line, &c); err != nil {
+		k.log.Warn("keeper: a daemon sent a line that is not a command", "err", err)
+		return c, false
+	}
+	var err error
+	if c.files, err = r.take(c.FDs); err != nil {
+		k.log.Warn("keeper: reading a command", "err", err)
+		return c, false
+	}
+	return c, true
+}
+
 func (k *keeper) readPeer(p *peer) {
 	defer k.wg.Done()
 	r := newWireReader(p.conn)
@@ -752,13 +837,8 @@ func (k *keeper) readPeer(p *peer) {
 		if err != nil {
 			break
 		}
-		var c command
-		if err := json.Unmarshal(line, &c); err != nil {
-			k.log.Warn("keeper: a daemon sent a line that is not a command", "err", err)
-			break
-		}
-		if c.files, err = r.take(c.FDs); err != nil {
-			k.log.Warn("keeper: reading a command", "err", err)
+		c, ok := k.command(line, r)
+		if !ok {
 			break
 		}
 		select {
@@ -795,7 +875,7 @@ func (k *keeper) writePeer(p *peer) {
 			p.writing = false
 			p.mu.Unlock()
 			if closed {
-				p.conn.Close()
+				k.closePeer(p)
 			}
 			return
 		}
@@ -805,12 +885,21 @@ func (k *keeper) writePeer(p *peer) {
 		if err := k.writeBatch(p, batch, buf); err != nil {
 			// The connection is broken: readPeer sees it too, and run
 			// drops p. What is queued meanwhile is discarded.
-			p.conn.Close()
+			k.closePeer(p)
 			p.mu.Lock()
 			p.queue, p.closed, p.writing = nil, true, false
 			p.mu.Unlock()
 			return
 		}
+	}
+}
+
+// closePeer closes p's connection, and so that the daemon sees it closed,
+// the poller's descriptor of it too.
+func (k *keeper) closePeer(p *peer) {
+	p.conn.Close()
+	if p.reads != nil {
+		k.wires.remove(p.reads)
 	}
 }
 
@@ -884,6 +973,9 @@ func (k *keeper) broadcast(m message) {
 func (k *keeper) shutdown() {
 	close(k.quit)
 	k.ln.Close()
+	if k.lnReads != nil {
+		k.wires.remove(k.lnReads)
+	}
 	for p := range k.peers {
 		k.drop(p)
 	}

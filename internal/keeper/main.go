@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -134,6 +133,12 @@ func MainWith(args []string, opts Options) int {
 		sh.logs = p
 		defer p.Close()
 	}
+	if w, err := newWirePoller(); err != nil {
+		log.Warn("keeper: reading daemons with a goroutine per connection", "err", err)
+	} else {
+		sh.wires = w
+		defer w.close()
+	}
 	stopReaping := sh.watch()
 	h := newHost(cfg, opts, sh, log)
 	k, err := h.start(cfg, files)
@@ -163,12 +168,14 @@ func MainWith(args []string, opts Options) int {
 
 // shared is what the keeper process's instances share: reaper reaps the
 // children no proc.Process waits for (orphans re-parented to the keeper;
-// the apps start through it), exits tells of the apps' exits, and logs
-// captures their output (nil: a goroutine per pipe).
+// the apps start through it), exits tells of the apps' exits, logs
+// captures their output and wires reads their daemons (nil: goroutines
+// of each instance's own).
 type shared struct {
 	reaper *reaper.Reaper
 	exits  *proc.ExitWatcher
 	logs   *logs.Poller
+	wires  *wirePoller
 }
 
 // watch does both on every SIGCHLD, in one goroutine, until the function
@@ -528,7 +535,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 		node:      node,
 		listeners: listeners,
 		peers:     map[*peer]struct{}{},
-		joinC:     make(chan *net.UnixConn),
+		joinC:     make(chan joining),
 		leaveC:    make(chan *peer),
 		cmdC:      make(chan peerCommand),
 		readyC:    make(chan struct{}, 1),
@@ -607,6 +614,14 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 	k.outR, k.errR = outR, errR
 	k.poller = sh.logs
 	k.capture()
+	k.wires = sh.wires
+	if k.wires != nil {
+		if k.lnReads, err = k.wires.listen(k.ln, k.acceptFd); err == nil {
+			return k, nil
+		}
+		k.log.Warn("keeper: accepting with a goroutine of the instance's own", "err", err)
+		k.wires, err = nil, nil
+	}
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()

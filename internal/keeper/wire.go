@@ -60,23 +60,11 @@ func newWireReader(c *net.UnixConn) *wireReader {
 // valid until the next call.
 func (r *wireReader) next() ([]byte, error) {
 	for {
-		if i := bytes.IndexByte(r.buf, '\n'); i >= 0 {
-			line := r.buf[:i]
-			r.buf = r.buf[i+1:]
-			if len(bytes.TrimSpace(line)) == 0 {
-				continue
-			}
+		if line, ok := r.buffered(); ok {
 			return line, nil
 		}
 		if r.err != nil {
 			return nil, r.err
-		}
-		if len(r.buf) > maxLine {
-			r.err = errors.New("a protocol line longer than 4 MiB")
-			return nil, r.err
-		}
-		if len(r.buf) == 0 {
-			r.buf = nil // the line returned last may still be in use
 		}
 		if err := r.read(); err != nil {
 			var ne net.Error
@@ -89,50 +77,75 @@ func (r *wireReader) next() ([]byte, error) {
 	}
 }
 
+// buffered returns the next non-empty line already read, if there is one
+// (false also once a line grew too long: r.err says so). The slice is
+// valid until the next call.
+func (r *wireReader) buffered() ([]byte, bool) {
+	for {
+		i := bytes.IndexByte(r.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := r.buf[:i]
+		r.buf = r.buf[i+1:]
+		if len(bytes.TrimSpace(line)) > 0 {
+			return line, true
+		}
+	}
+	if len(r.buf) > maxLine && r.err == nil {
+		r.err = errors.New("a protocol line longer than 4 MiB")
+	}
+	if len(r.buf) == 0 {
+		r.buf = nil // the line returned last may still be in use
+	}
+	return nil, false
+}
+
 // read appends what one recvmsg brings to buf, and takes its descriptors.
 func (r *wireReader) read() error {
-	var bufs *wireBufs
-	var n, oobn, flags int
 	var err error
 	cerr := r.rc.Read(func(fd uintptr) bool {
-		if bufs == nil {
-			bufs = wirePool.Get().(*wireBufs)
-		}
-		for {
-			n, oobn, flags, _, err = unix.Recvmsg(int(fd), bufs.data, bufs.oob, unix.MSG_CMSG_CLOEXEC)
-			if err != unix.EINTR {
-				break
-			}
-		}
-		if err == unix.EAGAIN {
-			wirePool.Put(bufs)
-			bufs = nil
-			return false
-		}
-		return true
+		var again bool
+		again, err = r.recv(int(fd))
+		return !again
 	})
-	if bufs != nil {
-		defer wirePool.Put(bufs)
-	}
 	if cerr != nil {
 		return cerr
 	}
+	return err
+}
+
+// recv does one recvmsg on fd, a non-blocking socket, into buffers taken
+// from the pool only for it: again is true when nothing was there.
+func (r *wireReader) recv(fd int) (again bool, err error) {
+	bufs := wirePool.Get().(*wireBufs)
+	defer wirePool.Put(bufs)
+	var n, oobn, flags int
+	for {
+		n, oobn, flags, _, err = unix.Recvmsg(fd, bufs.data, bufs.oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EAGAIN {
+		return true, nil
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if oobn > 0 {
 		r.takeRights(bufs.oob[:oobn])
 	}
 	if flags&unix.MSG_CTRUNC != 0 {
-		return errors.New("descriptors were dropped (too many in one message)")
+		return false, errors.New("descriptors were dropped (too many in one message)")
 	}
 	if n > 0 {
 		r.buf = append(r.buf, bufs.data[:n]...)
 	}
 	if n == 0 && oobn == 0 {
-		return io.EOF
+		return false, io.EOF
 	}
-	return nil
+	return false, nil
 }
 
 func (r *wireReader) takeRights(oob []byte) {

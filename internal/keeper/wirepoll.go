@@ -1,0 +1,275 @@
+package keeper
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// wirePoller reads the daemon side of every instance of a keeper process
+// with one goroutine: their sockets' accepts and the daemons' commands,
+// through one epoll set. A keeper process of a thousand instances would
+// otherwise hold two thousand goroutines parked in accept and read, each
+// with a stack of 4 KiB or more.
+//
+// The poller owns the descriptors it watches (duplicates), and closes
+// them itself, on its goroutine, so no read ever races a close. The
+// callbacks run on that goroutine: they may wait for an owner loop (with
+// its quit in the select), never for the poller.
+type wirePoller struct {
+	epfd int
+	wake int // eventfd: a removal or the end waits
+	done chan struct{}
+
+	mu       sync.Mutex // guards the fields below (add and remove come from any goroutine)
+	next     int32
+	entries  map[int32]*wireEntry
+	removals []*wireEntry
+	ending   bool
+}
+
+// wireEntry is a listening socket (accept set) or a connection (line set).
+type wireEntry struct {
+	token int32
+	fd    int
+
+	accept func(fd int) // a connection accepted: non-blocking, close-on-exec; the callee's
+	r      *wireReader
+	line   func(line []byte, r *wireReader) bool // false ends the connection
+	end    func(err error)                       // once, when a connection ends
+
+	ended bool // only the poller's goroutine reads or writes it
+}
+
+func newWirePoller() (*wirePoller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("starting the wire poller: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("starting the wire poller: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("starting the wire poller: %w", err)
+	}
+	w := &wirePoller{epfd: epfd, wake: wake, done: make(chan struct{}), entries: map[int32]*wireEntry{}}
+	go w.loop()
+	return w, nil
+}
+
+// listen watches a duplicate of ln's socket and calls accept with each
+// connection. ln itself may be closed at once.
+func (w *wirePoller) listen(ln *net.UnixListener, accept func(fd int)) (*wireEntry, error) {
+	fd, err := dupSocket(ln)
+	if err != nil {
+		return nil, err
+	}
+	return w.add(&wireEntry{fd: fd, accept: accept})
+}
+
+// read watches fd, a connected socket the poller now owns, and calls line
+// with each line read until line returns false, EOF or an error; then end.
+func (w *wirePoller) read(fd int, line func([]byte, *wireReader) bool, end func(error)) (*wireEntry, error) {
+	return w.add(&wireEntry{fd: fd, r: &wireReader{}, line: line, end: end})
+}
+
+func (w *wirePoller) add(e *wireEntry) (*wireEntry, error) {
+	w.mu.Lock()
+	if w.ending {
+		w.mu.Unlock()
+		unix.Close(e.fd)
+		return nil, errors.New("the wire poller has ended")
+	}
+	w.next++
+	e.token = w.next
+	w.entries[e.token] = e
+	w.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: e.token}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+		w.mu.Lock()
+		delete(w.entries, e.token)
+		w.mu.Unlock()
+		unix.Close(e.fd)
+		return nil, fmt.Errorf("watching a socket: %w", err)
+	}
+	return e, nil
+}
+
+// remove stops watching e and closes its descriptor (a connection's end
+// is called with net.ErrClosed), soon, on the poller's goroutine.
+func (w *wirePoller) remove(e *wireEntry) {
+	w.mu.Lock()
+	if !w.ending {
+		w.removals = append(w.removals, e)
+	}
+	w.mu.Unlock()
+	w.signal()
+}
+
+// close ends every entry and the poller.
+func (w *wirePoller) close() {
+	w.mu.Lock()
+	already := w.ending
+	w.ending = true
+	w.mu.Unlock()
+	if !already {
+		w.signal()
+	}
+	<-w.done
+}
+
+func (w *wirePoller) signal() {
+	one := [8]byte{1}
+	_, _ = unix.Write(w.wake, one[:]) // EAGAIN: a wake is pending anyway
+}
+
+func (w *wirePoller) loop() {
+	defer close(w.done)
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			w.mu.Lock()
+			w.ending = true
+			w.mu.Unlock()
+		}
+		for _, ev := range events[:max(n, 0)] {
+			if ev.Fd == -1 {
+				var b [8]byte
+				_, _ = unix.Read(w.wake, b[:])
+				continue
+			}
+			w.mu.Lock()
+			e := w.entries[ev.Fd]
+			w.mu.Unlock()
+			if e != nil {
+				w.serve(e)
+			}
+		}
+		w.mu.Lock()
+		removals, ending := w.removals, w.ending
+		w.removals = nil
+		var all []*wireEntry
+		if ending {
+			for _, e := range w.entries {
+				all = append(all, e)
+			}
+		}
+		w.mu.Unlock()
+		for _, e := range append(removals, all...) {
+			w.finish(e, net.ErrClosed)
+		}
+		if ending {
+			unix.Close(w.epfd)
+			unix.Close(w.wake)
+			return
+		}
+	}
+}
+
+// serve handles a ready entry: every pending connection of a listener, or
+// one read of a connection and the lines it completed.
+func (w *wirePoller) serve(e *wireEntry) {
+	if e.accept != nil {
+		for {
+			fd, _, err := unix.Accept4(e.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {
+				continue
+			}
+			if err != nil {
+				// EAGAIN: all taken. Anything else (out of descriptors)
+				// leaves the connection queued: level-triggered, it comes
+				// back at the next wake.
+				return
+			}
+			e.accept(fd)
+		}
+	}
+	again, err := e.r.recv(e.fd)
+	if again {
+		return
+	}
+	for err == nil {
+		line, ok := e.r.buffered()
+		if !ok {
+			err = e.r.err
+			break
+		}
+		if !e.line(line, e.r) {
+			err = net.ErrClosed
+		}
+	}
+	if err != nil {
+		w.finish(e, err)
+	}
+}
+
+// finish stops watching e, closes its descriptor and tells its end.
+func (w *wirePoller) finish(e *wireEntry, err error) {
+	if e.ended {
+		return
+	}
+	e.ended = true
+	w.mu.Lock()
+	delete(w.entries, e.token)
+	w.mu.Unlock()
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+	unix.Close(e.fd)
+	if e.r != nil {
+		e.r.close()
+	}
+	if e.end != nil {
+		e.end(err)
+	}
+}
+
+// dupSocket returns a close-on-exec duplicate of c's socket; it shares
+// the socket's non-blocking mode, which Go set.
+func dupSocket(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("duplicating a socket: %w", err)
+	}
+	fd := -1
+	cerr := rc.Control(func(u uintptr) {
+		fd, err = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, fmt.Errorf("duplicating a socket: %w", cerr)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("duplicating a socket: %w", err)
+	}
+	return fd, nil
+}
+
+// connForWrites returns a net.UnixConn on a duplicate of fd, an accepted
+// connection whose reads the poller does: the writer's end.
+func connForWrites(fd int) (*net.UnixConn, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicating a connection: %w", err)
+	}
+	f := os.NewFile(uintptr(nfd), "daemon")
+	defer f.Close() // FileConn holds a duplicate of its own
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("duplicating a connection: %w", err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("duplicating a connection: not a unix socket")
+	}
+	return uc, nil
+}
