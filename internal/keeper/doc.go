@@ -60,11 +60,12 @@
 // A keeper process holds thousands of instances, so what each one holds
 // while it idles matters more than what its start costs. The instances of
 // a keeper process share one goroutine that hears of their exits at
-// SIGCHLD (proc.ExitWatcher) and one that captures every stdout and stderr
-// through epoll (logs.Poller). Each instance keeps its owner loop, the
-// accept loop of its socket and, per connected daemon, a reader; a writer
-// runs only while something is queued for the daemon, and the readers take
-// their buffers from a pool only while bytes are there.
+// SIGCHLD (proc.ExitWatcher), one that captures every stdout and stderr
+// through epoll (logs.Poller) and one that accepts on every instance's
+// socket and reads every daemon's commands (wirePoller). Each instance
+// keeps its owner loop; a writer runs only while something is queued for
+// a daemon, and reads take their buffers from a pool only while bytes are
+// there.
 //
 // # Files
 //

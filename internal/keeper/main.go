@@ -617,6 +617,9 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 	k.wires = sh.wires
 	if k.wires != nil {
 		if k.lnReads, err = k.wires.listen(k.ln, k.acceptFd); err == nil {
+			// The poller's duplicate listens on: one descriptor per
+			// instance, not two. (The path stays: no unlink on close.)
+			k.ln.Close()
 			return k, nil
 		}
 		k.log.Warn("keeper: accepting with a goroutine of the instance's own", "err", err)
