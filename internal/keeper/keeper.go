@@ -109,6 +109,19 @@ type peer struct {
 	writing bool // a writer runs; it owns conn's writes until it ends
 
 	reads *wireEntry // where the keeper process's wirePoller reads p; nil: readPeer does
+
+	// What the wirePoller read from p, on its way to run: the poller
+	// never waits for one instance's run, so a goroutine started while
+	// something is queued delivers it, in order.
+	inMu       sync.Mutex
+	inbox      []inbound
+	delivering bool
+}
+
+// inbound is a command from a peer, or (leave) the end of its connection.
+type inbound struct {
+	cmd   command
+	leave bool
 }
 
 // push queues m, merging it into a status message queued just before. It
@@ -724,7 +737,8 @@ func (k *keeper) accept() {
 }
 
 // acceptFd takes a connection the wirePoller accepted on the instance's
-// socket (on the poller's goroutine).
+// socket (on the poller's goroutine, which must not wait for run: a
+// goroutine of its own hands the connection over).
 func (k *keeper) acceptFd(fd int) {
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil || (cred.Uid != uint32(os.Getuid()) && cred.Uid != 0) {
@@ -738,12 +752,14 @@ func (k *keeper) acceptFd(fd int) {
 		unix.Close(fd)
 		return
 	}
-	select {
-	case k.joinC <- joining{conn: c, rd: fd}:
-	case <-k.quit:
-		c.Close()
-		unix.Close(fd)
-	}
+	go func() {
+		select {
+		case k.joinC <- joining{conn: c, rd: fd}:
+		case <-k.quit:
+			c.Close()
+			unix.Close(fd)
+		}
+	}()
 }
 
 // sameUser reports whether the peer runs as our uid (or as root).
@@ -790,25 +806,54 @@ func (k *keeper) join(j joining) {
 func (k *keeper) peerLine(p *peer) func([]byte, *wireReader) bool {
 	return func(line []byte, r *wireReader) bool {
 		c, ok := k.command(line, r)
-		if !ok {
-			return false
+		if ok {
+			k.deliver(p, inbound{cmd: c})
 		}
-		select {
-		case k.cmdC <- peerCommand{p, c}:
-			return true
-		case <-k.quit:
-			closeFiles(c.files)
-			return false
-		}
+		return ok
 	}
 }
 
 // peerEnd tells run, once the wirePoller stopped reading p, that p left.
 func (k *keeper) peerEnd(p *peer) func(error) {
-	return func(error) {
+	return func(error) { k.deliver(p, inbound{leave: true}) }
+}
+
+// deliver queues in for run without waiting for it.
+func (k *keeper) deliver(p *peer, in inbound) {
+	p.inMu.Lock()
+	p.inbox = append(p.inbox, in)
+	start := !p.delivering
+	p.delivering = true
+	p.inMu.Unlock()
+	if start {
+		go k.deliverInbox(p)
+	}
+}
+
+// deliverInbox hands p's inbox to run in order, until it is empty or the
+// keeper ends (then commands' descriptors are closed).
+func (k *keeper) deliverInbox(p *peer) {
+	for {
+		p.inMu.Lock()
+		if len(p.inbox) == 0 {
+			p.delivering = false
+			p.inMu.Unlock()
+			return
+		}
+		in := p.inbox[0]
+		p.inbox = p.inbox[1:]
+		p.inMu.Unlock()
+		if in.leave {
+			select {
+			case k.leaveC <- p:
+			case <-k.quit:
+			}
+			continue
+		}
 		select {
-		case k.leaveC <- p:
+		case k.cmdC <- peerCommand{p, in.cmd}:
 		case <-k.quit:
+			closeFiles(in.cmd.files)
 		}
 	}
 }

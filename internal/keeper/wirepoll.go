@@ -19,8 +19,9 @@ import (
 //
 // The poller owns the descriptors it watches (duplicates), and closes
 // them itself, on its goroutine, so no read ever races a close. The
-// callbacks run on that goroutine: they may wait for an owner loop (with
-// its quit in the select), never for the poller.
+// callbacks run on that goroutine and must not wait: not for the poller,
+// and not for an instance's owner loop either (one slow instance would
+// hold up every other's daemon).
 type wirePoller struct {
 	epfd int
 	wake int // eventfd: a removal or the end waits
