@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/epoll"
 )
 
 // wirePoller reads the daemon side of every instance of a keeper process
@@ -23,8 +25,7 @@ import (
 // and not for an instance's owner loop either (one slow instance would
 // hold up every other's daemon).
 type wirePoller struct {
-	epfd int
-	wake int // eventfd: a removal or the end waits
+	set  *epoll.Set // entries by token; woken for removals and the end
 	done chan struct{}
 
 	mu       sync.Mutex // guards the fields below (add and remove come from any goroutine)
@@ -48,22 +49,11 @@ type wireEntry struct {
 }
 
 func newWirePoller() (*wirePoller, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := epoll.New()
 	if err != nil {
 		return nil, fmt.Errorf("starting the wire poller: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("starting the wire poller: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("starting the wire poller: %w", err)
-	}
-	w := &wirePoller{epfd: epfd, wake: wake, done: make(chan struct{}), entries: map[int32]*wireEntry{}}
+	w := &wirePoller{set: set, done: make(chan struct{}), entries: map[int32]*wireEntry{}}
 	go w.loop()
 	return w, nil
 }
@@ -95,13 +85,12 @@ func (w *wirePoller) add(e *wireEntry) (*wireEntry, error) {
 	e.token = w.next
 	w.entries[e.token] = e
 	w.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: e.token}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+	if err := w.set.Add(e.fd, e.token); err != nil {
 		w.mu.Lock()
 		delete(w.entries, e.token)
 		w.mu.Unlock()
 		unix.Close(e.fd)
-		return nil, fmt.Errorf("watching a socket: %w", err)
+		return nil, err
 	}
 	return e, nil
 }
@@ -129,33 +118,32 @@ func (w *wirePoller) close() {
 	<-w.done
 }
 
-func (w *wirePoller) signal() {
-	one := [8]byte{1}
-	_, _ = unix.Write(w.wake, one[:]) // EAGAIN: a wake is pending anyway
-}
+func (w *wirePoller) signal() { w.set.Wake() }
 
 func (w *wirePoller) loop() {
 	defer close(w.done)
 	events := make([]unix.EpollEvent, 64)
+	var ready []int32
 	for {
-		n, err := unix.EpollWait(w.epfd, events, -1)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		var woken bool
+		var err error
+		ready, woken, err = w.set.Wait(events, ready)
+		if err != nil {
 			w.mu.Lock()
 			w.ending = true
 			w.mu.Unlock()
+			woken = true
 		}
-		for _, ev := range events[:max(n, 0)] {
-			if ev.Fd == -1 {
-				var b [8]byte
-				_, _ = unix.Read(w.wake, b[:])
-				continue
-			}
+		for _, token := range ready {
 			w.mu.Lock()
-			e := w.entries[ev.Fd]
+			e := w.entries[token]
 			w.mu.Unlock()
 			if e != nil {
 				w.serve(e)
 			}
+		}
+		if !woken {
+			continue
 		}
 		w.mu.Lock()
 		removals, ending := w.removals, w.ending
@@ -171,8 +159,7 @@ func (w *wirePoller) loop() {
 			w.finish(e, net.ErrClosed)
 		}
 		if ending {
-			unix.Close(w.epfd)
-			unix.Close(w.wake)
+			w.set.Close()
 			return
 		}
 	}
@@ -224,7 +211,7 @@ func (w *wirePoller) finish(e *wireEntry, err error) {
 	w.mu.Lock()
 	delete(w.entries, e.token)
 	w.mu.Unlock()
-	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+	w.set.Remove(e.fd)
 	unix.Close(e.fd)
 	if e.r != nil {
 		e.r.close()

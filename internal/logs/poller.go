@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-run/keel/internal/epoll"
 )
 
 // Poller captures many pipes with one goroutine: it waits on all of them
@@ -20,8 +22,7 @@ import (
 // read, as Capture writes them, so the files hold everything read when a
 // stream's Done is closed.
 type Poller struct {
-	epfd int
-	wake int // an eventfd: Stream.Close or Poller.Close waits for the loop
+	set  *epoll.Set // streams by fd; woken for CloseStream and Close
 	done chan struct{}
 
 	mu      sync.Mutex // streams is read by the loop, added to by Capture
@@ -42,27 +43,13 @@ type Stream struct {
 	ended func(error)
 }
 
-// wakeToken is the epoll token of the eventfd (streams use their fd).
-const wakeToken = -1
-
 // NewPoller starts a Poller; Close ends it.
 func NewPoller() (*Poller, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := epoll.New()
 	if err != nil {
 		return nil, fmt.Errorf("starting the log poller: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("starting the log poller: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeToken}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("starting the log poller: %w", err)
-	}
-	p := &Poller{epfd: epfd, wake: wake, done: make(chan struct{}), streams: map[int32]*Stream{}}
+	p := &Poller{set: set, done: make(chan struct{}), streams: map[int32]*Stream{}}
 	go p.loop()
 	return p, nil
 }
@@ -88,8 +75,7 @@ func (p *Poller) Capture(w *Writer, f *os.File, ended func(error)) (*Stream, err
 	p.mu.Unlock()
 	// Level-triggered: a stream with more than one read's worth is seen
 	// again at the next wake.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := p.set.Add(fd, int32(fd)); err != nil {
 		p.mu.Lock()
 		delete(p.streams, int32(fd))
 		p.mu.Unlock()
@@ -153,45 +139,35 @@ func (p *Poller) Close() {
 	<-p.done
 }
 
-func (p *Poller) signal() {
-	var one = [8]byte{1}
-	// EAGAIN: the counter is already set, so the loop wakes anyway.
-	_, _ = unix.Write(p.wake, one[:])
-}
+func (p *Poller) signal() { p.set.Wake() }
 
 func (p *Poller) loop() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
+	var ready []int32
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		var woken bool
+		var err error
+		ready, woken, err = p.set.Wait(events, ready)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
 			// Not expected with valid descriptors; end every stream
 			// rather than spin.
 			p.mu.Lock()
 			p.ending = true
 			p.mu.Unlock()
+			woken = true
 		}
-		woken := false
-		for _, ev := range events[:max(n, 0)] {
-			if ev.Fd == wakeToken {
-				woken = true
-				continue
-			}
+		for _, fd := range ready {
 			p.mu.Lock()
-			s := p.streams[ev.Fd]
+			s := p.streams[fd]
 			p.mu.Unlock()
 			if s != nil {
 				p.read(s)
 			}
 		}
-		if !woken && err == nil {
+		if !woken {
 			continue
 		}
-		var buf [8]byte
-		_, _ = unix.Read(p.wake, buf[:])
 		p.mu.Lock()
 		closing, ending := p.closing, p.ending
 		p.closing = nil
@@ -206,8 +182,7 @@ func (p *Poller) loop() {
 			p.drain(s)
 		}
 		if ending {
-			unix.Close(p.epfd)
-			unix.Close(p.wake)
+			p.set.Close()
 			return
 		}
 	}
@@ -279,7 +254,7 @@ func (p *Poller) end(s *Stream, rerr error) {
 	p.mu.Lock()
 	delete(p.streams, int32(s.fd))
 	p.mu.Unlock()
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+	p.set.Remove(s.fd)
 	unix.Close(s.fd)
 	var held []byte
 	if s.buf != nil {
