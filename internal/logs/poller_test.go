@@ -77,21 +77,7 @@ func TestPollerCapturesManyChildren(t *testing.T) {
 // A line without its newline is recorded at EOF, and a line longer than
 // MaxPayload in pieces, as Capture does.
 func TestPollerLastLineAndLongLines(t *testing.T) {
-	p, err := NewPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	path := Path(t.TempDir(), "app", 0, Stdout)
-	w := openWriter(t, path, Options{})
-	r, c, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := p.Capture(w, r, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s, c, path := pollPipe(t)
 	long := bytes.Repeat([]byte("x"), 3*MaxPayload+17)
 	text := append(append([]byte("first\n"), long...), "\nno newline"...)
 	go func() { c.Write(text); c.Close() }()
@@ -111,22 +97,8 @@ func TestPollerLastLineAndLongLines(t *testing.T) {
 // CloseStream ends a stream whose pipe a stray process still holds open:
 // what was written is recorded, and Err says the stream was closed.
 func TestPollerCloseStreamRecordsWhatIsThere(t *testing.T) {
-	p, err := NewPoller()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	path := Path(t.TempDir(), "app", 0, Stdout)
-	w := openWriter(t, path, Options{})
-	r, c, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, s, c, path := pollPipe(t)
 	defer c.Close()
-	s, err := p.Capture(w, r, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := c.Write([]byte("one\ntwo\nthree")); err != nil {
 		t.Fatal(err)
 	}
@@ -146,4 +118,25 @@ func TestPollerCloseStreamRecordsWhatIsThere(t *testing.T) {
 	if _, err := c.Write([]byte("more\n")); err == nil {
 		t.Fatal("writing after CloseStream succeeded; the poller's read end is still open")
 	}
+}
+
+// pollPipe starts a Poller capturing a new pipe into a log at path; c is
+// the pipe's write end. The Poller is closed when the test ends.
+func pollPipe(t *testing.T) (p *Poller, s *Stream, c *os.File, path string) {
+	t.Helper()
+	p, err := NewPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	path = Path(t.TempDir(), "app", 0, Stdout)
+	w := openWriter(t, path, Options{})
+	r, c, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = p.Capture(w, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p, s, c, path
 }
