@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,7 @@ import (
 	"time"
 
 	"github.com/keel-run/keel/internal/api"
-	"github.com/keel-run/keel/internal/cgroup"
+	"github.com/keel-run/keel/internal/cgroup/cgrouptest"
 	"github.com/keel-run/keel/internal/poll"
 )
 
@@ -23,34 +22,8 @@ import (
 // where the group has no memory controller, as on the machine keel is
 // built on), and a restart or stop ends the whole group and removes it.
 func TestCgroupPerInstance(t *testing.T) {
-	own, err := cgroup.Own()
-	if err != nil {
-		t.Skip(err)
-	}
-	if err := cgroup.Usable(own); err != nil {
-		t.Skip(err)
-	}
-	parent, err := cgroup.Create(own, fmt.Sprintf("keel-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered before newEnv's, so it runs after the daemon is gone.
-	t.Cleanup(func() {
-		entries, _ := os.ReadDir(parent.Dir())
-		for _, en := range entries {
-			if en.IsDir() {
-				g, _ := cgroup.Create(parent.Dir(), en.Name())
-				g.Kill()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				g.WaitEmpty(ctx)
-				cancel()
-				g.Remove()
-			}
-		}
-		if err := parent.Remove(); err != nil {
-			t.Error(err)
-		}
-	})
+	// Made before newEnv, so its clean-up runs after the daemon is gone.
+	parent := cgrouptest.Scratch(t, "e2e")
 	e := newEnv(t)
 	dir := t.TempDir()
 	pids := func() []int { return lingerPids(dir) }

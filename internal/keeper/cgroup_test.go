@@ -1,8 +1,6 @@
 package keeper
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/keel-run/keel/internal/cgroup"
+	"github.com/keel-run/keel/internal/cgroup/cgrouptest"
 	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
@@ -22,18 +19,7 @@ import (
 // With SpawnerConfig.Cgroup, the app and everything it starts live in a
 // cgroup of their own, which is gone once the app has exited.
 func TestAppInACgroupOfItsOwn(t *testing.T) {
-	own, err := cgroup.Own()
-	if err != nil {
-		t.Skip(err)
-	}
-	if unix.Access(own, unix.W_OK) != nil {
-		t.Skipf("cgroup v2 at %s is not writable", own)
-	}
-	parent, err := cgroup.Create(own, fmt.Sprintf("keel-keeper-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { parent.Kill(); parent.WaitEmpty(context.Background()); parent.Remove() })
+	parent := cgrouptest.Scratch(t, "keeper-test")
 	if _, err := os.Stat(filepath.Join(parent.Dir(), "cgroup.kill")); err != nil {
 		t.Skipf("no cgroup.kill (Linux before 5.14?): %v", err)
 	}
@@ -63,6 +49,7 @@ func TestAppInACgroupOfItsOwn(t *testing.T) {
 		t.Fatalf("%s holds %v, not the app %d", dir, pids, p.st.Pid)
 	}
 	var child proc.Identity
+	var err error
 	for _, pid := range pids {
 		if pid != p.st.Pid {
 			if child, err = proc.Identify(pid); err != nil {

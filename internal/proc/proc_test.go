@@ -21,7 +21,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/keel-run/keel/internal/cgroup"
+	"github.com/keel-run/keel/internal/cgroup/cgrouptest"
 	"github.com/keel-run/keel/internal/proc"
 )
 
@@ -466,18 +466,7 @@ func TestIdentity(t *testing.T) {
 // With a Cgroup, the leader's exit ends what left both its process group
 // and the caller's tree: a child that called setsid and was orphaned.
 func TestCgroupOnExit(t *testing.T) {
-	parent, err := cgroup.Own()
-	if err != nil {
-		t.Skip(err)
-	}
-	if unix.Access(parent, unix.W_OK) != nil {
-		t.Skipf("cgroup v2 at %s is not writable", parent)
-	}
-	g, err := cgroup.Create(parent, fmt.Sprintf("keel-proc-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Kill(); g.WaitEmpty(context.Background()); g.Remove() })
+	g := cgrouptest.Scratch(t, "proc-test")
 	if _, err := os.Stat(filepath.Join(g.Dir(), "cgroup.kill")); err != nil {
 		t.Skipf("no cgroup.kill (Linux before 5.14?): %v", err)
 	}
