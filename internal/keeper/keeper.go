@@ -562,63 +562,39 @@ func (k *keeper) steerAway() {
 
 // capture copies the app's stdout and stderr into the logs until both
 // pipes reach EOF (or are closed); then captured is closed. Through the
-// keeper process's poller that costs no goroutine while the app runs.
+// keeper process's poller a pipe costs no goroutine while the app runs; a
+// pipe the poller cannot take (no descriptor left to duplicate it, say)
+// gets a goroutine of its own rather than go unread.
 func (k *keeper) capture() {
 	k.captured = make(chan struct{})
-	if k.poller != nil {
-		k.pollCapture()
-		return
-	}
 	var left atomic.Int32
 	left.Store(2)
-	run := func(w *logs.Writer, r *os.File, stream string) {
-		defer k.wg.Done()
-		if err := w.Capture(r); err != nil && !errors.Is(err, os.ErrClosed) {
+	done := func(stream string, err error) {
+		if err != nil && !errors.Is(err, os.ErrClosed) {
 			k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
 		}
 		if left.Add(-1) == 0 {
 			close(k.captured)
 		}
 	}
-	k.wg.Add(2)
-	go run(k.logOut, k.outR, logs.Stdout)
-	go run(k.logErr, k.errR, logs.Stderr)
-}
-
-// pollCapture hands both pipes to the poller. A pipe it cannot take (no
-// descriptors left, say) is closed: the app then gets EPIPE, as with a
-// closed stdout, rather than a pipe that fills and blocks it.
-func (k *keeper) pollCapture() {
-	var left atomic.Int32
-	left.Store(2)
-	ended := func(stream string) func(error) {
-		return func(err error) {
-			if err != nil && !errors.Is(err, os.ErrClosed) {
-				k.log.Error("keeper: capturing the app's output", "stream", stream, "err", err)
+	for _, c := range []struct {
+		w      *logs.Writer
+		r      *os.File
+		stream string
+	}{{k.logOut, k.outR, logs.Stdout}, {k.logErr, k.errR, logs.Stderr}} {
+		if k.poller != nil {
+			s, err := k.poller.Capture(c.w, c.r, func(err error) { done(c.stream, err) })
+			if err == nil {
+				k.streams = append(k.streams, s)
+				continue
 			}
-			if left.Add(-1) == 0 {
-				close(k.captured)
-			}
+			k.log.Warn("keeper: capturing the app's output with a goroutine", "stream", c.stream, "err", err)
 		}
-	}
-	out, err := k.poller.Capture(k.logOut, k.outR, ended(logs.Stdout))
-	if err != nil {
-		// Capture closes the pipe it is given either way.
-		k.log.Error("keeper: capturing the app's output", "stream", logs.Stdout, "err", err)
-		if left.Add(-1) == 0 {
-			close(k.captured)
-		}
-	} else {
-		k.streams = append(k.streams, out)
-	}
-	errS, err := k.poller.Capture(k.logErr, k.errR, ended(logs.Stderr))
-	if err != nil {
-		k.log.Error("keeper: capturing the app's output", "stream", logs.Stderr, "err", err)
-		if left.Add(-1) == 0 {
-			close(k.captured)
-		}
-	} else {
-		k.streams = append(k.streams, errS)
+		k.wg.Add(1)
+		go func() {
+			defer k.wg.Done()
+			done(c.stream, c.w.Capture(c.r))
+		}()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -174,10 +175,14 @@ func (w *wirePoller) serve(e *wireEntry) {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {
 				continue
 			}
+			if errors.Is(err, unix.EAGAIN) {
+				return // all taken
+			}
 			if err != nil {
-				// EAGAIN: all taken. Anything else (out of descriptors)
-				// leaves the connection queued: level-triggered, it comes
-				// back at the next wake.
+				// Out of descriptors, say: the connection stays queued,
+				// and the listener, level-triggered, would wake the loop
+				// at once again. It rests a while instead.
+				w.rest(e)
 				return
 			}
 			e.accept(fd)
@@ -200,6 +205,22 @@ func (w *wirePoller) serve(e *wireEntry) {
 	if err != nil {
 		w.finish(e, err)
 	}
+}
+
+// acceptRest is how long a listener whose accept failed is not watched.
+const acceptRest = 100 * time.Millisecond
+
+// rest stops watching e's listener for acceptRest.
+func (w *wirePoller) rest(e *wireEntry) {
+	w.set.Remove(e.fd)
+	time.AfterFunc(acceptRest, func() {
+		// Under mu: finish removes e from entries before it closes fd.
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.entries[e.token] == e && !w.ending {
+			_ = w.set.Add(e.fd, e.token)
+		}
+	})
 }
 
 // finish stops watching e, closes its descriptor and tells its end.

@@ -57,10 +57,10 @@ func NewPoller() (*Poller, error) {
 // Capture records what f, the read end of a pipe, delivers into w until
 // EOF, and then closes it; Done tells when, and so does ended, if not nil,
 // called on the Poller's goroutine (it must not block). It takes f over:
-// f is closed at once (its descriptor was duplicated).
+// f is closed at once (its descriptor was duplicated). On an error f is
+// left open, for the caller to capture another way.
 func (p *Poller) Capture(w *Writer, f *os.File, ended func(error)) (*Stream, error) {
 	fd, err := dupNonblock(f)
-	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("capturing %s: %w", w.path, err)
 	}
@@ -82,6 +82,7 @@ func (p *Poller) Capture(w *Writer, f *os.File, ended func(error)) (*Stream, err
 		unix.Close(fd)
 		return nil, fmt.Errorf("capturing %s: %w", w.path, err)
 	}
+	f.Close()
 	return s, nil
 }
 
