@@ -76,7 +76,7 @@ func TestStartListStopRestartDelete(t *testing.T) {
 
 func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 	e := newEnv(t)
-	e.app("crasher", "crash", "--restart-delay", "20ms", "--max-restarts", "3", "--min-uptime", "1s")
+	e.app("crasher", "crash", "--restart-delay", "20ms", "--max-restarts", "3", "--min-uptime", "1m")
 	l := e.waitFor("errored", allStatus("crasher", 1, "errored"))
 	in := l[0]
 	if in.Restarts != 3 {

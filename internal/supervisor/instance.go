@@ -584,7 +584,14 @@ func (s *Supervisor) afterExit(in *instance, r *run, ex spec.Exit) bool {
 		s.setStatus(in, Stopped, "exited cleanly; restart is on-failure")
 		return false
 	}
-	uptime := s.clock.Now().Sub(r.started)
+	// Uptime ends when the process exited, not when the exit reached this
+	// loop: an exit that waited in a busy keeper, or happened while no
+	// daemon ran, is not time the process stayed up.
+	end := s.clock.Now()
+	if !ex.At.IsZero() && ex.At.After(r.started) && ex.At.Before(end) {
+		end = ex.At
+	}
+	uptime := end.Sub(r.started)
 	if uptime < sp.MinUptime.D() || r.failed != "" {
 		in.unstable++
 	} else {

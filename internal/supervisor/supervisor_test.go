@@ -100,6 +100,25 @@ func TestCrashAfterStableRunRestartsAtOnce(t *testing.T) {
 	}
 }
 
+// An exit that reaches the supervisor late (a busy keeper, or no daemon
+// while it happened) counts the process's uptime to its exit, not to the
+// moment the supervisor hears of it.
+func TestUptimeEndsAtTheExit(t *testing.T) {
+	h := newHarness(t)
+	h.start(newSpec("late", func(a *spec.App) {
+		a.MinUptime = spec.Duration(time.Second)
+		a.RestartDelay = spec.Duration(100 * time.Millisecond)
+	}))
+	p := h.nextSpawn()
+	h.waitStatus("late", 0, Online)
+	h.clock.Advance(5 * time.Second) // the exit is heard of 5 s after the start
+	p.exit(spec.ExitCode(2, p.Started().Add(10*time.Millisecond)))
+	in := h.waitStatus("late", 0, Waiting)
+	if !strings.Contains(in.Reason, "restarting in 100ms (unstable run 1 of") {
+		t.Fatalf("reason %q", in.Reason)
+	}
+}
+
 func TestCrashLoopBacksOffThenErrors(t *testing.T) {
 	h := newHarness(t)
 	h.start(newSpec("loop", func(a *spec.App) {
