@@ -3,11 +3,21 @@
 // goroutines can send it. The pollers of a keeper process (log capture,
 // daemon connections) are built on it, so that a thousand idle instances
 // cost no goroutine each.
+//
+// A waiting Set holds no thread: the epoll descriptor is itself watched
+// by Go's poller (an epoll set is readable while it has events ready), so
+// Wait parks its goroutine there as a read of a socket would, instead of
+// blocking a thread in epoll_wait. Each blocked thread would cost the
+// process an OS thread and the runtime's stacks for it (about 50 KiB)
+// for as long as the process lives: the runtime never ends an idle one.
 package epoll
 
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,10 +26,16 @@ import (
 const wakeToken = -1
 
 // Set is an epoll set with a wake-up. Add, Remove and Wake may be called
-// from any goroutine; Wait from the one that runs the set.
+// from any goroutine; Wait and Close from the one that runs the set.
 type Set struct {
 	epfd int
 	wake int // an eventfd
+
+	file *os.File        // owns epfd
+	rc   syscall.RawConn // file's
+	// inPoller: file is in Go's poller, and Wait parks there; otherwise
+	// (not seen on Linux) it blocks a thread in epoll_wait.
+	inPoller bool
 }
 
 // New returns a Set; Close releases it.
@@ -28,12 +44,26 @@ func New() (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating an epoll set: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
+	// Non-blocking, so that os.NewFile hands it to Go's poller; epoll_wait
+	// itself ignores the flag (its timeout says how long it may wait).
+	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("creating an epoll set: %w", err)
 	}
-	s := &Set{epfd: epfd, wake: wake}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("creating an epoll set: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("creating an epoll set: %w", err)
+	}
+	// Only a descriptor in the poller takes a deadline: this tells
+	// whether os.NewFile could register it.
+	s := &Set{epfd: epfd, wake: wake, file: f, rc: rc, inPoller: f.SetReadDeadline(time.Time{}) == nil}
 	if err := s.Add(wake, wakeToken); err != nil {
 		s.Close()
 		return nil, err
@@ -63,7 +93,7 @@ func (s *Set) Wake() {
 // the ready tokens (in events' storage) and whether a wake came. An
 // interrupted wait returns nothing and no error.
 func (s *Set) Wait(events []unix.EpollEvent, ready []int32) ([]int32, bool, error) {
-	n, err := unix.EpollWait(s.epfd, events, -1)
+	n, err := s.wait(events)
 	if errors.Is(err, unix.EINTR) {
 		return ready[:0], false, nil
 	}
@@ -83,8 +113,36 @@ func (s *Set) Wait(events []unix.EpollEvent, ready []int32) ([]int32, bool, erro
 	return ready, woken, nil
 }
 
+// wait fills events with what is ready, waiting for something.
+//
+// Go's poller watches epfd edge-triggered: it hears when an event joins
+// the set, not that events are still there. So each wait first takes
+// what is ready without waiting (the descriptors in the set are
+// level-triggered: one not read to the end is there again), and parks
+// only when nothing is: an event that comes after that look wakes the
+// parked goroutine, or is seen before it parks.
+func (s *Set) wait(events []unix.EpollEvent) (int, error) {
+	var n int
+	var werr error
+	var err error
+	if s.inPoller {
+		err = s.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || werr != nil
+		})
+	} else {
+		err = s.rc.Control(func(fd uintptr) {
+			n, werr = unix.EpollWait(int(fd), events, -1)
+		})
+	}
+	if err != nil {
+		return 0, err
+	}
+	return max(n, 0), werr
+}
+
 // Close releases the set (not the descriptors it watched).
 func (s *Set) Close() {
-	unix.Close(s.epfd)
+	s.file.Close()
 	unix.Close(s.wake)
 }
