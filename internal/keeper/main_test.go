@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +91,16 @@ func helper(name string, args []string) int {
 		}
 		sdNotify("READY=1")
 		block()
+	case "getenv":
+		// Each named variable's value, or that it is unset.
+		for _, k := range args {
+			if v, ok := os.LookupEnv(k); ok {
+				fmt.Printf("%s=%s\n", k, v)
+			} else {
+				fmt.Printf("%s unset\n", k)
+			}
+		}
+		return 0
 	case "exit":
 		n, _ := strconv.Atoi(args[0])
 		fmt.Println("exiting with", n)
@@ -324,3 +336,45 @@ func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) err
 }
 
 func (c *fakeNodeChannel) Close() error { return c.parent.Close() }
+
+// A keeper process runs on one P from its start (GOMAXPROCS=1 in the
+// environment it started itself again with), and its apps see the
+// GOMAXPROCS of the daemon's environment, or none, as before.
+func TestKeeperRunsOnOneProc(t *testing.T) {
+	for _, daemon := range []string{"3", ""} {
+		t.Run("GOMAXPROCS="+daemon, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", daemon)
+			want := "GOMAXPROCS=" + daemon
+			if daemon == "" {
+				os.Unsetenv("GOMAXPROCS") // t.Setenv puts it back
+				want = "GOMAXPROCS unset"
+			}
+			h := newHarness(t)
+			a := app("getenv", "GOMAXPROCS", envAppProcs)
+			p := h.spawn(h.spawner(nil), a, 0)
+			// Read while the keeper runs (release ends it).
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.st.KeeperPid))
+			if ex := release(t, p); !ex.Clean() {
+				t.Fatalf("exit %v", ex)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := logLines(t, h.home, a.Name, 0, "out"); !slices.Equal(got, []string{want, envAppProcs + " unset"}) {
+				t.Fatalf("the app saw %q, want [%s, %s unset]", got, want, envAppProcs)
+			}
+			if daemon == "" && runtime.NumCPU() == 1 {
+				return // one P anyway: no second start
+			}
+			var got []string
+			for _, kv := range strings.Split(string(environ), "\x00") {
+				if strings.HasPrefix(kv, "GOMAXPROCS=") {
+					got = append(got, kv)
+				}
+			}
+			if !slices.Equal(got, []string{"GOMAXPROCS=1"}) {
+				t.Fatalf("the keeper's environment has %q, want [GOMAXPROCS=1]", got)
+			}
+		})
+	}
+}
