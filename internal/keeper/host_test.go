@@ -1,8 +1,10 @@
 package keeper
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -131,4 +133,34 @@ func parentOf(t *testing.T, pid int) int {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
+}
+
+// An idle instance holds no goroutine in the daemon: the Spawner's
+// wirePoller reads every keeper connection, and what it reads is handled
+// by a goroutine that runs only while something is queued.
+func TestIdleInstancesHoldNoGoroutineInTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	a := app("sleep")
+	first := h.spawn(s, a, 0)
+	waitGoroutines := func(what string, ok func(n int) bool) int {
+		var n int
+		poll.Until(t, eventTimeout, what, func() bool {
+			n = runtime.NumGoroutine()
+			return ok(n)
+		})
+		return n
+	}
+	// Settled: the goroutines that start with the first keeper are there.
+	before := runtime.NumGoroutine()
+	const more = 12
+	ps := []*process{first}
+	for i := 1; i <= more; i++ {
+		ps = append(ps, h.spawn(s, a, i))
+	}
+	waitGoroutines(fmt.Sprintf("at most %d more goroutines for %d more instances (%d before)", more/2, more, before),
+		func(n int) bool { return n < before+more/2 })
+	for _, p := range ps {
+		finish(t, p)
+	}
 }

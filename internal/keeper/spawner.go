@@ -104,6 +104,9 @@ type SpawnerConfig struct {
 type Spawner struct {
 	cfg SpawnerConfig
 	log *slog.Logger
+	// wires reads every keeper connection with one goroutine; nil: each
+	// process reads its own.
+	wires *wirePoller
 
 	wg sync.WaitGroup // refill goroutines
 	// starts holds a token per Spawn under way (bounded).
@@ -146,6 +149,11 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 		starts: make(chan struct{}, max(4, 4*runtime.NumCPU())),
 		trim:   time.AfterFunc(time.Hour, debug.FreeOSMemory)}
 	s.trim.Stop()
+	if w, err := newWirePoller(); err != nil {
+		log.Warn("reading each keeper with a goroutine of its own", "err", err)
+	} else {
+		s.wires = w
+	}
 	return s
 }
 
@@ -894,6 +902,12 @@ func (s *Spawner) Close() error {
 	s.wg.Wait()
 	for _, p := range procs {
 		p.detachNow()
+	}
+	if s.wires != nil {
+		// After the processes: their detaching waits for the poller to
+		// tell their connections' end. A process added since reads
+		// with a goroutine.
+		s.wires.close()
 	}
 	return nil
 }
