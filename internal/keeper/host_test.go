@@ -164,3 +164,40 @@ func TestIdleInstancesHoldNoGoroutineInTheDaemon(t *testing.T) {
 		finish(t, p)
 	}
 }
+
+// The daemon's reading of one keeper never waits for another process: a
+// process whose lock is held (as by a write to a keeper that does not
+// read) stalls only itself.
+func TestOneStalledProcessStallsNoOther(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	a, b := app("sleep"), app("sleep")
+	b.Name = "t-other"
+	pa := h.spawn(s, a, 0)
+	pb := h.spawn(s, b, 0)
+	// The keeper of a tells of its app's death while pa is held.
+	pa.mu.Lock()
+	held := true
+	defer func() {
+		if held {
+			pa.mu.Unlock()
+		}
+	}()
+	syscall.Kill(pa.st.Pid, syscall.SIGKILL)
+	gone(t, proc.Identity{Pid: pa.st.Pid, Start: pa.st.PidStart})
+	// Then b's exit comes through all the same.
+	pb.background(func(sent func()) {
+		defer sent()
+		if _, err := pb.call(command{Cmd: cmdStop, Signal: "SIGKILL"}, false); err != nil {
+			t.Errorf("stopping b: %v", err)
+		}
+	})
+	if ex := release(t, pb); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("b's exit %v", ex)
+	}
+	pa.mu.Unlock()
+	held = false
+	if ex := release(t, pa); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("a's exit %v", ex)
+	}
+}
