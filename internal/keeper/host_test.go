@@ -201,3 +201,34 @@ func TestOneStalledProcessStallsNoOther(t *testing.T) {
 		t.Fatalf("a's exit %v", ex)
 	}
 }
+
+// The daemon holds no goroutine (and so no thread blocked in wait4) for
+// each keeper process it started: one hears of their exits at SIGCHLD.
+// Each app has a keeper process of its own.
+func TestKeeperProcessesHoldNoGoroutineInTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	first := h.spawn(s, app("sleep"), 0)
+	before := runtime.NumGoroutine()
+	const apps = 8
+	ps := []*process{first}
+	for i := range apps {
+		a := app("sleep")
+		a.Name = fmt.Sprintf("t-app%d", i)
+		ps = append(ps, h.spawn(s, a, 0))
+	}
+	poll.Until(t, eventTimeout, fmt.Sprintf("at most %d more goroutines for %d more keeper processes (%d before)", apps/2, apps, before),
+		func() bool { return runtime.NumGoroutine() < before+apps/2 })
+	for _, p := range ps {
+		finish(t, p)
+	}
+	// Their exits are heard, and each is reaped: no zombie is left.
+	for _, p := range ps {
+		k := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+		gone(t, k)
+		poll.Until(t, eventTimeout, fmt.Sprintf("keeper %d to be reaped", k.Pid), func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/%d", k.Pid))
+			return err != nil
+		})
+	}
+}
