@@ -217,6 +217,35 @@ func TestDaemonSIGKILLRecovery(t *testing.T) {
 	}
 }
 
+// keel kill with no daemon (it was SIGKILLed) still stops every app its
+// keepers run, also one that ignores SIGTERM, and leaves no process of
+// this KEEL_HOME behind.
+func TestKillWithoutADaemonStopsWhatItsKeepersRun(t *testing.T) {
+	e := newEnv(t)
+	e.app("svc", "sleep", "-i", "2")
+	e.app("stubborn", "ignoreterm", "--kill-timeout", "300ms")
+	e.waitFor("3 online", func(l []api.Instance) bool {
+		return allStatus("svc", 2, "online")(l) && allStatus("stubborn", 1, "online")(l)
+	})
+	e.killDaemon()
+	if n := len(processesOf(e.home)); n < 5 { // 3 apps, 2 keepers
+		t.Fatalf("%d processes after the daemon's SIGKILL, want the apps and keepers", n)
+	}
+	out := e.ok("kill")
+	if !strings.Contains(out, "stopped the 3 instance(s)") {
+		t.Fatalf("keel kill said %q", out)
+	}
+	if left := processesOf(e.home); len(left) != 0 {
+		t.Fatalf("processes left after keel kill: %v", left)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.home, "run")); len(ents) != 0 {
+		t.Fatalf("run/ holds %d files after keel kill", len(ents))
+	}
+	if out := e.ok("kill"); out != "no daemon is running\n" {
+		t.Fatalf("a second keel kill said %q", out)
+	}
+}
+
 func TestSharedSocketAndActivationEnv(t *testing.T) {
 	e := newEnv(t)
 	e.app("web", "serve", "-i", "2", "--listen", "127.0.0.1:0", "--ready", "notify")

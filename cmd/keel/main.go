@@ -44,9 +44,10 @@ func main() {
 		self = "/proc/self/exe"
 	}
 	code := cli.Run(ctx, os.Args[1:], cli.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, cli.Deps{
-		Exe:     exe,
-		Version: version,
-		Getenv:  os.Getenv,
+		Exe:           exe,
+		Version:       version,
+		Getenv:        os.Getenv,
+		StopLeftovers: keeper.StopAll,
 		RunDaemon: func(ctx context.Context, home string) error {
 			err := daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Cgroup: os.Getenv("KEEL_CGROUP")})
 			if errors.Is(err, daemon.ErrAlreadyRunning) {

@@ -45,6 +45,11 @@ type Deps struct {
 	// RunDaemon runs the daemon in the foreground (`keel daemon`) until ctx
 	// is done or it is killed.
 	RunDaemon func(ctx context.Context, home string) error
+	// StopLeftovers stops, when no daemon runs, the instances that keepers
+	// in home still run (a daemon that was SIGKILLed leaves them serving)
+	// and returns how many there were; `keel kill` calls it. Nil: kill
+	// without a daemon does nothing.
+	StopLeftovers func(ctx context.Context, home string) (int, error)
 	// RunForeground runs apps without a daemon (`keel run <config>`) until
 	// ctx is done.
 	RunForeground func(ctx context.Context, home string, apps []*spec.App, o RunOptions) error

@@ -360,7 +360,7 @@ func (r *runner) killCommand() *cobra.Command {
 		}
 		v, err := c.Version(ctx)
 		if errors.Is(err, client.ErrNoDaemon) {
-			return fail("kill", r.printResult(api.Result{Message: "no daemon is running"}, *asJSON))
+			return fail("kill", r.killLeftovers(ctx, *asJSON))
 		}
 		if err != nil {
 			return fail("kill", err)
@@ -376,6 +376,28 @@ func (r *runner) killCommand() *cobra.Command {
 	})
 	asJSON = jsonFlag(cmd)
 	return cmd
+}
+
+// killLeftovers is kill with no daemon: the instances a dead daemon's
+// keepers still run are stopped all the same.
+func (r *runner) killLeftovers(ctx context.Context, asJSON bool) error {
+	msg := "no daemon is running"
+	if r.deps.StopLeftovers != nil {
+		home, err := r.home()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		n, err := r.deps.StopLeftovers(ctx, home)
+		if n > 0 {
+			msg = fmt.Sprintf("no daemon is running; stopped the %d instance(s) its keepers still ran", n)
+		}
+		if err != nil {
+			return fmt.Errorf("stopping what keel's keepers still run: %w", err)
+		}
+	}
+	return r.printResult(api.Result{Message: msg}, asJSON)
 }
 
 // waitGone waits until process pid no longer exists, so that the next

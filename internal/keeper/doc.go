@@ -67,6 +67,12 @@
 // a daemon, and reads take their buffers from a pool only while bytes are
 // there.
 //
+// The daemon's side is built the same way: its Spawner reads every keeper
+// connection through one wirePoller, and what it reads for a process is
+// handled by a goroutine that runs only while something is queued (the
+// poller must not wait for a process whose lock a slow write holds). An
+// idle instance so holds no goroutine in the daemon.
+//
 // # Files
 //
 //	run/<id>.sock    the keeper's socket (run/ is 0700; the peer's uid is checked)

@@ -1,8 +1,10 @@
 package keeper
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -131,4 +133,102 @@ func parentOf(t *testing.T, pid int) int {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
+}
+
+// An idle instance holds no goroutine in the daemon: the Spawner's
+// wirePoller reads every keeper connection, and what it reads is handled
+// by a goroutine that runs only while something is queued.
+func TestIdleInstancesHoldNoGoroutineInTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	a := app("sleep")
+	first := h.spawn(s, a, 0)
+	waitGoroutines := func(what string, ok func(n int) bool) int {
+		var n int
+		poll.Until(t, eventTimeout, what, func() bool {
+			n = runtime.NumGoroutine()
+			return ok(n)
+		})
+		return n
+	}
+	// Settled: the goroutines that start with the first keeper are there.
+	before := runtime.NumGoroutine()
+	const more = 12
+	ps := []*process{first}
+	for i := 1; i <= more; i++ {
+		ps = append(ps, h.spawn(s, a, i))
+	}
+	waitGoroutines(fmt.Sprintf("at most %d more goroutines for %d more instances (%d before)", more/2, more, before),
+		func(n int) bool { return n < before+more/2 })
+	for _, p := range ps {
+		finish(t, p)
+	}
+}
+
+// The daemon's reading of one keeper never waits for another process: a
+// process whose lock is held (as by a write to a keeper that does not
+// read) stalls only itself.
+func TestOneStalledProcessStallsNoOther(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	a, b := app("sleep"), app("sleep")
+	b.Name = "t-other"
+	pa := h.spawn(s, a, 0)
+	pb := h.spawn(s, b, 0)
+	// The keeper of a tells of its app's death while pa is held.
+	pa.mu.Lock()
+	held := true
+	defer func() {
+		if held {
+			pa.mu.Unlock()
+		}
+	}()
+	syscall.Kill(pa.st.Pid, syscall.SIGKILL)
+	gone(t, proc.Identity{Pid: pa.st.Pid, Start: pa.st.PidStart})
+	// Then b's exit comes through all the same.
+	pb.background(func(sent func()) {
+		defer sent()
+		if _, err := pb.call(command{Cmd: cmdStop, Signal: "SIGKILL"}, false); err != nil {
+			t.Errorf("stopping b: %v", err)
+		}
+	})
+	if ex := release(t, pb); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("b's exit %v", ex)
+	}
+	pa.mu.Unlock()
+	held = false
+	if ex := release(t, pa); ex.Signal == nil || *ex.Signal != "SIGKILL" {
+		t.Fatalf("a's exit %v", ex)
+	}
+}
+
+// The daemon holds no goroutine (and so no thread blocked in wait4) for
+// each keeper process it started: one hears of their exits at SIGCHLD.
+// Each app has a keeper process of its own.
+func TestKeeperProcessesHoldNoGoroutineInTheDaemon(t *testing.T) {
+	h := newHarness(t)
+	s := h.spawnerWith(SpawnerConfig{NoStandby: true})
+	first := h.spawn(s, app("sleep"), 0)
+	before := runtime.NumGoroutine()
+	const apps = 8
+	ps := []*process{first}
+	for i := range apps {
+		a := app("sleep")
+		a.Name = fmt.Sprintf("t-app%d", i)
+		ps = append(ps, h.spawn(s, a, 0))
+	}
+	poll.Until(t, eventTimeout, fmt.Sprintf("at most %d more goroutines for %d more keeper processes (%d before)", apps/2, apps, before),
+		func() bool { return runtime.NumGoroutine() < before+apps/2 })
+	for _, p := range ps {
+		finish(t, p)
+	}
+	// Their exits are heard, and each is reaped: no zombie is left.
+	for _, p := range ps {
+		k := proc.Identity{Pid: p.st.KeeperPid, Start: p.st.KeeperStart}
+		gone(t, k)
+		poll.Until(t, eventTimeout, fmt.Sprintf("keeper %d to be reaped", k.Pid), func() bool {
+			_, err := os.Stat(fmt.Sprintf("/proc/%d", k.Pid))
+			return err != nil
+		})
+	}
 }

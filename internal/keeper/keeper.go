@@ -758,7 +758,7 @@ func (k *keeper) join(j joining) {
 	if j.rd < 0 {
 		k.wg.Add(1)
 		go k.readPeer(p)
-	} else if p.reads, _ = k.wires.read(j.rd, k.peerLine(p), k.peerEnd(p)); p.reads == nil {
+	} else if p.reads, _ = k.wires.read(j.rd, nil, k.peerLine(p), k.peerEnd(p)); p.reads == nil {
 		// The poller has ended (the keeper process is going): this
 		// daemon is served no more.
 		k.drop(p)

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/supervisor"
@@ -694,7 +695,25 @@ func TestReconnectAfterADroppedConnection(t *testing.T) {
 	p := h.spawn(h.spawner(nil), a, 0)
 	waitFor(t, p, supervisor.EventReady)
 	waitFor(t, p, supervisor.EventStatus)
-	// Cut the connection, as a keeper does to a daemon that does not read.
+	// The connection ends under the daemon's reading (as when a keeper
+	// drops a daemon that does not read): the process reconnects.
+	p.mu.Lock()
+	old := p.conn
+	rc, err := old.SyscallConn()
+	if err == nil {
+		rc.Control(func(fd uintptr) { err = unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	}
+	p.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, eventTimeout, "the process to reconnect", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.conn != nil && p.conn != old
+	})
+	// Its own end closed under it: the next command's write fails, and
+	// the command goes over a new connection.
 	p.mu.Lock()
 	p.conn.Close()
 	p.mu.Unlock()

@@ -32,9 +32,13 @@ var (
 )
 
 // process is the daemon's handle on one keeper and its app: a
-// supervisor.Process. A reader goroutine reads the keeper's lines and
-// queues events; a pump goroutine hands them to Events, so a slow
-// consumer never stalls the reader (and so never the replies to
+// supervisor.Process. The Spawner's wirePoller reads the keeper's lines
+// (a goroutine of the process's own does if the poller cannot), and a
+// goroutine that runs only while some are queued handles them: it queues
+// events, and after the connection's end reconnects or finds the keeper
+// gone. An idle instance so holds no goroutine in the daemon. A pump
+// goroutine hands the events to Events, unless Notify took them, so a
+// slow consumer never stalls the reading (and so never the replies to
 // commands). Consecutive status events that were not delivered yet are
 // merged, which bounds the queue.
 type process struct {
@@ -50,6 +54,7 @@ type process struct {
 	// mu guards the fields below and serialises writes to conn.
 	mu          sync.Mutex
 	conn        *net.UnixConn // nil while reconnecting or after the end
+	reads       *wireEntry    // where the wirePoller reads conn; nil: the read goroutine does, or none
 	reconnected chan struct{} // while reconnecting: closed when that is over
 	seq         int
 	pending     map[int]chan message
@@ -70,6 +75,23 @@ type process struct {
 	bgClosed bool
 	bg       sync.WaitGroup
 	writes   sync.WaitGroup
+
+	// What the wirePoller read, on its way to handle: the poller waits
+	// for no process (mu may be held across a write to a keeper that does
+	// not read), so a goroutine started while something is queued
+	// handles it, in order.
+	inMu       sync.Mutex
+	inbox      []fromKeeper
+	delivering bool
+	redials    int // only the connection's reader touches it
+}
+
+// fromKeeper is a message a keeper sent, or (end) the end of its
+// connection, with the error that ended it.
+type fromKeeper struct {
+	m   message
+	end bool
+	err error
 }
 
 var _ supervisor.Process = (*process)(nil)
@@ -87,9 +109,89 @@ func newProcess(s *Spawner, pp paths, conn *net.UnixConn, rd *wireReader, st *St
 		pending: map[int]chan message{},
 	}
 	p.applyLocked(st)
-	p.wg.Add(1)
-	go p.read(rd)
+	p.wg.Add(1) // the connection's reading, up to its final end
+	p.mu.Lock()
+	p.readLocked(conn, rd)
+	p.mu.Unlock()
 	return p
+}
+
+// readLocked has the Spawner's wirePoller read conn, or else a goroutine.
+// rd holds what was read from conn so far; it is taken over. p.mu is held.
+func (p *process) readLocked(conn *net.UnixConn, rd *wireReader) {
+	if w := p.s.wires; w != nil {
+		fd, err := dupSocket(conn)
+		if err == nil {
+			r := &wireReader{buf: rd.buf, fds: rd.fds, err: rd.err}
+			var parseErr error
+			line := func(line []byte, r *wireReader) bool {
+				m, err := parseMessage(line, r)
+				if err != nil {
+					parseErr = err
+					return false
+				}
+				p.post(fromKeeper{m: m})
+				return true
+			}
+			end := func(err error) {
+				if parseErr != nil {
+					err = parseErr
+				}
+				p.post(fromKeeper{end: true, err: err})
+			}
+			if p.reads, err = w.read(fd, r, line, end); err == nil {
+				rd.buf, rd.fds = nil, nil // the poller's now
+				return
+			}
+		}
+		p.log.Warn("reading the keeper with a goroutine of its own", "err", err)
+	}
+	go p.read(rd)
+}
+
+// post queues what the wirePoller read, and starts a goroutine to handle
+// it unless one runs.
+func (p *process) post(in fromKeeper) {
+	p.inMu.Lock()
+	p.inbox = append(p.inbox, in)
+	start := !p.delivering
+	p.delivering = true
+	p.inMu.Unlock()
+	if start {
+		go p.deliver()
+	}
+}
+
+// deliver handles what is queued, then ends.
+func (p *process) deliver() {
+	for {
+		p.inMu.Lock()
+		if len(p.inbox) == 0 {
+			p.inbox = nil
+			p.delivering = false
+			p.inMu.Unlock()
+			return
+		}
+		in := p.inbox[0]
+		p.inbox = p.inbox[1:]
+		p.inMu.Unlock()
+		if !in.end {
+			p.mu.Lock()
+			p.messageLocked(in.m)
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Lock()
+		p.reads = nil
+		p.mu.Unlock()
+		if conn, rd := p.ended(in.err); conn != nil {
+			p.mu.Lock()
+			p.readLocked(conn, rd)
+			p.mu.Unlock()
+		} else {
+			p.readingEnded()
+		}
+	}
 }
 
 // Notify hands every event from now on to f instead of Events (the
@@ -317,12 +419,23 @@ func (p *process) await(ch chan message, seq int, cmd string, within time.Durati
 // (or finds the keeper gone), and commands wait for that. p.mu must be
 // held.
 func (p *process) brokenLocked() {
+	p.closeConnLocked()
+	if p.reconnected == nil && !p.detached && !p.released {
+		p.reconnected = make(chan struct{})
+	}
+}
+
+// closeConnLocked closes the connection, both the daemon's end for
+// writes and the poller's for reads: the keeper sees the end only once
+// both are closed. The poller tells the end to the reading. p.mu is held.
+func (p *process) closeConnLocked() {
 	if p.conn != nil {
 		p.conn.Close()
 		p.conn = nil
 	}
-	if p.reconnected == nil && !p.detached && !p.released {
-		p.reconnected = make(chan struct{})
+	if p.reads != nil {
+		p.s.wires.remove(p.reads)
+		p.reads = nil
 	}
 }
 
@@ -405,63 +518,80 @@ func errnoName(err error) string {
 	return "EKEEL"
 }
 
-// read reads the keeper's lines, reconnecting while the keeper lives. When
-// the keeper is gone before the exit, it kills the app's group and queues
-// an exit with Reason "keeper lost".
+// read reads the keeper's lines in a goroutine of its own (when the
+// wirePoller cannot), reconnecting while the keeper lives; see ended.
 func (p *process) read(rd *wireReader) {
-	defer p.wg.Done()
-	defer p.s.remove(p)
-	defer func() {
-		p.mu.Lock()
-		if p.reconnected != nil {
-			close(p.reconnected)
-			p.reconnected = nil
-		}
-		p.mu.Unlock()
-	}()
-	for redials := 0; ; redials++ {
+	for {
 		err := p.readConn(rd)
 		rd.close()
-
-		p.mu.Lock()
-		p.brokenLocked()
-		for seq, ch := range p.pending {
-			close(ch)
-			delete(p.pending, seq)
-		}
-		done := p.detached || p.released
-		p.mu.Unlock()
-		if done {
-			return
-		}
-
 		var conn *net.UnixConn
-		var st *State
-		if redials < maxRedials {
-			conn, rd, st, err = connect(p.paths.sock)
-		}
-		if conn == nil {
-			p.lost(err)
+		if conn, rd = p.ended(err); conn == nil {
+			p.readingEnded()
 			return
 		}
-		p.log.Info("reconnected to keeper")
-		p.mu.Lock()
-		if p.detached {
-			p.mu.Unlock()
-			conn.Close()
-			return
-		}
-		p.conn = conn
-		if p.reconnected != nil {
-			close(p.reconnected)
-			p.reconnected = nil
-		}
-		p.applyLocked(st)
-		if p.released {
-			p.sendReleaseLocked()
-		}
-		p.mu.Unlock()
 	}
+}
+
+// ended handles the end of the connection to the keeper (by err):
+// it fails the commands waiting for replies, and reconnects while the
+// keeper lives, returning the new connection (already p.conn) and what
+// was read from it. When the keeper is gone before the exit, it kills
+// the app's group and queues an exit with Reason "keeper lost"; then, or
+// once the process is detached or released, it returns no connection.
+func (p *process) ended(err error) (*net.UnixConn, *wireReader) {
+	p.mu.Lock()
+	p.brokenLocked()
+	for seq, ch := range p.pending {
+		close(ch)
+		delete(p.pending, seq)
+	}
+	done := p.detached || p.released
+	p.mu.Unlock()
+	if done {
+		return nil, nil
+	}
+	var conn *net.UnixConn
+	var rd *wireReader
+	var st *State
+	if p.redials < maxRedials {
+		p.redials++
+		conn, rd, st, err = connect(p.paths.sock)
+	}
+	if conn == nil {
+		p.lost(err)
+		return nil, nil
+	}
+	p.log.Info("reconnected to keeper")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.detached {
+		rd.close()
+		conn.Close()
+		return nil, nil
+	}
+	p.conn = conn
+	if p.reconnected != nil {
+		close(p.reconnected)
+		p.reconnected = nil
+	}
+	p.applyLocked(st)
+	if p.released {
+		p.sendReleaseLocked()
+	}
+	return conn, rd
+}
+
+// readingEnded is the end of the reading, for good: commands stop
+// waiting for a reconnection, and the Spawner forgets the process.
+func (p *process) readingEnded() {
+	p.mu.Lock()
+	if p.reconnected != nil {
+		close(p.reconnected)
+		p.reconnected = nil
+	}
+	p.mu.Unlock()
+	p.s.remove(p)
+	p.wg.Done()
 }
 
 func (p *process) readConn(rd *wireReader) error {
@@ -470,48 +600,65 @@ func (p *process) readConn(rd *wireReader) error {
 		if err != nil {
 			return err
 		}
-		var m message
-		if err := json.Unmarshal(line, &m); err != nil {
-			return fmt.Errorf("a line from the keeper: %w", err)
-		}
-		if m.files, err = rd.take(m.FDs); err != nil {
+		m, err := parseMessage(line, rd)
+		if err != nil {
 			return err
 		}
-		if m.Type != msgReply {
-			closeFiles(m.files) // only a reply carries descriptors
-		}
 		p.mu.Lock()
-		switch m.Type {
-		case msgHello:
-			if m.State != nil {
-				p.applyLocked(m.State)
-			}
-		case msgReady:
-			p.readyLocked()
-		case msgStatus:
-			p.statusLocked(m.Text)
-		case msgStopping:
-			p.stoppingLocked(m.Crash, m.Text)
-		case msgExit:
-			if m.Exit != nil {
-				p.exitLocked(*m.Exit)
-			}
-		case msgReply:
-			if ch, ok := p.pending[m.Seq]; ok {
-				delete(p.pending, m.Seq)
-				ch <- m
-			} else {
-				closeFiles(m.files)
-			}
-		case msgListen:
-			if m.Listen != nil && !p.detached {
-				p.wg.Add(1)
-				go p.answerListen(*m.Listen)
-			}
-		default:
-			p.log.Warn("unknown message from keeper", "type", m.Type)
-		}
+		p.messageLocked(m)
 		p.mu.Unlock()
+	}
+}
+
+// parseMessage decodes one line from a keeper and takes the descriptors
+// it announces; only a reply keeps them.
+func parseMessage(line []byte, rd *wireReader) (message, error) {
+	var m message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return m, fmt.Errorf("a line from the keeper: %w", err)
+	}
+	var err error
+	if m.files, err = rd.take(m.FDs); err != nil {
+		return m, err
+	}
+	if m.Type != msgReply {
+		closeFiles(m.files) // only a reply carries descriptors
+		m.files = nil
+	}
+	return m, nil
+}
+
+// messageLocked applies one message from the keeper. p.mu is held.
+func (p *process) messageLocked(m message) {
+	switch m.Type {
+	case msgHello:
+		if m.State != nil {
+			p.applyLocked(m.State)
+		}
+	case msgReady:
+		p.readyLocked()
+	case msgStatus:
+		p.statusLocked(m.Text)
+	case msgStopping:
+		p.stoppingLocked(m.Crash, m.Text)
+	case msgExit:
+		if m.Exit != nil {
+			p.exitLocked(*m.Exit)
+		}
+	case msgReply:
+		if ch, ok := p.pending[m.Seq]; ok {
+			delete(p.pending, m.Seq)
+			ch <- m
+		} else {
+			closeFiles(m.files)
+		}
+	case msgListen:
+		if m.Listen != nil && !p.detached {
+			p.wg.Add(1)
+			go p.answerListen(*m.Listen)
+		}
+	default:
+		p.log.Warn("unknown message from keeper", "type", m.Type)
 	}
 }
 
@@ -664,9 +811,7 @@ func (p *process) detachNow() {
 	p.mu.Unlock()
 	p.writes.Wait()
 	p.mu.Lock()
-	if p.conn != nil {
-		p.conn.Close()
-	}
+	p.closeConnLocked()
 	p.mu.Unlock()
 	p.bg.Wait()
 	p.wg.Wait()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -104,6 +105,18 @@ type SpawnerConfig struct {
 type Spawner struct {
 	cfg SpawnerConfig
 	log *slog.Logger
+	// wires reads every keeper connection with one goroutine; nil: each
+	// process reads its own.
+	wires *wirePoller
+	// exits hears, at SIGCHLD, of the exits of the keepers this Spawner
+	// started (unless StartCmd does), so that no keeper holds a thread
+	// blocked in wait4 in the daemon. Its goroutine runs while keepers
+	// are watched or the Spawner is open (watching, watcher: under mu).
+	exits    *proc.ExitWatcher
+	watching int
+	watcher  bool
+	exitWake chan struct{} // capacity 1: the watcher looks again
+	closedC  chan struct{} // closed by Close
 
 	wg sync.WaitGroup // refill goroutines
 	// starts holds a token per Spawn under way (bounded).
@@ -144,8 +157,14 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 	s := &Spawner{cfg: cfg, log: log, procs: map[string]*process{}, starting: map[string]bool{},
 		hosts: map[string]string{}, appLocks: map[string]*sync.Mutex{},
 		starts: make(chan struct{}, max(4, 4*runtime.NumCPU())),
-		trim:   time.AfterFunc(time.Hour, debug.FreeOSMemory)}
+		trim:   time.AfterFunc(time.Hour, debug.FreeOSMemory),
+		exits:  proc.NewExitWatcher(), exitWake: make(chan struct{}, 1), closedC: make(chan struct{})}
 	s.trim.Stop()
+	if w, err := newWirePoller(); err != nil {
+		log.Warn("reading each keeper with a goroutine of its own", "err", err)
+	} else {
+		s.wires = w
+	}
 	return s
 }
 
@@ -454,8 +473,63 @@ func (s *Spawner) startKeeper() (*keeperProc, error) {
 		s.done(k)
 		return nil, fmt.Errorf("starting keeper: %w", err)
 	}
-	go s.reap(k.cmd.Process.Pid, wait, k.reaped)
+	pid := k.cmd.Process.Pid
+	if s.cfg.StartCmd != nil {
+		go s.reap(pid, wait, k.reaped)
+	} else {
+		s.watchKeeper(pid, func() { go s.reap(pid, wait, k.reaped) })
+	}
 	return k, nil
+}
+
+// watchKeeper calls exited once the keeper pid has exited (unreaped).
+func (s *Spawner) watchKeeper(pid int, exited func()) {
+	s.mu.Lock()
+	s.watching++
+	start := !s.watcher
+	s.watcher = true
+	s.mu.Unlock()
+	if start {
+		subscribed := make(chan struct{})
+		go s.watchExits(subscribed)
+		<-subscribed // a SIGCHLD from now on is heard
+	}
+	s.exits.Watch(pid, func() {
+		s.mu.Lock()
+		s.watching--
+		s.mu.Unlock()
+		select {
+		case s.exitWake <- struct{}{}:
+		default:
+		}
+		exited()
+	})
+}
+
+// watchExits is the goroutine of exits: it checks the watched keepers at
+// each SIGCHLD, and ends once the Spawner is closed and none is left.
+func (s *Spawner) watchExits(subscribed chan<- struct{}) {
+	sigchld := make(chan os.Signal, 16)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	defer signal.Stop(sigchld)
+	close(subscribed)
+	closed := s.closedC
+	for {
+		s.exits.Check()
+		s.mu.Lock()
+		if s.closed && s.watching == 0 {
+			s.watcher = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		select {
+		case <-sigchld:
+		case <-s.exitWake:
+		case <-closed:
+			closed = nil
+		}
+	}
 }
 
 // done forgets that k is starting.
@@ -879,6 +953,9 @@ func killAndWait(id proc.Identity, group bool, log *slog.Logger) {
 func (s *Spawner) Close() error {
 	s.trim.Stop()
 	s.mu.Lock()
+	if !s.closed {
+		close(s.closedC)
+	}
 	s.closed = true
 	procs := make([]*process, 0, len(s.procs))
 	for _, p := range s.procs {
@@ -894,6 +971,12 @@ func (s *Spawner) Close() error {
 	s.wg.Wait()
 	for _, p := range procs {
 		p.detachNow()
+	}
+	if s.wires != nil {
+		// After the processes: their detaching waits for the poller to
+		// tell their connections' end. A process added since reads
+		// with a goroutine.
+		s.wires.close()
 	}
 	return nil
 }

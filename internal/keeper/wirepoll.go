@@ -32,6 +32,7 @@ type wirePoller struct {
 	mu       sync.Mutex // guards the fields below (add and remove come from any goroutine)
 	next     int32
 	entries  map[int32]*wireEntry
+	kicks    []*wireEntry // entries with lines read before they were added
 	removals []*wireEntry
 	ending   bool
 }
@@ -71,8 +72,25 @@ func (w *wirePoller) listen(ln *net.UnixListener, accept func(fd int)) (*wireEnt
 
 // read watches fd, a connected socket the poller now owns, and calls line
 // with each line read until line returns false, EOF or an error; then end.
-func (w *wirePoller) read(fd int, line func([]byte, *wireReader) bool, end func(error)) (*wireEntry, error) {
-	return w.add(&wireEntry{fd: fd, r: &wireReader{}, line: line, end: end})
+// r, if not nil, holds what was read from fd before (its lines come
+// first); the poller takes it over unless it fails.
+func (w *wirePoller) read(fd int, r *wireReader, line func([]byte, *wireReader) bool, end func(error)) (*wireEntry, error) {
+	kick := r != nil && (len(r.buf) > 0 || r.err != nil)
+	if r == nil {
+		r = &wireReader{}
+	}
+	e, err := w.add(&wireEntry{fd: fd, r: r, line: line, end: end})
+	if err != nil {
+		return nil, err // r stays the caller's
+	}
+	if kick {
+		// Lines already read wait for no readiness: the loop serves them.
+		w.mu.Lock()
+		w.kicks = append(w.kicks, e)
+		w.mu.Unlock()
+		w.signal()
+	}
+	return e, nil
 }
 
 func (w *wirePoller) add(e *wireEntry) (*wireEntry, error) {
@@ -147,8 +165,8 @@ func (w *wirePoller) loop() {
 			continue
 		}
 		w.mu.Lock()
-		removals, ending := w.removals, w.ending
-		w.removals = nil
+		kicks, removals, ending := w.kicks, w.removals, w.ending
+		w.kicks, w.removals = nil, nil
 		var all []*wireEntry
 		if ending {
 			for _, e := range w.entries {
@@ -156,6 +174,11 @@ func (w *wirePoller) loop() {
 			}
 		}
 		w.mu.Unlock()
+		for _, e := range kicks {
+			if !e.ended {
+				w.lines(e, nil)
+			}
+		}
 		for _, e := range append(removals, all...) {
 			w.finish(e, net.ErrClosed)
 		}
@@ -192,6 +215,12 @@ func (w *wirePoller) serve(e *wireEntry) {
 	if again {
 		return
 	}
+	w.lines(e, err)
+}
+
+// lines hands e's complete lines to its line callback, and ends e after
+// err (a read's) or a line that was refused.
+func (w *wirePoller) lines(e *wireEntry, err error) {
 	for err == nil {
 		line, ok := e.r.buffered()
 		if !ok {

@@ -49,7 +49,7 @@ func TestWirePollerAcceptsAndReads(t *testing.T) {
 				return
 			}
 			conns <- c
-			e, err := w.read(fd, func(line []byte, r *wireReader) bool {
+			e, err := w.read(fd, nil, func(line []byte, r *wireReader) bool {
 				n := 0
 				if line[0] == 'd' { // as "fds":1 would say
 					n = 1

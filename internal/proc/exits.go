@@ -24,8 +24,10 @@ func NewExitWatcher() *ExitWatcher {
 	return &ExitWatcher{watched: map[int]func(){}}
 }
 
-// watch calls exited once pid, a child of this process, has exited.
-func (w *ExitWatcher) watch(pid int, exited func()) {
+// Watch calls exited once pid, a child of this process, has exited (it is
+// not reaped: exited's caller does that). exited runs on Watch's goroutine
+// if the child is gone already, else on Check's.
+func (w *ExitWatcher) Watch(pid int, exited func()) {
 	w.mu.Lock()
 	w.watched[pid] = exited
 	w.mu.Unlock()

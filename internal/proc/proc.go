@@ -255,7 +255,7 @@ func Start(o Options) (*Process, error) {
 	// zombie at worst) and this cannot fail for want of a process.
 	p.ident, _ = Identify(p.pid)
 	if o.Exits != nil {
-		o.Exits.watch(p.pid, func() { go p.wait(false) })
+		o.Exits.Watch(p.pid, func() { go p.wait(false) })
 	} else {
 		go p.wait(true)
 	}
