@@ -74,8 +74,8 @@ type keeper struct {
 	leaveC  chan *peer
 	cmdC    chan peerCommand
 	readyC  chan struct{}
-	nodeC   chan NodeEvent
-	listenC chan *listenAsk
+	nodeC   chan NodeEvent  // nil without a Node channel
+	listenC chan *listenAsk // nil without a Node channel
 	exitC   chan spec.Exit
 	diedC   chan struct{} // the app is gone; its logs may still be draining
 	quit    chan struct{} // closed when run ends, so nobody blocks on the channels above

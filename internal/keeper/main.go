@@ -500,10 +500,15 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 		env.set("NOTIFY_SOCKET", addr)
 	}
 
-	listenC := make(chan *listenAsk)
+	// listenC and nodeC only where a Node channel may use them: each
+	// channel costs an idle instance memory, and each non-nil case of
+	// its owner loop's select a parked sudog.
+	var listenC chan *listenAsk
+	var nodeC chan NodeEvent
 	quit := make(chan struct{})
 	var node NodeChannel
 	if cfg.NodeIPC && opts.NodeIPC != nil {
+		listenC = make(chan *listenAsk)
 		node, err = opts.NodeIPC(NodeIPCRequest{
 			App: app, Instance: cfg.Instance, Argv: argv,
 			Listeners: listeners, ListenNames: cfg.ListenNames,
@@ -514,6 +519,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 			return nil, fmt.Errorf("opening node ipc channel: %w", err)
 		}
 		undo = append(undo, func() { node.Close() })
+		nodeC = make(chan NodeEvent, 16)
 		child := node.Child()
 		defer child.Close()
 		var nenv []string
@@ -583,7 +589,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 		leaveC:    make(chan *peer),
 		cmdC:      make(chan peerCommand),
 		readyC:    make(chan struct{}, 1),
-		nodeC:     make(chan NodeEvent, 16),
+		nodeC:     nodeC,
 		listenC:   listenC,
 		asks:      map[int]*listenAsk{},
 		exitC:     make(chan spec.Exit, 1),
