@@ -983,14 +983,22 @@ func (s *Spawner) Close() error {
 
 // keeperEnv is the environment a keeper starts with: the daemon's, minus
 // what describes the daemon's own sockets.
+// It also starts the keeper on one P (see oneProc) with the daemon's
+// GOMAXPROCS kept for its apps, so the keeper need not exec itself again.
 func keeperEnv(env []string) []string {
-	out := make([]string, 0, len(env))
+	out := make([]string, 0, len(env)+2)
+	appProcs := ""
 	for _, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); !daemonOnly(k) {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "GOMAXPROCS":
+			appProcs = "=" + v
+		case k == envAppProcs || daemonOnly(k):
+		default:
 			out = append(out, kv)
 		}
 	}
-	return out
+	return append(out, "GOMAXPROCS=1", envAppProcs+"="+appProcs)
 }
 
 // adopted waits until no Survivors hands sockets over, or until stop is
