@@ -288,7 +288,7 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		return nil, err
 	}
 	k.hs.Close()
-	conn, rd, st, err := connect(pp.sock)
+	conn, rd, st, err := connectBy(pp.sock, helloDeadline(deadline))
 	if err != nil {
 		s.abort(k, id)
 		return nil, fmt.Errorf("connecting to keeper: %w", err)
@@ -339,7 +339,7 @@ func (s *Spawner) spawnInHost(ctx context.Context, cfg *Config, files []*os.File
 		s.discard(pp)
 		return nil, err
 	}
-	conn, rd, st, err := connect(pp.sock)
+	conn, rd, st, err := connectBy(pp.sock, helloDeadline(deadline))
 	if err != nil {
 		s.discard(pp)
 		return nil, fmt.Errorf("connecting to keeper: %w", err)
@@ -983,14 +983,22 @@ func (s *Spawner) Close() error {
 
 // keeperEnv is the environment a keeper starts with: the daemon's, minus
 // what describes the daemon's own sockets.
+// It also starts the keeper on one P (see oneProc) with the daemon's
+// GOMAXPROCS kept for its apps, so the keeper need not exec itself again.
 func keeperEnv(env []string) []string {
-	out := make([]string, 0, len(env))
+	out := make([]string, 0, len(env)+2)
+	appProcs := ""
 	for _, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); !daemonOnly(k) {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "GOMAXPROCS":
+			appProcs = "=" + v
+		case k == envAppProcs || daemonOnly(k):
+		default:
 			out = append(out, kv)
 		}
 	}
-	return out
+	return append(out, "GOMAXPROCS=1", envAppProcs+"="+appProcs)
 }
 
 // adopted waits until no Survivors hands sockets over, or until stop is
@@ -1012,6 +1020,27 @@ func (s *Spawner) adopted(stop <-chan struct{}) bool {
 
 // connect dials a keeper and reads its hello.
 func connect(sock string) (*net.UnixConn, *wireReader, *State, error) {
+	return connectBy(sock, time.Now().Add(helloTimeout))
+}
+
+// helloDeadline is when a spawn gives up on the hello of the instance it
+// just started: the spawn's own deadline, but never sooner than
+// helloTimeout from now. On a box starved of CPU (a thousand apps writing
+// logs flat out) the keeper is slow to answer, and a spawn that gave up
+// would kill the instance it had started.
+func helloDeadline(spawn time.Time) time.Time {
+	return later(spawn, time.Now().Add(helloTimeout))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// connectBy is connect with the hello due by deadline.
+func connectBy(sock string, deadline time.Time) (*net.UnixConn, *wireReader, *State, error) {
 	c, err := dialUnix(sock)
 	if err != nil {
 		return nil, nil, nil, err
@@ -1022,7 +1051,7 @@ func connect(sock string) (*net.UnixConn, *wireReader, *State, error) {
 		c.Close()
 		return nil, nil, nil, err
 	}
-	rd.setReadDeadline(time.Now().Add(helloTimeout))
+	rd.setReadDeadline(deadline)
 	line, err := rd.next()
 	if err != nil {
 		return fail(fmt.Errorf("reading the keeper's hello: %w", err))
