@@ -182,11 +182,12 @@ const envAppProcs = "KEEL_APP_GOMAXPROCS"
 // them). Measured on 2 cores, 10 apps × 20 instances: 3.3 MB PSS per
 // keeper with 2 Ps, 3.0 MB with 1; with 64 Ps (a 64-core box) 7.3 MB.
 // Lowering GOMAXPROCS in main only frees part of that (4.4 MB with 64):
-// the Ps made at start stay. So the keeper starts itself again, at once,
-// with GOMAXPROCS=1 in its environment — the same process, arguments
-// and descriptors; nothing was read yet — and, started again, puts the
-// environment back as it was for its apps. Should the exec fail, it
-// lowers GOMAXPROCS in place.
+// the Ps made at start stay. So a keeper must start with GOMAXPROCS=1 in
+// its environment, and envAppProcs saying what its apps get; the daemon
+// starts it so (keeperEnv). A keeper started otherwise starts itself
+// again, at once, that way — the same process, arguments and
+// descriptors; nothing was read yet. Should that exec fail, it lowers
+// GOMAXPROCS in place.
 func oneProc() {
 	if v, ok := os.LookupEnv(envAppProcs); ok {
 		os.Unsetenv(envAppProcs)

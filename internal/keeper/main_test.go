@@ -338,7 +338,7 @@ func (c *fakeNodeChannel) Serve(ctx context.Context, report func(NodeEvent)) err
 func (c *fakeNodeChannel) Close() error { return c.parent.Close() }
 
 // A keeper process runs on one P from its start (GOMAXPROCS=1 in the
-// environment it started itself again with), and its apps see the
+// environment the daemon starts it with), and its apps see the
 // GOMAXPROCS of the daemon's environment, or none, as before.
 func TestKeeperRunsOnOneProc(t *testing.T) {
 	for _, daemon := range []string{"3", ""} {
@@ -376,5 +376,51 @@ func TestKeeperRunsOnOneProc(t *testing.T) {
 				t.Fatalf("the keeper's environment has %q, want [GOMAXPROCS=1]", got)
 			}
 		})
+	}
+}
+
+// A keeper started without the daemon's GOMAXPROCS=1 (by hand, or by a
+// daemon of another version) starts itself again with it: here a keeper
+// waiting for its config on stdin, which ends at EOF having run nothing.
+func TestKeeperExecsItselfOnOneProc(t *testing.T) {
+	if runtime.NumCPU() == 1 {
+		t.Skip("one CPU: the keeper runs on one P without starting again")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, KeeperArg)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "GOMAXPROCS=") || strings.HasPrefix(kv, envAppProcs+"=")
+	})
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close() // EOF before a config: the keeper exits 0
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("keeper: %v", err)
+		}
+	}()
+	environ := fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		b, err := os.ReadFile(environ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := strings.Split(string(b), "\x00")
+		if slices.Contains(env, "GOMAXPROCS=1") && slices.Contains(env, envAppProcs+"=") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the keeper did not start again with GOMAXPROCS=1 and %s= within %v", envAppProcs, eventTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
