@@ -27,7 +27,10 @@
 //
 // # Starting a keeper
 //
-// Spawner.Spawn starts "keel __keeper" with Setsid and
+// Spawner.Spawn starts "keel __keeper" with Setsid, the daemon's
+// environment with GOMAXPROCS=1 (the apps get the daemon's own value back
+// through KEEL_APP_GOMAXPROCS; a keeper started without them execs itself
+// once to get there, see oneProc), and
 //
 //	stdin   a unix socket: the Config as JSON, then EOF; the app's
 //	        listening sockets travel with it as SCM_RIGHTS
@@ -62,7 +65,8 @@
 // a keeper process share one goroutine that hears of their exits at
 // SIGCHLD (proc.ExitWatcher), one that captures every stdout and stderr
 // through epoll (logs.Poller) and one that accepts on every instance's
-// socket and reads every daemon's commands (wirePoller). Each instance
+// socket and reads every daemon's commands (wirePoller); both wait in
+// Go's own poller, so neither holds a thread. Each instance
 // keeps its owner loop; a writer runs only while something is queued for
 // a daemon, and reads take their buffers from a pool only while bytes are
 // there.
@@ -71,7 +75,8 @@
 // connection through one wirePoller, and what it reads for a process is
 // handled by a goroutine that runs only while something is queued (the
 // poller must not wait for a process whose lock a slow write holds). An
-// idle instance so holds no goroutine in the daemon.
+// idle instance so holds no goroutine in the daemon, and a keeper process
+// none either: the daemon hears of their exits at SIGCHLD.
 //
 // # Files
 //
