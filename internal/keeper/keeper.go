@@ -111,11 +111,8 @@ type peer struct {
 	reads *wireEntry // where the keeper process's wirePoller reads p; nil: readPeer does
 
 	// What the wirePoller read from p, on its way to run: the poller
-	// never waits for one instance's run, so a goroutine started while
-	// something is queued delivers it, in order.
-	inMu       sync.Mutex
-	inbox      []inbound
-	delivering bool
+	// never waits for one instance's run.
+	in inbox[inbound]
 }
 
 // inbound is a command from a peer, or (leave) the end of its connection.
@@ -796,12 +793,7 @@ func (k *keeper) peerEnd(p *peer) func(error) {
 
 // deliver queues in for run without waiting for it.
 func (k *keeper) deliver(p *peer, in inbound) {
-	p.inMu.Lock()
-	p.inbox = append(p.inbox, in)
-	start := !p.delivering
-	p.delivering = true
-	p.inMu.Unlock()
-	if start {
+	if p.in.post(in) {
 		go k.deliverInbox(p)
 	}
 }
@@ -810,15 +802,10 @@ func (k *keeper) deliver(p *peer, in inbound) {
 // keeper ends (then commands' descriptors are closed).
 func (k *keeper) deliverInbox(p *peer) {
 	for {
-		p.inMu.Lock()
-		if len(p.inbox) == 0 {
-			p.delivering = false
-			p.inMu.Unlock()
+		in, ok := p.in.next()
+		if !ok {
 			return
 		}
-		in := p.inbox[0]
-		p.inbox = p.inbox[1:]
-		p.inMu.Unlock()
 		if in.leave {
 			select {
 			case k.leaveC <- p:

@@ -78,12 +78,9 @@ type process struct {
 
 	// What the wirePoller read, on its way to handle: the poller waits
 	// for no process (mu may be held across a write to a keeper that does
-	// not read), so a goroutine started while something is queued
-	// handles it, in order.
-	inMu       sync.Mutex
-	inbox      []fromKeeper
-	delivering bool
-	redials    int // only the connection's reader touches it
+	// not read).
+	in      inbox[fromKeeper]
+	redials int // only the connection's reader touches it
 }
 
 // fromKeeper is a message a keeper sent, or (end) the end of its
@@ -152,12 +149,7 @@ func (p *process) readLocked(conn *net.UnixConn, rd *wireReader) {
 // post queues what the wirePoller read, and starts a goroutine to handle
 // it unless one runs.
 func (p *process) post(in fromKeeper) {
-	p.inMu.Lock()
-	p.inbox = append(p.inbox, in)
-	start := !p.delivering
-	p.delivering = true
-	p.inMu.Unlock()
-	if start {
+	if p.in.post(in) {
 		go p.deliver()
 	}
 }
@@ -165,16 +157,10 @@ func (p *process) post(in fromKeeper) {
 // deliver handles what is queued, then ends.
 func (p *process) deliver() {
 	for {
-		p.inMu.Lock()
-		if len(p.inbox) == 0 {
-			p.inbox = nil
-			p.delivering = false
-			p.inMu.Unlock()
+		in, ok := p.in.next()
+		if !ok {
 			return
 		}
-		in := p.inbox[0]
-		p.inbox = p.inbox[1:]
-		p.inMu.Unlock()
 		if !in.end {
 			p.mu.Lock()
 			p.messageLocked(in.m)
