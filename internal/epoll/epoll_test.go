@@ -15,17 +15,7 @@ import (
 // A ready descriptor comes back under its token, a Wake as woken, and a
 // removed descriptor no more.
 func TestSetReadyWakeRemove(t *testing.T) {
-	s, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
+	s, r, w := setAndPipe(t)
 	fd := int(r.Fd())
 	if err := s.Add(fd, 7); err != nil {
 		t.Fatal(err)
@@ -51,17 +41,7 @@ func TestSetReadyWakeRemove(t *testing.T) {
 // the look at the set and the park. A reader and a writer race here
 // 20,000 times.
 func TestSetWaitLosesNoEvent(t *testing.T) {
-	s, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
+	s, r, w := setAndPipe(t)
 	fd := int(r.Fd())
 	if err := unix.SetNonblock(fd, true); err != nil {
 		t.Fatal(err)
@@ -229,4 +209,20 @@ func threads(t *testing.T) int {
 	}
 	t.Fatal("no Threads line in /proc/self/status")
 	return 0
+}
+
+// setAndPipe returns a new Set and a pipe, all closed when the test ends.
+func setAndPipe(t *testing.T) (*Set, *os.File, *os.File) {
+	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return s, r, w
 }
