@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
 )
 
@@ -408,19 +409,12 @@ func TestKeeperExecsItselfOnOneProc(t *testing.T) {
 		}
 	}()
 	environ := fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)
-	deadline := time.Now().Add(eventTimeout)
-	for {
+	poll.Until(t, eventTimeout, "the keeper to start again with GOMAXPROCS=1 and "+envAppProcs+"=", func() bool {
 		b, err := os.ReadFile(environ)
 		if err != nil {
 			t.Fatal(err)
 		}
 		env := strings.Split(string(b), "\x00")
-		if slices.Contains(env, "GOMAXPROCS=1") && slices.Contains(env, envAppProcs+"=") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the keeper did not start again with GOMAXPROCS=1 and %s= within %v", envAppProcs, eventTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return slices.Contains(env, "GOMAXPROCS=1") && slices.Contains(env, envAppProcs+"=")
+	})
 }
