@@ -197,18 +197,26 @@ func oneProc() {
 			os.Unsetenv("GOMAXPROCS")
 		}
 	} else if runtime.GOMAXPROCS(0) > 1 {
-		mark := ""
-		if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
-			mark = "=" + v
-		}
-		env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-			k, _, _ := strings.Cut(kv, "=")
-			return k == "GOMAXPROCS" || k == envAppProcs
-		})
-		env = append(env, "GOMAXPROCS=1", envAppProcs+"="+mark)
-		_ = syscall.Exec(selfExe, os.Args, env) // returns only if it failed
+		_ = syscall.Exec(selfExe, os.Args, oneProcEnv(os.Environ())) // returns only if it failed
 	}
 	runtime.GOMAXPROCS(1)
+}
+
+// oneProcEnv is env for a keeper on one P: GOMAXPROCS=1, and env's own
+// GOMAXPROCS (or its absence) kept for the apps in envAppProcs.
+func oneProcEnv(env []string) []string {
+	mark := ""
+	out := make([]string, 0, len(env)+2)
+	for _, kv := range env {
+		switch k, v, _ := strings.Cut(kv, "="); k {
+		case "GOMAXPROCS":
+			mark = "=" + v
+		case envAppProcs:
+		default:
+			out = append(out, kv)
+		}
+	}
+	return append(out, "GOMAXPROCS=1", envAppProcs+"="+mark)
 }
 
 // shared is what the keeper process's instances share: reaper reaps the

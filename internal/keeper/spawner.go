@@ -115,8 +115,7 @@ type Spawner struct {
 	exits    *proc.ExitWatcher
 	watching int
 	watcher  bool
-	exitWake chan struct{} // capacity 1: the watcher looks again
-	closedC  chan struct{} // closed by Close
+	exitWake chan struct{} // capacity 1: the watcher looks again (an exit, or Close)
 
 	wg sync.WaitGroup // refill goroutines
 	// starts holds a token per Spawn under way (bounded).
@@ -158,7 +157,7 @@ func NewSpawner(cfg SpawnerConfig) *Spawner {
 		hosts: map[string]string{}, appLocks: map[string]*sync.Mutex{},
 		starts: make(chan struct{}, max(4, 4*runtime.NumCPU())),
 		trim:   time.AfterFunc(time.Hour, debug.FreeOSMemory),
-		exits:  proc.NewExitWatcher(), exitWake: make(chan struct{}, 1), closedC: make(chan struct{})}
+		exits:  proc.NewExitWatcher(), exitWake: make(chan struct{}, 1)}
 	s.trim.Stop()
 	if w, err := newWirePoller(); err != nil {
 		log.Warn("reading each keeper with a goroutine of its own", "err", err)
@@ -498,12 +497,17 @@ func (s *Spawner) watchKeeper(pid int, exited func()) {
 		s.mu.Lock()
 		s.watching--
 		s.mu.Unlock()
-		select {
-		case s.exitWake <- struct{}{}:
-		default:
-		}
+		s.wakeWatcher()
 		exited()
 	})
+}
+
+// wakeWatcher has the watcher look at the Spawner's state again.
+func (s *Spawner) wakeWatcher() {
+	select {
+	case s.exitWake <- struct{}{}:
+	default:
+	}
 }
 
 // watchExits is the goroutine of exits: it checks the watched keepers at
@@ -513,7 +517,6 @@ func (s *Spawner) watchExits(subscribed chan<- struct{}) {
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	defer signal.Stop(sigchld)
 	close(subscribed)
-	closed := s.closedC
 	for {
 		s.exits.Check()
 		s.mu.Lock()
@@ -526,8 +529,6 @@ func (s *Spawner) watchExits(subscribed chan<- struct{}) {
 		select {
 		case <-sigchld:
 		case <-s.exitWake:
-		case <-closed:
-			closed = nil
 		}
 	}
 }
@@ -953,9 +954,6 @@ func killAndWait(id proc.Identity, group bool, log *slog.Logger) {
 func (s *Spawner) Close() error {
 	s.trim.Stop()
 	s.mu.Lock()
-	if !s.closed {
-		close(s.closedC)
-	}
 	s.closed = true
 	procs := make([]*process, 0, len(s.procs))
 	for _, p := range s.procs {
@@ -964,6 +962,7 @@ func (s *Spawner) Close() error {
 	standby := s.standby
 	s.standby = nil
 	s.mu.Unlock()
+	s.wakeWatcher() // it ends once no keeper is left to watch
 	if standby != nil {
 		standby.discard(s.log)
 		s.done(standby)
@@ -986,19 +985,13 @@ func (s *Spawner) Close() error {
 // It also starts the keeper on one P (see oneProc) with the daemon's
 // GOMAXPROCS kept for its apps, so the keeper need not exec itself again.
 func keeperEnv(env []string) []string {
-	out := make([]string, 0, len(env)+2)
-	appProcs := ""
+	out := make([]string, 0, len(env))
 	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		switch {
-		case k == "GOMAXPROCS":
-			appProcs = "=" + v
-		case k == envAppProcs || daemonOnly(k):
-		default:
+		if k, _, _ := strings.Cut(kv, "="); !daemonOnly(k) {
 			out = append(out, kv)
 		}
 	}
-	return append(out, "GOMAXPROCS=1", envAppProcs+"="+appProcs)
+	return oneProcEnv(out)
 }
 
 // adopted waits until no Survivors hands sockets over, or until stop is
