@@ -567,6 +567,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 		// their orphans carry their own.
 		KillDescendantsOnExit: true,
 		Mark:                  runIDVar + "=" + cfg.ID,
+		Leader:                sh.reaper.Owns, // the other instances' apps
 		StartCmd:              sh.reaper.Start,
 		Exits:                 sh.exits,
 	}

@@ -69,6 +69,10 @@ type Options struct {
 	// this process's tree, and not those of the caller's other children.
 	// A descendant that dropped the entry from its environment is missed.
 	Mark string
+	// Leader, with Mark, names the caller's children that lead its other
+	// trees (see KillMarked): they are never taken for this one's orphans,
+	// and cost no read of their environment.
+	Leader func(pid int) bool
 	// StartCmd starts the command and returns its Wait; nil means
 	// cmd.Start and cmd.Wait. (A caller that reaps orphans must know
 	// which children are not orphans before they can exit.)
@@ -124,6 +128,7 @@ type Process struct {
 	killGroup bool
 	killTree  bool
 	mark      string
+	leader    func(pid int) bool
 	waitCmd   func() error
 	cgroup    Cgroup
 	done      chan struct{}
@@ -247,6 +252,7 @@ func Start(o Options) (*Process, error) {
 		killGroup: o.KillGroupOnExit,
 		killTree:  o.KillDescendantsOnExit,
 		mark:      o.Mark,
+		leader:    o.Leader,
 		waitCmd:   waitCmd,
 		cgroup:    o.Cgroup,
 		done:      make(chan struct{}),
@@ -301,7 +307,7 @@ func (p *Process) wait(await bool) {
 	}
 	switch {
 	case p.killTree && p.mark != "":
-		KillMarked(p.pid, p.mark)
+		KillMarked(p.pid, p.mark, p.leader)
 	case p.killTree:
 		KillDescendants(p.pid)
 	}

@@ -78,9 +78,17 @@ func KillDescendants(skip int) int {
 // exited, its orphans are the caller's children that carry the leader's
 // mark, while the other trees' leaders and orphans carry their own. It
 // returns how many processes it killed.
-func KillMarked(skip int, mark string) int {
+//
+// leader, when not nil, names the caller's children that are the leaders
+// of its other trees, not orphans: their environment is not read. A
+// keeper of a thousand instances would otherwise read a thousand files at
+// each exit, and a million to stop them all.
+func KillMarked(skip int, mark string, leader func(pid int) bool) int {
 	return killTrees(skip, func(c int, killed map[int]bool) bool {
-		return c != skip && (killed[c] || hasEnv(c, mark))
+		if c == skip || leader != nil && leader(c) {
+			return false
+		}
+		return killed[c] || hasEnv(c, mark)
 	})
 }
 

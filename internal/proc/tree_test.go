@@ -64,7 +64,7 @@ func TestKillMarked(t *testing.T) {
 		return kids[0]
 	}
 	ga, gb := grandchild(a), grandchild(b)
-	if n := KillMarked(0, "KEEL_TEST_MARK=a"); n != 2 {
+	if n := KillMarked(0, "KEEL_TEST_MARK=a", nil); n != 2 {
 		t.Fatalf("killed %d, want sh and its sleep", n)
 	}
 	if err := a.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
@@ -76,8 +76,17 @@ func TestKillMarked(t *testing.T) {
 			t.Fatalf("unmarked process %d was killed", pid)
 		}
 	}
-	if n := KillMarked(0, "KEEL_TEST_MARK=c"); n != 0 {
+	if n := KillMarked(0, "KEEL_TEST_MARK=c", nil); n != 0 {
 		t.Fatalf("a mark nobody carries killed %d", n)
+	}
+	// A child named as a leader is never taken for an orphan, whatever
+	// its environment holds.
+	leader := func(pid int) bool { return pid == b.Process.Pid }
+	if n := KillMarked(0, "KEEL_TEST_MARK=b", leader); n != 0 {
+		t.Fatalf("killed %d processes of a leader's tree", n)
+	}
+	if n := KillMarked(0, "KEEL_TEST_MARK=b", nil); n != 2 {
+		t.Fatalf("killed %d, want the unnamed child and its sleep", n)
 	}
 }
 

@@ -74,6 +74,14 @@ func (r *Reaper) Start(cmd *exec.Cmd) (wait func() error, err error) {
 	}, nil
 }
 
+// Owns reports whether pid is a child started through Start (or left
+// with Leave) that its Wait has not reaped yet.
+func (r *Reaper) Owns(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.own[pid]
+}
+
 // Leave makes the reaper leave pid, a child started without Start, to
 // its own waiter. Call it before Run, or the child may be reaped first.
 func (r *Reaper) Leave(pid int) {

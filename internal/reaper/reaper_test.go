@@ -78,3 +78,30 @@ func TestOrphanIsAdoptedAndReaped(t *testing.T) {
 		}
 	}
 }
+
+// Owns names a child started through Start until its Wait has reaped it,
+// and no other process.
+func TestOwnsTheChildrenStartStarted(t *testing.T) {
+	r := New()
+	c := exec.Command("/bin/sleep", "60")
+	wait, err := r.Start(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Process.Pid
+	if !r.Owns(pid) {
+		t.Errorf("a running child started through Start is not owned")
+	}
+	if r.Owns(os.Getpid()) || r.Owns(os.Getppid()) {
+		t.Errorf("a process Start did not start is owned")
+	}
+	if err := c.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err == nil {
+		t.Fatalf("the killed child's wait: nil error")
+	}
+	if r.Owns(pid) {
+		t.Errorf("a reaped child is still owned")
+	}
+}
