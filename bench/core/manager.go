@@ -57,6 +57,9 @@ type Manager interface {
 	// Reload runs the manager's reload command for app (keel reload,
 	// pm2 reload) and returns when the command does.
 	Reload(ctx context.Context, app string) error
+	// Stop runs the manager's stop command for app (keel stop, pm2 stop)
+	// and returns when the command does.
+	Stop(ctx context.Context, app string) error
 	// LogDir is the directory of the apps' log files.
 	LogDir() string
 	// Close stops everything the manager started and removes its home.
@@ -121,6 +124,10 @@ func (k *Keel) ListCommand(ctx context.Context) *exec.Cmd { return k.command(ctx
 
 func (k *Keel) Reload(ctx context.Context, app string) error {
 	return run(k.command(ctx, "reload", app))
+}
+
+func (k *Keel) Stop(ctx context.Context, app string) error {
+	return run(k.command(ctx, "stop", app))
 }
 
 // LogDir is $KEEL_HOME/logs (internal/logs.Dir): <app>-<instance>-out.log.
@@ -232,6 +239,10 @@ func (p *PM2) ListCommand(ctx context.Context) *exec.Cmd { return p.command(ctx,
 
 func (p *PM2) Reload(ctx context.Context, app string) error {
 	return run(p.command(ctx, "reload", app))
+}
+
+func (p *PM2) Stop(ctx context.Context, app string) error {
+	return run(p.command(ctx, "stop", app))
 }
 
 // LogDir is $PM2_HOME/logs: <app>-out-<pm_id>.log for an app of several

@@ -18,12 +18,13 @@ type row struct {
 	helpers     int
 	list        time.Duration // median of the list command
 	idleCPU     float64       // % of one core, manager processes only
+	stop        time.Duration // the stop commands of every app, until no instance runs
 	err         error
 }
 
 func (r row) String() string {
-	return fmt.Sprintf("online in %.2f s (fork/exec %.2f s), PSS %.1f MB (%d helpers), ls %.1f ms, idle CPU %.2f %%",
-		r.online.Seconds(), r.forkExec.Seconds(), mb(r.mem.PSS), r.helpers, ms(r.list), r.idleCPU)
+	return fmt.Sprintf("online in %.2f s (fork/exec %.2f s), PSS %.1f MB (%d helpers), ls %.1f ms, idle CPU %.2f %%, stop %.2f s",
+		r.online.Seconds(), r.forkExec.Seconds(), mb(r.mem.PSS), r.helpers, ms(r.list), r.idleCPU, r.stop.Seconds())
 }
 
 // measure starts apps apps of n/apps instances each under m and measures
@@ -34,7 +35,7 @@ func measure(ctx context.Context, m manager, apps, n int, idle time.Duration) ro
 	defer cancel()
 	t0 := time.Now()
 	for i := 0; i < apps; i++ {
-		a := core.App{Name: fmt.Sprintf("s%d", i), Script: "/bin/sleep", Interpreter: "none",
+		a := core.App{Name: appName(i), Script: "/bin/sleep", Interpreter: "none",
 			Args: []string{"infinity"}, Instances: n / apps}
 		if err := m.Start(ctx, a); err != nil {
 			r.err = err
@@ -76,5 +77,19 @@ func measure(ctx context.Context, m manager, apps, n int, idle time.Duration) ro
 		return r
 	}
 	r.list = core.Summarize(lt).Median
+	t0 = time.Now()
+	for i := 0; i < apps; i++ {
+		if err := m.Stop(ctx, appName(i)); err != nil {
+			r.err = err
+			return r
+		}
+	}
+	if err := waitAllStopped(ctx, m); err != nil {
+		r.err = err
+		return r
+	}
+	r.stop = time.Since(t0)
 	return r
 }
+
+func appName(i int) string { return fmt.Sprintf("s%d", i) }

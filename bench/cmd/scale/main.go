@@ -11,8 +11,9 @@
 // online (beside the time the kernel needs to fork/exec as many /bin/sleep
 // directly), the manager's memory — its daemon plus, for keel, every
 // keeper: PSS, so shared pages are counted once — per instance, the
-// median wall time of the list command (keel ls --json, pm2 jlist) and the
-// manager's CPU while everything idles.
+// median wall time of the list command (keel ls --json, pm2 jlist), the
+// manager's CPU while everything idles, and the time from the first stop
+// command (keel stop, pm2 stop, one per app) to every instance stopped.
 //
 // Reload (-reload N, 0 skips it): an app of N /bin/sleep instances is
 // reloaded (keel reload, pm2 reload): the command's wall time, and the
@@ -392,6 +393,28 @@ func waitOnline(ctx context.Context, m core.Manager, n int, old map[int]bool) er
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
 			return fmt.Errorf("%d of %d online, %d in new processes: %w", on, n, fresh, err)
+		}
+	}
+}
+
+// waitAllStopped waits until every instance is stopped, or ctx ends.
+func waitAllStopped(ctx context.Context, m core.Manager) error {
+	for {
+		ins, err := m.Instances(ctx)
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, in := range ins {
+			if in.Status != "stopped" {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("%d not stopped after the stop: %w", left, err)
 		}
 	}
 }

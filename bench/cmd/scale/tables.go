@@ -256,20 +256,20 @@ func (res results) printScale(w io.Writer) {
 func (res results) printRows(w io.Writer) {
 	fmt.Fprintln(w, "Every row (/bin/sleep instances)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| instances | apps | manager | online s | fork/exec s | PSS MB | PSS KB / instance | anon MB | keepers | ls ms | idle CPU % |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| instances | apps | manager | online s | fork/exec s | PSS MB | PSS KB / instance | anon MB | keepers | ls ms | idle CPU % | stop s |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range res.counts {
 		if r.err != nil {
-			fmt.Fprintf(w, "| %d | %d | %s | failed: %s ||||||||\n", r.count, r.apps, r.manager, firstLine(r.err))
+			fmt.Fprintf(w, "| %d | %d | %s | failed: %s |||||||||\n", r.count, r.apps, r.manager, firstLine(r.err))
 			continue
 		}
 		helpers := "–"
 		if r.manager == "keel" {
 			helpers = fmt.Sprint(r.helpers)
 		}
-		fmt.Fprintf(w, "| %d | %d | %s | %.2f | %.2f | %.1f | %.0f | %.1f | %s | %.1f | %.2f |\n", r.count, r.apps, r.manager,
+		fmt.Fprintf(w, "| %d | %d | %s | %.2f | %.2f | %.1f | %.0f | %.1f | %s | %.1f | %.2f | %.2f |\n", r.count, r.apps, r.manager,
 			r.online.Seconds(), r.forkExec.Seconds(), mb(r.mem.PSS), float64(r.mem.PSS)/1024/float64(r.count),
-			mb(r.mem.Anon), helpers, ms(r.list), r.idleCPU)
+			mb(r.mem.Anon), helpers, ms(r.list), r.idleCPU, r.stop.Seconds())
 	}
 	fmt.Fprintln(w)
 }
