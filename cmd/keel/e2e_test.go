@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -397,6 +398,32 @@ func TestStrayDescriptorsDoNotLeak(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The daemon runs on two Ps however many CPUs the box has (here
+// GOMAXPROCS=8 stands in for a big box), and its apps still get the
+// GOMAXPROCS their start gave.
+func TestDaemonRunsOnTwoProcs(t *testing.T) {
+	e := newEnv(t)
+	many := []string{"GOMAXPROCS=8"}
+	if r := e.keelWith(many, "ls"); r.code != 0 {
+		t.Fatalf("keel ls: exit %d: %s", r.code, r.err)
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", e.daemonPid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := strings.Split(string(environ), "\x00"); !slices.Contains(env, "GOMAXPROCS=2") {
+		t.Errorf("the daemon did not start again on 2 Ps: its GOMAXPROCS is not 2")
+	}
+	start := []string{"start", os.Args[0], "--name", "procs", "--env", "KEEL_E2E_APP=procs"}
+	if r := e.keelWith(many, start...); r.code != 0 {
+		t.Fatalf("keel start: exit %d: %s", r.code, r.err)
+	}
+	want := `GOMAXPROCS "8" set true, marked false`
+	poll.Until(t, 10*time.Second, "the app to print its GOMAXPROCS", func() bool {
+		return strings.Contains(e.ok("logs", "procs", "--raw"), want)
+	})
 }
 
 // An app gets the environment of the `keel start` that defined it, as

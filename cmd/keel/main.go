@@ -13,6 +13,7 @@ import (
 	"github.com/keel-run/keel/internal/daemon"
 	"github.com/keel-run/keel/internal/keeper"
 	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/procs"
 	"github.com/keel-run/keel/internal/reaper"
 	"github.com/keel-run/keel/internal/spec"
 )
@@ -49,6 +50,7 @@ func main() {
 		Getenv:        os.Getenv,
 		StopLeftovers: keeper.StopAll,
 		RunDaemon: func(ctx context.Context, home string) error {
+			procs.Limit(daemon.Procs)
 			err := daemon.Run(ctx, daemon.Options{Home: home, Exe: self, Version: version, Cgroup: os.Getenv("KEEL_CGROUP")})
 			if errors.Is(err, daemon.ErrAlreadyRunning) {
 				// Lost a start race to another daemon: that one serves.
@@ -57,6 +59,7 @@ func main() {
 			return err
 		},
 		RunForeground: func(ctx context.Context, home string, apps []*spec.App, ro cli.RunOptions) error {
+			procs.Limit(daemon.Procs)
 			if err := reaper.BecomeSubreaper(); err != nil {
 				return err
 			}

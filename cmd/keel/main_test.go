@@ -75,6 +75,14 @@ func runApp(name string) int {
 		signal.Notify(sig, syscall.SIGTERM)
 		<-sig
 		return 0
+	case "procs": // prints its GOMAXPROCS, then runs until SIGTERM
+		v, set := os.LookupEnv("GOMAXPROCS")
+		_, marked := os.LookupEnv("KEEL_APP_GOMAXPROCS")
+		fmt.Printf("GOMAXPROCS %q set %v, marked %v\n", v, set, marked)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		return 0
 	case "crash": // fails at once
 		fmt.Fprintln(os.Stderr, "fatal: cannot open config")
 		return 3

@@ -30,7 +30,7 @@
 // Spawner.Spawn starts "keel __keeper" with Setsid, the daemon's
 // environment with GOMAXPROCS=1 (the apps get the daemon's own value back
 // through KEEL_APP_GOMAXPROCS; a keeper started without them execs itself
-// once to get there, see oneProc), and
+// once to get there, see procs.Limit), and
 //
 //	stdin   a unix socket: the Config as JSON, then EOF; the app's
 //	        listening sockets travel with it as SCM_RIGHTS

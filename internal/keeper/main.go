@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/keel-run/keel/internal/cgroup"
 	"github.com/keel-run/keel/internal/logs"
 	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/procs"
 	"github.com/keel-run/keel/internal/ready"
 	"github.com/keel-run/keel/internal/reaper"
 	"github.com/keel-run/keel/internal/sdnotify"
@@ -88,7 +88,9 @@ func Main(args []string) int { return MainWith(args, Options{}) }
 
 // MainWith is Main with hooks.
 func MainWith(args []string, opts Options) int {
-	oneProc()
+	// A keeper's work is one owner loop per instance and three pollers,
+	// all waiting almost always: a second P buys it nothing.
+	procs.Limit(1)
 	sigC := make(chan os.Signal, 8)
 	// SIGPIPE is caught, not ignored: an ignored signal stays ignored in
 	// the app, a caught one is reset by exec.
@@ -166,57 +168,6 @@ func MainWith(args []string, opts Options) int {
 	}
 	stopReaping()
 	return 0
-}
-
-// envAppProcs carries, through the keeper's re-exec (oneProc), the
-// GOMAXPROCS its apps get: "=value", or "" for none.
-const envAppProcs = "KEEL_APP_GOMAXPROCS"
-
-// oneProc makes the keeper process run on one P (GOMAXPROCS=1), and gives
-// its apps the GOMAXPROCS it was started with.
-//
-// A keeper's work is one owner loop per instance and three pollers, all
-// waiting almost always: a second P buys it nothing, while every P costs
-// memory for the process's life (the P itself, its allocation caches,
-// the heap and GC workers spread across them, the threads that run
-// them). Measured on 2 cores, 10 apps × 20 instances: 3.3 MB PSS per
-// keeper with 2 Ps, 3.0 MB with 1; with 64 Ps (a 64-core box) 7.3 MB.
-// Lowering GOMAXPROCS in main only frees part of that (4.4 MB with 64):
-// the Ps made at start stay. So a keeper must start with GOMAXPROCS=1 in
-// its environment, and envAppProcs saying what its apps get; the daemon
-// starts it so (keeperEnv). A keeper started otherwise starts itself
-// again, at once, that way — the same process, arguments and
-// descriptors; nothing was read yet. Should that exec fail, it lowers
-// GOMAXPROCS in place.
-func oneProc() {
-	if v, ok := os.LookupEnv(envAppProcs); ok {
-		os.Unsetenv(envAppProcs)
-		if orig, set := strings.CutPrefix(v, "="); set {
-			os.Setenv("GOMAXPROCS", orig)
-		} else {
-			os.Unsetenv("GOMAXPROCS")
-		}
-	} else if runtime.GOMAXPROCS(0) > 1 {
-		_ = syscall.Exec(selfExe, os.Args, oneProcEnv(os.Environ())) // returns only if it failed
-	}
-	runtime.GOMAXPROCS(1)
-}
-
-// oneProcEnv is env for a keeper on one P: GOMAXPROCS=1, and env's own
-// GOMAXPROCS (or its absence) kept for the apps in envAppProcs.
-func oneProcEnv(env []string) []string {
-	mark := ""
-	out := make([]string, 0, len(env)+2)
-	for _, kv := range env {
-		switch k, v, _ := strings.Cut(kv, "="); k {
-		case "GOMAXPROCS":
-			mark = "=" + v
-		case envAppProcs:
-		default:
-			out = append(out, kv)
-		}
-	}
-	return append(out, "GOMAXPROCS=1", envAppProcs+"="+mark)
 }
 
 // shared is what the keeper process's instances share: reaper reaps the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/procs"
 )
 
 // helperArg makes the test binary run one of the helper apps below.
@@ -351,7 +352,7 @@ func TestKeeperRunsOnOneProc(t *testing.T) {
 				want = "GOMAXPROCS unset"
 			}
 			h := newHarness(t)
-			a := app("getenv", "GOMAXPROCS", envAppProcs)
+			a := app("getenv", "GOMAXPROCS", procs.AppVar)
 			p := h.spawn(h.spawner(nil), a, 0)
 			// Read while the keeper runs (release ends it).
 			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.st.KeeperPid))
@@ -361,8 +362,8 @@ func TestKeeperRunsOnOneProc(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := logLines(t, h.home, a.Name, 0, "out"); !slices.Equal(got, []string{want, envAppProcs + " unset"}) {
-				t.Fatalf("the app saw %q, want [%s, %s unset]", got, want, envAppProcs)
+			if got := logLines(t, h.home, a.Name, 0, "out"); !slices.Equal(got, []string{want, procs.AppVar + " unset"}) {
+				t.Fatalf("the app saw %q, want [%s, %s unset]", got, want, procs.AppVar)
 			}
 			if daemon == "" && runtime.NumCPU() == 1 {
 				return // one P anyway: no second start
@@ -393,7 +394,7 @@ func TestKeeperExecsItselfOnOneProc(t *testing.T) {
 	}
 	cmd := exec.Command(exe, KeeperArg)
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "GOMAXPROCS=") || strings.HasPrefix(kv, envAppProcs+"=")
+		return strings.HasPrefix(kv, "GOMAXPROCS=") || strings.HasPrefix(kv, procs.AppVar+"=")
 	})
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -409,12 +410,12 @@ func TestKeeperExecsItselfOnOneProc(t *testing.T) {
 		}
 	}()
 	environ := fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)
-	poll.Until(t, eventTimeout, "the keeper to start again with GOMAXPROCS=1 and "+envAppProcs+"=", func() bool {
+	poll.Until(t, eventTimeout, "the keeper to start again with GOMAXPROCS=1 and "+procs.AppVar+"=", func() bool {
 		b, err := os.ReadFile(environ)
 		if err != nil {
 			t.Fatal(err)
 		}
 		env := strings.Split(string(b), "\x00")
-		return slices.Contains(env, "GOMAXPROCS=1") && slices.Contains(env, envAppProcs+"=")
+		return slices.Contains(env, "GOMAXPROCS=1") && slices.Contains(env, procs.AppVar+"=")
 	})
 }

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-run/keel/internal/proc"
+	"github.com/keel-run/keel/internal/procs"
 	"github.com/keel-run/keel/internal/spec"
 	"github.com/keel-run/keel/internal/supervisor"
 )
@@ -982,8 +983,8 @@ func (s *Spawner) Close() error {
 
 // keeperEnv is the environment a keeper starts with: the daemon's, minus
 // what describes the daemon's own sockets.
-// It also starts the keeper on one P (see oneProc) with the daemon's
-// GOMAXPROCS kept for its apps, so the keeper need not exec itself again.
+// It also starts the keeper on one P (procs.Limit) with the GOMAXPROCS
+// the daemon's apps are to get, so the keeper need not exec itself again.
 func keeperEnv(env []string) []string {
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
@@ -991,7 +992,7 @@ func keeperEnv(env []string) []string {
 			out = append(out, kv)
 		}
 	}
-	return oneProcEnv(out)
+	return procs.Env(out, 1)
 }
 
 // adopted waits until no Survivors hands sockets over, or until stop is
