@@ -382,39 +382,39 @@ func online(ins []core.Instance, old map[int]bool) (on, fresh int) {
 // waitOnline waits until n instances are online (and, with old, none of
 // them is in old) or ctx ends.
 func waitOnline(ctx context.Context, m core.Manager, n int, old map[int]bool) error {
-	for {
-		ins, err := m.Instances(ctx)
-		if err != nil {
-			return err
-		}
+	return waitList(ctx, m, func(ins []core.Instance) (bool, string) {
 		on, fresh := online(ins, old)
-		if on == n && fresh == n {
-			return nil
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return fmt.Errorf("%d of %d online, %d in new processes: %w", on, n, fresh, err)
-		}
-	}
+		return on == n && fresh == n, fmt.Sprintf("%d of %d online, %d in new processes", on, n, fresh)
+	})
 }
 
 // waitAllStopped waits until every instance is stopped, or ctx ends.
 func waitAllStopped(ctx context.Context, m core.Manager) error {
-	for {
-		ins, err := m.Instances(ctx)
-		if err != nil {
-			return err
-		}
+	return waitList(ctx, m, func(ins []core.Instance) (bool, string) {
 		left := 0
 		for _, in := range ins {
 			if in.Status != "stopped" {
 				left++
 			}
 		}
-		if left == 0 {
+		return left == 0, fmt.Sprintf("%d not stopped", left)
+	})
+}
+
+// waitList lists m's instances every 100 ms until done says so, or ctx
+// ends (the error then says what done saw last).
+func waitList(ctx context.Context, m core.Manager, done func([]core.Instance) (ok bool, state string)) error {
+	for {
+		ins, err := m.Instances(ctx)
+		if err != nil {
+			return err
+		}
+		ok, state := done(ins)
+		if ok {
 			return nil
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return fmt.Errorf("%d not stopped after the stop: %w", left, err)
+			return fmt.Errorf("%s: %w", state, err)
 		}
 	}
 }
