@@ -113,13 +113,13 @@ type Daemon struct {
 	containment string
 }
 
-// Run runs the daemon until ctx is done or `keel kill`.
 // Procs is how many Ps (GOMAXPROCS) the daemon runs on; its main starts
 // it so with procs.Limit. Its work is a control plane: on 2 cores it
 // starts 1,000 instances with both busy mostly in the kernel's fork/exec
 // and the keepers, so more Ps would buy little, and each costs memory.
 const Procs = 2
 
+// Run runs the daemon until ctx is done or `keel kill`.
 func Run(ctx context.Context, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
