@@ -41,8 +41,8 @@ func main() {
 	// /proc/self/exe, which works even when the file was replaced or
 	// removed (an upgrade, or `go run`'s temporary binary).
 	self := exe
-	if _, err := os.Stat("/proc/self/exe"); err == nil {
-		self = "/proc/self/exe"
+	if _, err := os.Stat(procs.SelfExe); err == nil {
+		self = procs.SelfExe
 	}
 	code := cli.Run(ctx, os.Args[1:], cli.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, cli.Deps{
 		Exe:           exe,

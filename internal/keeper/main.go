@@ -31,10 +31,6 @@ import (
 // written.
 const pipeSize = 1 << 20
 
-// selfExe is how a keeper names its own binary for the __exec step; it
-// works even when the file was replaced by an upgrade.
-const selfExe = "/proc/self/exe"
-
 // Config is what a keeper runs, as JSON on its stdin (or in a file given
 // with --config).
 type Config struct {
@@ -511,7 +507,7 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 		Stderr:          errW,
 		ExtraFiles:      extra,
 		ListenNames:     cfg.ListenNames,
-		Helper:          selfExe,
+		Helper:          procs.SelfExe,
 		KillGroupOnExit: true,
 		// With the keeper a subreaper, that is every descendant that
 		// carries this instance's mark; the keeper's other instances and

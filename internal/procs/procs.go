@@ -27,17 +27,18 @@ import (
 // "=value", or "" for none. Limit takes it out of the environment again.
 const AppVar = "KEEL_APP_GOMAXPROCS"
 
-// selfExe names the running binary for the exec; it works even when the
-// file was replaced by an upgrade.
-const selfExe = "/proc/self/exe"
+// SelfExe names the running binary, for keel's processes that execute
+// it again; it works even when the file was replaced by an upgrade or
+// removed (`go run`'s temporary binary).
+const SelfExe = "/proc/self/exe"
 
 // Limit makes the calling process run on at most n Ps, and leaves in its
 // environment the GOMAXPROCS the user gave, for the processes it starts.
 // A process whose environment Env made has its limit already; any other
 // that would run on more than n Ps execs itself again at once, with the
-// same arguments and descriptors, on n (call Limit first thing in main,
-// before anything is read or opened). Should that exec fail, it lowers
-// GOMAXPROCS in place, which frees part of the memory.
+// same arguments and descriptors, on n (so call Limit before the process
+// starts its work: what it did before is done again). Should that exec
+// fail, it lowers GOMAXPROCS in place, which frees part of the memory.
 func Limit(n int) {
 	if v, ok := os.LookupEnv(AppVar); ok {
 		os.Unsetenv(AppVar)
@@ -47,7 +48,7 @@ func Limit(n int) {
 			os.Unsetenv("GOMAXPROCS")
 		}
 	} else if runtime.GOMAXPROCS(0) > n {
-		_ = syscall.Exec(selfExe, os.Args, Env(os.Environ(), n)) // returns only if it failed
+		_ = syscall.Exec(SelfExe, os.Args, Env(os.Environ(), n)) // returns only if it failed
 	}
 	// Only when needed: setting it stops Go from following a container's
 	// CPU limit.

@@ -110,10 +110,7 @@ func (r *Reaper) ReapAll(onReap func(pid int, ws unix.WaitStatus)) {
 	r.starting.Lock()
 	defer r.starting.Unlock()
 	for _, pid := range children() {
-		r.mu.Lock()
-		own := r.own[pid]
-		r.mu.Unlock()
-		if own {
+		if r.Owns(pid) {
 			continue
 		}
 		var ws unix.WaitStatus
