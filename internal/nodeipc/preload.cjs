@@ -77,8 +77,7 @@
   let crashing = false;
   // The request each piece of async work was started for, so a fatal error
   // can be pinned on it: only with graceful crash on.
-  const requests = crashDrainMs > 0 && process.connected ?
-    new (require('async_hooks').AsyncLocalStorage)() : null;
+  const requests = crashDrainMs > 0 && process.connected ? requestStore() : null;
 
   function toNumber(x) {
     x = Number(x);
@@ -280,6 +279,30 @@
   // of an error thrown in a handler stays as without keel.
   function trackRequests(server) {
     server.prependListener('request', (req, res) => requests.enterWith(res));
+  }
+  // AsyncLocalStorage's propagation, less two costs it pays on Node 20:
+  // it writes its slot on every async resource, even with no request to
+  // carry, and on the ten or so TickObjects Node's own http code makes
+  // per request. That cost a hello-world server 4.5 % of its throughput;
+  // this costs 1.5 % (bench/cmd/tracking -alone). The price: an error
+  // thrown in a process.nextTick callback is not pinned on its request
+  // (closed when the drain ends); timers, promises, I/O callbacks and
+  // the handler itself are.
+  function requestStore() {
+    const hooks = require('async_hooks');
+    const current = hooks.executionAsyncResource;
+    const slot = Symbol('keel.request');
+    hooks.createHook({
+      init(asyncId, type, triggerAsyncId, resource) {
+        if (type === 'TickObject') return;
+        const res = current()[slot];
+        if (res !== undefined) resource[slot] = res;
+      },
+    }).enable();
+    return {
+      enterWith(res) { current()[slot] = res; },
+      getStore() { return current()[slot]; },
+    };
   }
   function isHTTP(server) {
     return typeof server.closeIdleConnections === 'function';

@@ -7,7 +7,8 @@
 //	go run ./bench/cmd/tracking -app hello.js -c 16 -d 3s -rounds 10
 //
 // The two servers run side by side, each with its own load client, in
-// every round, so a busy machine slows both alike; each round prints both
+// every round, so a busy machine slows both alike (with -alone, one after
+// the other, the order alternating); each round prints both
 // servers' req/s and CPU time per request (from /proc/<pid>/stat), and the
 // end the medians of the rounds' ratios (on ÷ off). No daemon is
 // involved: the command plays keel's keeper itself (internal/sockets and
@@ -55,6 +56,7 @@ func run() int {
 	conns := flag.Int("c", 16, "load connections per server")
 	d := flag.Duration("d", 3*time.Second, "duration of each round (at most 1m)")
 	rounds := flag.Int("rounds", 10, "rounds")
+	alone := flag.Bool("alone", false, "load one server at a time (order alternating by round), the other idle: less contention between them, more drift of the machine between the two")
 	flag.Parse()
 	if *d <= 0 || *d > time.Minute || *rounds < 1 || *conns < 1 {
 		fmt.Fprintln(os.Stderr, "tracking: -d must be in (0, 1m], -rounds and -c at least 1")
@@ -114,9 +116,21 @@ func run() int {
 	var rpsRatios, cpuRatios []float64
 	for r := 1; r <= *rounds; r++ {
 		outs := make([]chan outcome, len(sides))
-		for i, s := range sides {
+		for i := range sides {
 			outs[i] = make(chan outcome, 1)
-			go func() { outs[i] <- measure(ctx, s, *conns, *d) }()
+		}
+		if *alone {
+			order := []int{0, 1}
+			if r%2 == 0 {
+				order = []int{1, 0}
+			}
+			for _, i := range order {
+				outs[i] <- measure(ctx, sides[i], *conns, *d)
+			}
+		} else {
+			for i, s := range sides {
+				go func() { outs[i] <- measure(ctx, s, *conns, *d) }()
+			}
 		}
 		var res [2]outcome
 		for i := range sides {
