@@ -101,9 +101,9 @@
 //     fatal, in an app with no 'uncaughtException' listener of its own —
 //     while servers listen: the preload wraps process._fatalException,
 //     prints the error as Node would, sends NODE_KEEL_STOPPING with
-//     "crash", answers the request the error came from (an
-//     AsyncLocalStorage around each 'request' event of the app's HTTP
-//     servers) with a 500 if nothing of its answer was sent, drains as on
+//     "crash", answers the request the error came from (each 'request'
+//     event of the app's HTTP servers marks its async context, which an
+//     async hook carries to the work it starts) with a 500 if nothing of its answer was sent, drains as on
 //     the stop signal and exits 1 once the servers closed, or after the
 //     given time. A second fatal error during the drain takes Node's own
 //     way: printed, exit 1 at once.

@@ -1,8 +1,8 @@
 // Command tracking measures what graceful crash's request tracking costs a
 // Node server: the same app under keel's preload, once as keel ran it
 // before graceful crash (tracking off) and once with graceful crash on
-// (the preload keeps an AsyncLocalStorage store per request so a fatal
-// error can be pinned on its request).
+// (the preload marks each request's async context, and an async hook
+// carries the mark, so a fatal error can be pinned on its request).
 //
 //	go run ./bench/cmd/tracking -app hello.js -c 16 -d 3s -rounds 10
 //
