@@ -103,10 +103,10 @@
 //     prints the error as Node would, sends NODE_KEEL_STOPPING with
 //     "crash", answers the request the error came from (each 'request'
 //     event of the app's HTTP servers marks its async context, which an
-//     async hook carries to the work it starts) with a 500 if nothing of its answer was sent, drains as on
-//     the stop signal and exits 1 once the servers closed, or after the
-//     given time. A second fatal error during the drain takes Node's own
-//     way: printed, exit 1 at once.
+//     async hook carries to the work it starts) with a 500 if nothing of
+//     its answer was sent, drains as on the stop signal and exits 1 once
+//     the servers closed, or after the given time. A second fatal error
+//     during the drain takes Node's own way: printed, exit 1 at once.
 //
 // The preload deletes KEEL_NODE_IPC, KEEL_STOP_SIGNAL and
 // KEEL_GRACEFUL_CRASH_MS from process.env
