@@ -127,6 +127,9 @@ func MainWith(args []string, opts Options) int {
 	// The reaper runs before any app starts: apps start through it, so it
 	// never takes their exits for an orphan's.
 	sh := &shared{reaper: reaper.New(), exits: proc.NewExitWatcher()}
+	// Read once: every instance's state names its keeper, and a start of
+	// a thousand instances would read /proc/self/stat a thousand times.
+	sh.self, _ = proc.Identify(os.Getpid())
 	if p, err := logs.NewPoller(); err != nil {
 		log.Warn("keeper: capturing output with a goroutine per pipe", "err", err)
 	} else {
@@ -176,6 +179,7 @@ type shared struct {
 	exits  *proc.ExitWatcher
 	logs   *logs.Poller
 	wires  *wirePoller
+	self   proc.Identity // the keeper process itself
 }
 
 // watch does both on every SIGCHLD, in one goroutine, until the function
@@ -529,7 +533,6 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 	outW.Close()
 	errW.Close()
 
-	self, _ := proc.Identify(os.Getpid())
 	k = &keeper{
 		cfg:       cfg,
 		app:       app,
@@ -561,8 +564,8 @@ func start(cfg *Config, files []*os.File, opts Options, sh *shared, log *slog.Lo
 			Pid:         pr.Pid(),
 			PidStart:    pr.Identity().Start,
 			Started:     pr.Started(),
-			KeeperPid:   self.Pid,
-			KeeperStart: self.Start,
+			KeeperPid:   sh.self.Pid,
+			KeeperStart: sh.self.Start,
 			Host:        cfg.Host,
 		},
 	}
