@@ -206,6 +206,9 @@ func (h *host) serveSpawn(c *net.UnixConn) *keeper {
 		if err != nil {
 			return err
 		}
+		// The start itself may take longer than the request's deadline
+		// (the daemon waits hostStartFactor times as long).
+		c.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 		_, err = c.Write(append(b, '\n'))
 		return err
 	}

@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-run/keel/internal/poll"
 	"github.com/keel-run/keel/internal/proc"
@@ -231,4 +235,61 @@ func TestKeeperProcessesHoldNoGoroutineInTheDaemon(t *testing.T) {
 			return err != nil
 		})
 	}
+}
+
+// startGateVar names, in a test app's env, a FIFO at which the fake Node
+// channel (fakeNodeIPC) holds instance 1's start.
+const startGateVar = "KEEL_TEST_START_GATE"
+
+// One more instance that its app's keeper process is slow to start (that
+// keeper is short of CPU, say, while a thousand instances log flat out)
+// still starts: the daemon waits hostStartFactor times StartTimeout for a
+// keeper that is alive, not StartTimeout.
+func TestASlowStartInTheAppsKeeperStillStarts(t *testing.T) {
+	h := newHarness(t)
+	const timeout = time.Second
+	s := h.spawnerWith(SpawnerConfig{StartTimeout: timeout})
+	gate := filepath.Join(t.TempDir(), "gate")
+	if err := unix.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := app("sleep")
+	a.Ready = spec.ReadyMessage // so the start goes through fakeNodeIPC
+	a.Env[startGateVar] = gate
+	p0 := h.spawn(s, a, 0)
+
+	type spawned struct {
+		p   supervisor.Process
+		err error
+	}
+	done := make(chan spawned, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+		defer cancel()
+		p, err := s.Spawn(ctx, supervisor.SpawnRequest{App: a, Instance: 1})
+		done <- spawned{p, err}
+	}()
+	// This open returns once the keeper, in instance 1's start, has the
+	// FIFO open for reading; the start then waits for the close.
+	w, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not a wait for a condition: the start must take longer than
+	// StartTimeout, which is what is under test.
+	time.Sleep(2 * timeout)
+	w.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the slow start failed: %v", r.err)
+	}
+	p1 := h.track(r.p.(*process))
+	if p1.st.KeeperPid != p0.st.KeeperPid {
+		t.Fatalf("instance 1 ran under keeper %d, not its app's %d", p1.st.KeeperPid, p0.st.KeeperPid)
+	}
+	if !(proc.Identity{Pid: p1.st.Pid, Start: p1.st.PidStart}).Running() {
+		t.Fatal("instance 1's app does not run")
+	}
+	finish(t, p1)
+	finish(t, p0)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -252,6 +253,19 @@ type fakeNodeChannel struct {
 }
 
 func fakeNodeIPC(req NodeIPCRequest) (NodeChannel, error) {
+	// startGateVar holds instance 1's start here: until a test opens the
+	// FIFO for writing and closes it again.
+	if gate := req.App.Env[startGateVar]; gate != "" && req.Instance == 1 {
+		f, err := os.Open(gate)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err

@@ -35,8 +35,14 @@ const ReasonKeeperLost = "keeper lost"
 
 const (
 	// handshakeTimeout bounds a keeper's start when the caller's context
-	// has no earlier deadline.
+	// has no earlier deadline (SpawnerConfig.StartTimeout).
 	handshakeTimeout = 15 * time.Second
+	// hostStartFactor is how many times StartTimeout an instance gets that
+	// its app's running keeper process starts. That keeper is alive, but
+	// it captures every other instance's output on one P: with a thousand
+	// instances logging flat out on two cores, one more start took it
+	// over 15 s (bench/cmd/scale's writers), and the instance failed.
+	hostStartFactor = 4
 	// helloTimeout bounds connecting to a keeper and reading its hello.
 	helloTimeout = 5 * time.Second
 	// goneTimeout bounds the wait for a killed process to die.
@@ -99,6 +105,10 @@ type SpawnerConfig struct {
 	// CallTimeout bounds a command's round trip to a keeper (and the
 	// write of a command); 0 means 5 s.
 	CallTimeout time.Duration
+	// StartTimeout bounds the start of a keeper process, up to its
+	// handshake; 0 means 15 s. One more instance in the app's running
+	// keeper process gets hostStartFactor times as long.
+	StartTimeout time.Duration
 }
 
 // Spawner starts keepers and adopts those a previous daemon left; it is
@@ -203,11 +213,6 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		}
 		s.mu.Unlock()
 	}()
-	deadline := time.Now().Add(handshakeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("spawn: %w", err)
 	}
@@ -239,7 +244,7 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 		// app start side by side there.
 		lock.Unlock()
 		cfg.Host = host
-		p, err := s.spawnInHost(ctx, cfg, files, deadline)
+		p, err := s.spawnInHost(ctx, cfg, files, s.startDeadline(ctx, hostStartFactor))
 		if !errors.Is(err, errHostGone) {
 			return p, err
 		}
@@ -254,6 +259,7 @@ func (s *Spawner) Spawn(ctx context.Context, req supervisor.SpawnRequest) (super
 	// No keeper process for the app: this instance's becomes it. Other
 	// instances of the app wait for it rather than start their own.
 	defer lock.Unlock()
+	deadline := s.startDeadline(ctx, 1)
 
 	k := s.takeStandby()
 	if k != nil {
@@ -311,6 +317,20 @@ var errNoHandshake = errors.New("no handshake")
 // errHostGone is a spawn request the app's keeper process did not take:
 // it has ended (or is ending), and started nothing.
 var errHostGone = errors.New("the app's keeper has ended")
+
+// startDeadline is when a start that gets factor times StartTimeout from
+// now gives up, or ctx's deadline if that comes first.
+func (s *Spawner) startDeadline(ctx context.Context, factor int) time.Time {
+	d := s.cfg.StartTimeout
+	if d <= 0 {
+		d = handshakeTimeout
+	}
+	deadline := time.Now().Add(time.Duration(factor) * d)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(deadline) {
+		deadline = cd
+	}
+	return deadline
+}
 
 // spawnInHost asks the keeper process cfg.Host for one more instance.
 func (s *Spawner) spawnInHost(ctx context.Context, cfg *Config, files []*os.File, deadline time.Time) (*process, error) {
