@@ -269,16 +269,26 @@ func TestASlowStartInTheAppsKeeperStillStarts(t *testing.T) {
 		p, err := s.Spawn(ctx, supervisor.SpawnRequest{App: a, Instance: 1})
 		done <- spawned{p, err}
 	}()
-	// This open returns once the keeper, in instance 1's start, has the
-	// FIFO open for reading; the start then waits for the close.
-	w, err := os.OpenFile(gate, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The FIFO has a reader once the keeper, in instance 1's start, is at
+	// the gate; the start then waits for the writer's close.
+	w := -1
+	poll.Until(t, eventTimeout, "instance 1's start to reach the gate", func() bool {
+		select {
+		case r := <-done:
+			t.Fatalf("the start ended before the gate: %v", r.err)
+		default:
+		}
+		fd, err := unix.Open(gate, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return false // ENXIO: no reader yet
+		}
+		w = fd
+		return true
+	})
 	// Not a wait for a condition: the start must take longer than
 	// StartTimeout, which is what is under test.
 	time.Sleep(2 * timeout)
-	w.Close()
+	unix.Close(w)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("the slow start failed: %v", r.err)
